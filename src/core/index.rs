@@ -1,0 +1,391 @@
+//! The store's commit logic, as a pure data structure.
+//!
+//! [`StoreIndex`] knows, for every committed event, its stream, version, position, id, type
+//! and tags — everything but the payload. Every backend keeps one and asks it to
+//! [`check`](StoreIndex::check_append) an append before writing and to
+//! [`apply`](StoreIndex::apply_append) it after; the models call the same functions. It does
+//! no I/O, reads no clock and draws no random numbers.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::core::limits::Limits;
+use crate::core::types::{
+    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
+    GlobalPosition, Query, StreamId, StreamVersion,
+};
+use crate::store::AppendError;
+
+/// The expected-version rule on its own: does `expected` admit a stream in state `actual`?
+pub fn expected_version_matches(expected: ExpectedVersion, actual: CurrentVersion) -> bool {
+    match (expected, actual) {
+        (ExpectedVersion::Any, _) => true,
+        (ExpectedVersion::NoStream, CurrentVersion::NoStream) => true,
+        (ExpectedVersion::NoStream, CurrentVersion::Current(_)) => false,
+        (ExpectedVersion::StreamExists, CurrentVersion::NoStream) => false,
+        (ExpectedVersion::StreamExists, CurrentVersion::Current(_)) => true,
+        (ExpectedVersion::Exact(_), CurrentVersion::NoStream) => false,
+        (ExpectedVersion::Exact(want), CurrentVersion::Current(have)) => want == have,
+    }
+}
+
+/// What to do with an append that passed every check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendPlan {
+    /// New events: write them, then [`StoreIndex::apply_append`].
+    Write {
+        first_version: StreamVersion,
+        first_position: GlobalPosition,
+    },
+    /// Every event was already written by an identical earlier append: report its result
+    /// and write nothing (an idempotent retry).
+    AlreadyWritten(AppendResult),
+}
+
+/// Compact per-event facts, indexed by global position.
+#[derive(Clone, Debug)]
+struct EventEntry {
+    stream: u32,
+    version: StreamVersion,
+    id: EventId,
+    event_type: u32,
+    tags: Box<[u32]>,
+}
+
+/// Where one event sits, as [`StoreIndex::locate`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventLocation {
+    pub stream: StreamId,
+    pub version: StreamVersion,
+    pub position: GlobalPosition,
+}
+
+/// Interned strings: types and tags are stored once and compared as integers.
+#[derive(Default, Debug, Clone)]
+struct Symbols {
+    by_name: BTreeMap<String, u32>,
+}
+
+impl Symbols {
+    fn intern(&mut self, name: &str) -> u32 {
+        if let Some(&symbol) = self.by_name.get(name) {
+            return symbol;
+        }
+        let symbol = u32::try_from(self.by_name.len()).expect("fewer than 2^32 symbols");
+        self.by_name.insert(name.to_owned(), symbol);
+        symbol
+    }
+
+    fn get(&self, name: &str) -> Option<u32> {
+        self.by_name.get(name).copied()
+    }
+}
+
+/// The committed shape of a whole store. See the module documentation.
+#[derive(Default, Debug, Clone)]
+pub struct StoreIndex {
+    limits: Limits,
+    stream_keys: BTreeMap<StreamId, u32>,
+    stream_names: Vec<StreamId>,
+    stream_positions: Vec<Vec<GlobalPosition>>,
+    events: Vec<EventEntry>,
+    /// Lookups only, never iterated: its order cannot leak into behaviour.
+    ids: HashMap<EventId, GlobalPosition>,
+    symbols: Symbols,
+    type_postings: BTreeMap<u32, Vec<GlobalPosition>>,
+    tag_postings: BTreeMap<u32, Vec<GlobalPosition>>,
+}
+
+impl StoreIndex {
+    pub fn new(limits: Limits) -> StoreIndex {
+        StoreIndex {
+            limits,
+            ..StoreIndex::default()
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Number of events in the store; the next event gets this position.
+    pub fn event_count(&self) -> u64 {
+        self.events.len() as u64
+    }
+
+    /// The current version of `stream`.
+    pub fn current_version(&self, stream: &StreamId) -> CurrentVersion {
+        match self.stream_keys.get(stream) {
+            None => CurrentVersion::NoStream,
+            Some(&key) => {
+                let count = self.stream_positions[key as usize].len() as u64;
+                debug_assert!(count > 0, "a known stream holds at least one event");
+                CurrentVersion::Current(StreamVersion(count - 1))
+            }
+        }
+    }
+
+    /// Checks an append against limits, event-id idempotency, the expected version and the
+    /// optional cross-stream condition, in that order. Changes nothing.
+    pub fn check_append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[EventData],
+        condition: Option<&AppendCondition>,
+    ) -> Result<AppendPlan, AppendError> {
+        self.limits
+            .check_append(events)
+            .map_err(AppendError::LimitExceeded)?;
+        if let Some(result) = self.check_idempotency(stream, expected, events)? {
+            return Ok(AppendPlan::AlreadyWritten(result));
+        }
+        let actual = self.current_version(stream);
+        if !expected_version_matches(expected, actual) {
+            return Err(AppendError::WrongExpectedVersion {
+                stream: stream.clone(),
+                expected,
+                actual,
+            });
+        }
+        if let Some(condition) = condition
+            && let Some(&position) = self
+                .matching_positions(&condition.query, condition.after, 1)
+                .first()
+        {
+            return Err(AppendError::ConditionFailed { position });
+        }
+        Ok(AppendPlan::Write {
+            first_version: actual.next_version(),
+            first_position: GlobalPosition(self.event_count()),
+        })
+    }
+
+    /// `Some(result)` when all of `events` were already written together, in this stream, at
+    /// a place `expected` admits; `None` when none of them exist; an error for anything in
+    /// between (a partial overlap, or ids reused elsewhere).
+    fn check_idempotency(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: &[EventData],
+    ) -> Result<Option<AppendResult>, AppendError> {
+        for (index, event) in events.iter().enumerate() {
+            if events[..index].iter().any(|earlier| earlier.id == event.id) {
+                return Err(AppendError::DuplicateEventId {
+                    event_id: event.id,
+                    existing: None,
+                });
+            }
+        }
+        let first_existing = match self.ids.get(&events[0].id) {
+            None => {
+                return match events
+                    .iter()
+                    .find_map(|e| self.ids.get(&e.id).map(|p| (e.id, *p)))
+                {
+                    None => Ok(None),
+                    Some((event_id, position)) => Err(AppendError::DuplicateEventId {
+                        event_id,
+                        existing: Some(position),
+                    }),
+                };
+            }
+            Some(&position) => position,
+        };
+        let first_entry = &self.events[first_existing.0 as usize];
+        let same_stream = self.stream_keys.get(stream) == Some(&first_entry.stream);
+        let stream_positions = &self.stream_positions[first_entry.stream as usize];
+        let first_version = first_entry.version;
+        let contiguous = same_stream
+            && events.iter().enumerate().all(|(offset, event)| {
+                stream_positions
+                    .get(first_version.0 as usize + offset)
+                    .is_some_and(|p| self.events[p.0 as usize].id == event.id)
+            });
+        let expected_fits = match expected {
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
+            ExpectedVersion::NoStream => first_version == StreamVersion::FIRST,
+            ExpectedVersion::Exact(version) => first_version == version.next(),
+        };
+        if !(contiguous && expected_fits) {
+            return Err(AppendError::DuplicateEventId {
+                event_id: events[0].id,
+                existing: Some(first_existing),
+            });
+        }
+        Ok(Some(AppendResult {
+            first_version,
+            last_version: StreamVersion(first_version.0 + events.len() as u64 - 1),
+            first_position: first_existing,
+            written: false,
+        }))
+    }
+
+    /// Records an append that [`check_append`](Self::check_append) planned as
+    /// [`AppendPlan::Write`]. Panics if the plan is stale: that is a bug in the caller.
+    pub fn apply_append(
+        &mut self,
+        stream: &StreamId,
+        events: &[EventData],
+        plan_first_position: GlobalPosition,
+    ) -> AppendResult {
+        assert_eq!(
+            plan_first_position.0,
+            self.event_count(),
+            "append applied out of order"
+        );
+        let key = self.stream_key_or_insert(stream);
+        let first_version = StreamVersion(self.stream_positions[key as usize].len() as u64);
+        for (offset, event) in events.iter().enumerate() {
+            let position = GlobalPosition(self.event_count());
+            let version = StreamVersion(first_version.0 + offset as u64);
+            self.insert_event(key, version, position, event);
+        }
+        AppendResult {
+            first_version,
+            last_version: StreamVersion(first_version.0 + events.len() as u64 - 1),
+            first_position: plan_first_position,
+            written: true,
+        }
+    }
+
+    fn stream_key_or_insert(&mut self, stream: &StreamId) -> u32 {
+        if let Some(&key) = self.stream_keys.get(stream) {
+            return key;
+        }
+        let key = u32::try_from(self.stream_names.len()).expect("fewer than 2^32 streams");
+        self.stream_keys.insert(stream.clone(), key);
+        self.stream_names.push(stream.clone());
+        self.stream_positions.push(Vec::new());
+        key
+    }
+
+    fn insert_event(
+        &mut self,
+        stream: u32,
+        version: StreamVersion,
+        position: GlobalPosition,
+        event: &EventData,
+    ) {
+        let event_type = self.symbols.intern(&event.event_type);
+        let tags: Box<[u32]> = event
+            .tags
+            .iter()
+            .map(|tag| self.symbols.intern(tag))
+            .collect();
+        self.type_postings
+            .entry(event_type)
+            .or_default()
+            .push(position);
+        for &tag in tags.iter() {
+            let postings = self.tag_postings.entry(tag).or_default();
+            // A tag repeated on one event is indexed once.
+            if postings.last() != Some(&position) {
+                postings.push(position);
+            }
+        }
+        let previous = self.ids.insert(event.id, position);
+        assert!(previous.is_none(), "event id {} indexed twice", event.id);
+        self.stream_positions[stream as usize].push(position);
+        self.events.push(EventEntry {
+            stream,
+            version,
+            id: event.id,
+            event_type,
+            tags,
+        });
+    }
+
+    /// Positions of `stream`'s events from version `from`, at most `max` of them.
+    pub fn stream_positions(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max: usize,
+    ) -> Option<&[GlobalPosition]> {
+        let key = *self.stream_keys.get(stream)?;
+        let positions = &self.stream_positions[key as usize];
+        let start = (from.0 as usize).min(positions.len());
+        let end = start.saturating_add(max).min(positions.len());
+        Some(&positions[start..end])
+    }
+
+    /// Stream, version and position of the event at `position`.
+    pub fn locate(&self, position: GlobalPosition) -> Option<EventLocation> {
+        let entry = self.events.get(position.0 as usize)?;
+        Some(EventLocation {
+            stream: self.stream_names[entry.stream as usize].clone(),
+            version: entry.version,
+            position,
+        })
+    }
+
+    /// The position of the event with id `id`.
+    pub fn position_of(&self, id: EventId) -> Option<GlobalPosition> {
+        self.ids.get(&id).copied()
+    }
+
+    /// Positions after `after` of events matching `query`, ascending, at most `max`.
+    pub fn matching_positions(
+        &self,
+        query: &Query,
+        after: Option<GlobalPosition>,
+        max: usize,
+    ) -> Vec<GlobalPosition> {
+        let start = after.map_or(0, |p| p.0 + 1);
+        let mut found: Vec<GlobalPosition> = Vec::new();
+        for item in &query.items {
+            let tag_symbols: Option<Vec<u32>> =
+                item.tags.iter().map(|t| self.symbols.get(t)).collect();
+            let Some(tag_symbols) = tag_symbols else {
+                continue; // a tag never seen matches nothing
+            };
+            let type_symbols: Vec<u32> = item
+                .event_types
+                .iter()
+                .filter_map(|t| self.symbols.get(t))
+                .collect();
+            if !item.event_types.is_empty() && type_symbols.is_empty() {
+                continue;
+            }
+            let matches = |position: &GlobalPosition| {
+                let entry = &self.events[position.0 as usize];
+                let type_ok = type_symbols.is_empty() || type_symbols.contains(&entry.event_type);
+                type_ok && tag_symbols.iter().all(|t| entry.tags.contains(t))
+            };
+            let candidates: Vec<&[GlobalPosition]> = match tag_symbols.first() {
+                Some(first_tag) => vec![self.postings_from(&self.tag_postings, *first_tag, start)],
+                None if !type_symbols.is_empty() => type_symbols
+                    .iter()
+                    .map(|t| self.postings_from(&self.type_postings, *t, start))
+                    .collect(),
+                None => {
+                    found.extend((start..self.event_count()).take(max).map(GlobalPosition));
+                    continue;
+                }
+            };
+            for list in candidates {
+                found.extend(list.iter().filter(|p| matches(p)).take(max));
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found.truncate(max);
+        found
+    }
+
+    fn postings_from<'a>(
+        &self,
+        postings: &'a BTreeMap<u32, Vec<GlobalPosition>>,
+        symbol: u32,
+        start: u64,
+    ) -> &'a [GlobalPosition] {
+        match postings.get(&symbol) {
+            None => &[],
+            Some(list) => {
+                let from = list.partition_point(|p| p.0 < start);
+                &list[from..]
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The pure core: types, limits and the store's commit logic. No I/O, no clock, no
+//! randomness, no async — every runner (production, simulator, models, benches) drives it.
+
+pub mod index;
+pub mod limits;
+pub mod types;
+
+pub use index::{AppendPlan, StoreIndex, expected_version_matches};
+pub use limits::{LimitViolation, Limits};
+pub use types::*;

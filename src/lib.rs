@@ -1,0 +1,7 @@
+//! evsource: an event-sourced EV charging station management system (CSMS) and the
+//! harness that verifies it — deterministic simulation, model checking and benchmarks
+//! over one pure core. See ARCHITECTURE.md for the map.
+
+pub mod core;
+pub mod storage;
+pub mod store;

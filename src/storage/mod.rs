@@ -1,0 +1,38 @@
+//! The file I/O edge of the durable log. Everything the log does to disk goes through
+//! [`Storage`] and [`StorageFile`]; [`DirStorage`] is the real thing, [`SimDisk`] a test
+//! double that loses unsynced writes at a crash, tears the last write, fails syncs and
+//! flips bits on read.
+
+mod dir;
+mod sim;
+
+use std::fmt::Debug;
+use std::io;
+use std::sync::Arc;
+
+pub use dir::DirStorage;
+pub use sim::{SimDisk, SimDiskFaults};
+
+/// A flat directory of files.
+pub trait Storage: Send + Sync + Debug + 'static {
+    /// Names of the files present, sorted.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// Opens an existing file for reading and writing.
+    fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
+    /// Creates `name` atomically and durably: once this returns, the file exists with
+    /// `len` bytes, `prefix` at offset 0 and zeros after it, even across a crash; before it
+    /// returns, a crash leaves no file of that name.
+    fn create(&self, name: &str, len: u64, prefix: &[u8]) -> io::Result<Arc<dyn StorageFile>>;
+    /// How errors name a file: a path for real storage.
+    fn describe(&self, name: &str) -> String;
+}
+
+/// One open file. Offsets are absolute; there is no cursor.
+pub trait StorageFile: Send + Sync + Debug {
+    fn len(&self) -> io::Result<u64>;
+    /// Fills `buf` from `offset`; an error if the file ends first.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+    /// Makes every write so far durable (fdatasync).
+    fn sync_data(&self) -> io::Result<()>;
+}

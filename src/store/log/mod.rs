@@ -1,0 +1,754 @@
+//! The embedded durable log: the default backend.
+//!
+//! Appends are checked by the pure [`StoreIndex`], encoded as one record each and queued.
+//! One flusher at a time takes everything queued — a *group* — writes it with one
+//! positioned write per segment and makes it durable with one `fdatasync`, then
+//! acknowledges every append in the group. Readers only ever see acknowledged events.
+//!
+//! A failed write or sync poisons the store: the group's appenders get
+//! [`AppendError::OutcomeUnknown`] and every later write [`AppendError::Unavailable`]
+//! until the log is reopened, because after a failed fsync the kernel's view of the file
+//! can no longer be trusted. Recovery then decides from what is really on disk.
+
+mod format;
+mod recovery;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::{Semaphore, oneshot, watch};
+
+use crate::core::index::{AppendPlan, StoreIndex};
+use crate::core::limits::Limits;
+use crate::core::types::{
+    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
+    GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
+};
+use crate::storage::{DirStorage, Storage, StorageFile};
+use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
+
+pub use format::{FORMAT_VERSION, SEGMENT_HEADER_BYTES};
+
+const SEGMENT_SUFFIX: &str = ".evlog";
+
+/// How a log is laid out and how much it buffers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    pub limits: Limits,
+    /// Size of each preallocated segment file.
+    pub segment_bytes: u64,
+    /// Encoded bytes that may wait for the next group commit; appenders beyond it wait.
+    pub group_commit_bytes_max: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            limits: Limits::default(),
+            segment_bytes: 64 * 1024 * 1024,
+            group_commit_bytes_max: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl LogConfig {
+    /// The largest record the limits allow: an append or a snapshot.
+    fn record_bytes_max(&self) -> usize {
+        let limits = &self.limits;
+        let per_event_overhead = 16 + 1 + 48 + 8 + 2 + 2 + 4 + 2 * limits.tags_per_event_max;
+        let append = limits.append_bytes_max
+            + limits.events_per_append_max * per_event_overhead
+            + 24
+            + limits.stream_id_bytes_max;
+        let snapshot = limits.snapshot_bytes_max + limits.stream_id_bytes_max + 18;
+        format::record_bytes(append.max(snapshot))
+    }
+
+    fn validate(&self) -> Result<(), OpenError> {
+        let record_max = self.record_bytes_max() as u64;
+        if self.segment_bytes < SEGMENT_HEADER_BYTES + record_max {
+            return Err(OpenError::Config(format!(
+                "segment_bytes {} cannot hold the largest record the limits allow ({record_max} bytes plus a {SEGMENT_HEADER_BYTES}-byte header)",
+                self.segment_bytes
+            )));
+        }
+        if self.segment_bytes > u64::from(u32::MAX) {
+            return Err(OpenError::Config(format!(
+                "segment_bytes {} exceeds 4 GiB",
+                self.segment_bytes
+            )));
+        }
+        if (self.group_commit_bytes_max as u64) < record_max {
+            return Err(OpenError::Config(format!(
+                "group_commit_bytes_max {} is smaller than the largest record ({record_max} bytes)",
+                self.group_commit_bytes_max
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Why a log did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("I/O error on {file}: {source}")]
+    Io { file: String, source: io::Error },
+    /// Damage that is not a torn tail. Nothing was changed; the file needs attention.
+    #[error("corrupt log: {file} at offset {offset}: {reason}")]
+    Corrupt {
+        file: String,
+        offset: u64,
+        reason: String,
+    },
+    #[error("invalid log configuration: {0}")]
+    Config(String),
+}
+
+/// Where one event's record lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Location {
+    segment: u32,
+    offset: u32,
+    record_bytes: u32,
+    event_index: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SnapshotSlot {
+    version: StreamVersion,
+    location: Location,
+}
+
+/// Bytes queued for one segment. `create` asks the flusher to create the segment first.
+#[derive(Debug)]
+struct Chunk {
+    segment: u32,
+    offset: u64,
+    bytes: Vec<u8>,
+    create: Option<GlobalPosition>,
+}
+
+#[derive(Debug)]
+enum Reply {
+    Append(
+        oneshot::Sender<Result<AppendResult, AppendError>>,
+        AppendResult,
+    ),
+    Snapshot(
+        oneshot::Sender<Result<(), SnapshotError>>,
+        StreamId,
+        SnapshotSlot,
+    ),
+}
+
+#[derive(Debug)]
+struct Waiter {
+    /// The group whose durability this waiter needs.
+    group: u64,
+    /// Group-commit byte permits to give back once the group is done.
+    permits: usize,
+    reply: Reply,
+}
+
+#[derive(Debug)]
+struct LogState {
+    index: StoreIndex,
+    locations: Vec<Location>,
+    snapshots: BTreeMap<StreamId, SnapshotSlot>,
+    segments: Vec<Arc<dyn StorageFile>>,
+    /// Segment and offset of the next record, counting queued records.
+    tail_segment: u32,
+    tail_offset: u64,
+    queued: Vec<Chunk>,
+    /// The group now accepting records; the one being flushed is `open_group - 1`.
+    open_group: u64,
+    durable_event_count: u64,
+    waiters: Vec<Waiter>,
+    flushing: bool,
+    failure: Option<String>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    storage: Arc<dyn Storage>,
+    config: LogConfig,
+    state: Mutex<LogState>,
+    durable_event_count: watch::Sender<u64>,
+    group_commit_permits: Arc<Semaphore>,
+}
+
+/// The embedded durable log backend. Clones share one log.
+#[derive(Clone, Debug)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log in directory `dir`.
+    pub fn open_dir(dir: impl AsRef<Path>, config: LogConfig) -> Result<LogStore, OpenError> {
+        let dir = dir.as_ref();
+        let storage = DirStorage::new(dir).map_err(|source| OpenError::Io {
+            file: dir.display().to_string(),
+            source,
+        })?;
+        LogStore::open(Arc::new(storage), config)
+    }
+
+    /// Opens the log on `storage`: recovers the index, cuts a torn tail, refuses damage.
+    pub fn open(storage: Arc<dyn Storage>, config: LogConfig) -> Result<LogStore, OpenError> {
+        config.validate()?;
+        let recovered = recovery::recover(&*storage, &config)?;
+        let event_count = recovered.index.event_count();
+        let (tail_segment, tail_offset) = match recovered.tail_offset {
+            Some(offset) => (recovered.segments.len() as u32 - 1, offset),
+            // No segment yet: the first record creates segment 0.
+            None => (0, config.segment_bytes),
+        };
+        let state = LogState {
+            index: recovered.index,
+            locations: recovered.locations,
+            snapshots: recovered.snapshots,
+            segments: recovered.segments,
+            tail_segment,
+            tail_offset,
+            queued: Vec::new(),
+            open_group: 1,
+            durable_event_count: event_count,
+            waiters: Vec::new(),
+            flushing: false,
+            failure: None,
+        };
+        let group_commit_permits = Arc::new(Semaphore::new(config.group_commit_bytes_max));
+        Ok(LogStore {
+            shared: Arc::new(Shared {
+                storage,
+                config,
+                state: Mutex::new(state),
+                durable_event_count: watch::Sender::new(event_count),
+                group_commit_permits,
+            }),
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.shared.config.limits
+    }
+
+    fn describe_segment(&self, segment: u32) -> String {
+        self.shared
+            .storage
+            .describe(&recovery::segment_name(segment))
+    }
+
+    /// Reads and decodes the events at `positions` (all durable).
+    fn read_positions(
+        &self,
+        positions: &[GlobalPosition],
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let (targets, segments) = {
+            let state = self.shared.lock();
+            let targets: Vec<_> = positions
+                .iter()
+                .map(|&p| {
+                    let location = state.index.locate(p).expect("indexed position");
+                    (location, state.locations[p.0 as usize])
+                })
+                .collect();
+            (targets, state.segments.clone())
+        };
+        let mut events = Vec::with_capacity(targets.len());
+        let mut cached: Option<(Location, Vec<EventData>)> = None;
+        for (where_, location) in targets {
+            let same_record = cached
+                .as_ref()
+                .is_some_and(|(l, _)| l.segment == location.segment && l.offset == location.offset);
+            if !same_record {
+                let record = self.read_record(&segments, location)?;
+                let decoded = format::decode_append(&record).map_err(|e| ReadError::Corrupt {
+                    file: self.describe_segment(location.segment),
+                    offset: u64::from(location.offset),
+                    reason: e.to_string(),
+                })?;
+                cached = Some((location, decoded.events));
+            }
+            let (_, record_events) = cached.as_ref().expect("filled above");
+            let data = record_events[location.event_index as usize].clone();
+            events.push(RecordedEvent::from_data(
+                where_.stream,
+                where_.version,
+                where_.position,
+                data,
+            ));
+        }
+        Ok(events)
+    }
+
+    /// Reads one record and verifies its checksum; returns its body.
+    fn read_record(
+        &self,
+        segments: &[Arc<dyn StorageFile>],
+        location: Location,
+    ) -> Result<Vec<u8>, ReadError> {
+        let file = &segments[location.segment as usize];
+        let mut record = vec![0u8; location.record_bytes as usize];
+        let offset = u64::from(location.offset);
+        file.read_exact_at(&mut record, offset).map_err(|e| {
+            ReadError::Unavailable(format!("{}: {e}", self.describe_segment(location.segment)))
+        })?;
+        let body = format::verify_record(&record).map_err(|e| ReadError::Corrupt {
+            file: self.describe_segment(location.segment),
+            offset,
+            reason: e.to_string(),
+        })?;
+        Ok(body.to_vec())
+    }
+
+    /// Queues `bytes` as the next record and returns where it goes. Rolls to a new segment
+    /// when the record does not fit in the current one.
+    fn queue_record(state: &mut LogState, segment_bytes: u64, bytes: Vec<u8>) -> Location {
+        let record_bytes = bytes.len() as u64;
+        let mut create = None;
+        if state.tail_offset + record_bytes > segment_bytes {
+            state.tail_segment = if state.segments.is_empty() && state.queued.is_empty() {
+                0
+            } else {
+                state.tail_segment + 1
+            };
+            state.tail_offset = SEGMENT_HEADER_BYTES;
+            create = Some(GlobalPosition(state.index.event_count()));
+        }
+        let location = Location {
+            segment: state.tail_segment,
+            offset: state.tail_offset as u32,
+            record_bytes: record_bytes as u32,
+            event_index: 0,
+        };
+        match state.queued.last_mut() {
+            Some(chunk)
+                if create.is_none()
+                    && chunk.segment == location.segment
+                    && chunk.offset + chunk.bytes.len() as u64 == state.tail_offset =>
+            {
+                chunk.bytes.extend_from_slice(&bytes);
+            }
+            _ => state.queued.push(Chunk {
+                segment: location.segment,
+                offset: state.tail_offset,
+                bytes,
+                create,
+            }),
+        }
+        state.tail_offset += record_bytes;
+        location
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, LogState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a waiter and makes sure a flusher is running.
+    fn enqueue_waiter(self: &Arc<Self>, mut state: MutexGuard<'_, LogState>, waiter: Waiter) {
+        state.waiters.push(waiter);
+        if !state.flushing {
+            state.flushing = true;
+            drop(state);
+            spawn_flusher(Arc::clone(self));
+        }
+    }
+
+    /// Flushes groups until nothing is queued. Runs on a blocking thread (real I/O) or as a
+    /// simulator task; never inside an appender's future, so cancelling an appender cannot
+    /// strand the group.
+    fn flush_until_idle(&self) {
+        loop {
+            let (chunks, group, event_count, segments) = {
+                let mut state = self.lock();
+                let open_group = state.open_group;
+                if state.queued.is_empty() && !state.waiters.iter().any(|w| w.group == open_group) {
+                    state.flushing = false;
+                    return;
+                }
+                state.open_group += 1;
+                (
+                    std::mem::take(&mut state.queued),
+                    open_group,
+                    state.index.event_count(),
+                    state.segments.clone(),
+                )
+            };
+            let written = self.write_group(&chunks, segments);
+            let mut state = self.lock();
+            let permits: usize;
+            match written {
+                Ok(new_segments) => {
+                    state.segments.extend(new_segments);
+                    state.durable_event_count = event_count;
+                    let (done, pending): (Vec<Waiter>, Vec<Waiter>) =
+                        std::mem::take(&mut state.waiters)
+                            .into_iter()
+                            .partition(|w| w.group <= group);
+                    state.waiters = pending;
+                    permits = done.iter().map(|w| w.permits).sum();
+                    for waiter in done {
+                        complete(&mut state, waiter.reply);
+                    }
+                    drop(state);
+                    self.durable_event_count.send_replace(event_count);
+                }
+                Err(error) => {
+                    let message = format!("group commit failed: {error}");
+                    state.failure = Some(message.clone());
+                    state.flushing = false;
+                    state.queued.clear();
+                    let failed = std::mem::take(&mut state.waiters);
+                    drop(state);
+                    permits = failed.iter().map(|w| w.permits).sum();
+                    for waiter in failed {
+                        fail(waiter.reply, &message);
+                    }
+                    self.group_commit_permits.add_permits(permits);
+                    return;
+                }
+            }
+            self.group_commit_permits.add_permits(permits);
+        }
+    }
+
+    /// Writes one group: creates new segments, one write per chunk, one sync per segment.
+    fn write_group(
+        &self,
+        chunks: &[Chunk],
+        mut segments: Vec<Arc<dyn StorageFile>>,
+    ) -> io::Result<Vec<Arc<dyn StorageFile>>> {
+        let known = segments.len();
+        let mut touched: Vec<u32> = Vec::new();
+        for chunk in chunks {
+            if let Some(first_position) = chunk.create {
+                assert_eq!(
+                    chunk.segment as usize,
+                    segments.len(),
+                    "segments roll in order"
+                );
+                let header = format::encode_segment_header(&format::SegmentHeader {
+                    index: chunk.segment,
+                    first_position,
+                    segment_bytes: self.config.segment_bytes,
+                });
+                let name = recovery::segment_name(chunk.segment);
+                segments.push(
+                    self.storage
+                        .create(&name, self.config.segment_bytes, &header)?,
+                );
+            }
+            segments[chunk.segment as usize].write_all_at(&chunk.bytes, chunk.offset)?;
+            if touched.last() != Some(&chunk.segment) {
+                touched.push(chunk.segment);
+            }
+        }
+        for segment in touched {
+            segments[segment as usize].sync_data()?;
+        }
+        Ok(segments.split_off(known))
+    }
+}
+
+fn complete(state: &mut LogState, reply: Reply) {
+    match reply {
+        Reply::Append(sender, result) => {
+            let _ = sender.send(Ok(result));
+        }
+        Reply::Snapshot(sender, stream, slot) => {
+            let newer_exists = state
+                .snapshots
+                .get(&stream)
+                .is_some_and(|existing| existing.version > slot.version);
+            if !newer_exists {
+                state.snapshots.insert(stream, slot);
+            }
+            let _ = sender.send(Ok(()));
+        }
+    }
+}
+
+fn fail(reply: Reply, message: &str) {
+    match reply {
+        Reply::Append(sender, _) => {
+            let _ = sender.send(Err(AppendError::OutcomeUnknown(message.to_owned())));
+        }
+        Reply::Snapshot(sender, _, _) => {
+            let _ = sender.send(Err(SnapshotError::Unavailable(message.to_owned())));
+        }
+    }
+}
+
+/// The one place the log touches the runtime: real I/O runs on tokio's blocking pool; in
+/// the simulator (where the disk is simulated and blocking threads would escape the
+/// deterministic scheduler) it runs as an ordinary task.
+fn spawn_flusher(shared: Arc<Shared>) {
+    #[cfg(not(madsim))]
+    tokio::task::spawn_blocking(move || shared.flush_until_idle());
+    #[cfg(madsim)]
+    tokio::spawn(async move { shared.flush_until_idle() });
+}
+
+fn unavailable_if_failed(state: &LogState) -> Result<(), String> {
+    match &state.failure {
+        Some(message) => Err(format!("{message}; reopen the log to recover")),
+        None => Ok(()),
+    }
+}
+
+impl LogState {
+    /// Number of `stream`'s events that are durable.
+    fn durable_stream_len(&self, stream: &StreamId) -> Option<usize> {
+        let all = self
+            .index
+            .stream_positions(stream, StreamVersion::FIRST, usize::MAX)?;
+        let durable = all.partition_point(|p| p.0 < self.durable_event_count);
+        (durable > 0).then_some(durable)
+    }
+}
+
+impl EventStore for LogStore {
+    async fn append_if(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: Option<&AppendCondition>,
+    ) -> Result<AppendResult, AppendError> {
+        let limits = &self.shared.config.limits;
+        limits
+            .check_append(&events)
+            .map_err(AppendError::LimitExceeded)?;
+        let bound = format::record_bytes(
+            events.iter().map(format::event_bytes_max).sum::<usize>() + 24 + stream.as_str().len(),
+        );
+        let permit = Arc::clone(&self.shared.group_commit_permits)
+            .acquire_many_owned(bound as u32)
+            .await
+            .map_err(|_| AppendError::Unavailable("log closed".into()))?;
+        let (sender, receiver) = oneshot::channel();
+        {
+            let mut state = self.shared.lock();
+            unavailable_if_failed(&state).map_err(AppendError::Unavailable)?;
+            let plan = state
+                .index
+                .check_append(stream, expected, &events, condition)?;
+            let result = match plan {
+                AppendPlan::AlreadyWritten(result) => {
+                    let end = result.first_position.0 + events.len() as u64;
+                    if end <= state.durable_event_count {
+                        return Ok(result);
+                    }
+                    // Written by an append whose group is not durable yet: wait for it.
+                    result
+                }
+                AppendPlan::Write {
+                    first_version,
+                    first_position,
+                } => {
+                    let mut bytes = Vec::with_capacity(bound);
+                    format::encode_append(
+                        &mut bytes,
+                        stream,
+                        first_version,
+                        first_position,
+                        &events,
+                    );
+                    assert!(bytes.len() <= bound, "record bound underestimated");
+                    let location =
+                        LogStore::queue_record(&mut state, self.shared.config.segment_bytes, bytes);
+                    let result = state.index.apply_append(stream, &events, first_position);
+                    for event_index in 0..events.len() {
+                        state.locations.push(Location {
+                            event_index: event_index as u32,
+                            ..location
+                        });
+                    }
+                    result
+                }
+            };
+            permit.forget();
+            let group = state.open_group;
+            self.shared.enqueue_waiter(
+                state,
+                Waiter {
+                    group,
+                    permits: bound,
+                    reply: Reply::Append(sender, result),
+                },
+            );
+        }
+        receiver.await.unwrap_or_else(|_| {
+            Err(AppendError::OutcomeUnknown(
+                "the log's flusher stopped before answering".into(),
+            ))
+        })
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let positions: Vec<GlobalPosition> = {
+            let state = self.shared.lock();
+            let Some(durable_len) = state.durable_stream_len(stream) else {
+                return Err(ReadError::StreamNotFound(stream.clone()));
+            };
+            let max = max.min(state.index.limits().read_events_max);
+            let start = (from.0 as usize).min(durable_len);
+            let count = max.min(durable_len - start);
+            state
+                .index
+                .stream_positions(stream, StreamVersion(start as u64), count)
+                .expect("stream exists")
+                .to_vec()
+        };
+        self.read_positions(&positions)
+    }
+
+    async fn read_all(
+        &self,
+        from: GlobalPosition,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let positions: Vec<GlobalPosition> = {
+            let state = self.shared.lock();
+            let max = max.min(state.index.limits().read_events_max) as u64;
+            let end = from.0.saturating_add(max).min(state.durable_event_count);
+            (from.0..end).map(GlobalPosition).collect()
+        };
+        self.read_positions(&positions)
+    }
+
+    async fn read_matching(
+        &self,
+        query: &Query,
+        after: Option<GlobalPosition>,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let positions: Vec<GlobalPosition> = {
+            let state = self.shared.lock();
+            let max = max.min(state.index.limits().read_events_max);
+            let durable = state.durable_event_count;
+            let mut positions = state.index.matching_positions(query, after, max);
+            positions.retain(|p| p.0 < durable);
+            positions
+        };
+        self.read_positions(&positions)
+    }
+
+    async fn find_event(&self, id: EventId) -> Result<Option<RecordedEvent>, ReadError> {
+        let position = {
+            let state = self.shared.lock();
+            state
+                .index
+                .position_of(id)
+                .filter(|p| p.0 < state.durable_event_count)
+        };
+        match position {
+            None => Ok(None),
+            Some(position) => Ok(self.read_positions(&[position])?.pop()),
+        }
+    }
+
+    async fn current_version(&self, stream: &StreamId) -> Result<CurrentVersion, ReadError> {
+        let state = self.shared.lock();
+        Ok(match state.durable_stream_len(stream) {
+            None => CurrentVersion::NoStream,
+            Some(len) => CurrentVersion::Current(StreamVersion(len as u64 - 1)),
+        })
+    }
+
+    async fn event_count(&self) -> Result<u64, ReadError> {
+        Ok(*self.shared.durable_event_count.borrow())
+    }
+
+    async fn wait_for_event_count_above(&self, count: u64) -> Result<(), ReadError> {
+        let mut receiver = self.shared.durable_event_count.subscribe();
+        receiver
+            .wait_for(|&current| current > count)
+            .await
+            .map(|_| ())
+            .map_err(|_| ReadError::Unavailable("log closed".into()))
+    }
+
+    async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        snapshot: Snapshot,
+    ) -> Result<(), SnapshotError> {
+        let limits = &self.shared.config.limits;
+        limits
+            .check_snapshot(&snapshot.state)
+            .map_err(SnapshotError::LimitExceeded)?;
+        let mut bytes = Vec::new();
+        format::encode_snapshot(&mut bytes, stream, &snapshot);
+        let permits = bytes.len();
+        let permit = Arc::clone(&self.shared.group_commit_permits)
+            .acquire_many_owned(permits as u32)
+            .await
+            .map_err(|_| SnapshotError::Unavailable("log closed".into()))?;
+        let (sender, receiver) = oneshot::channel();
+        {
+            let mut state = self.shared.lock();
+            unavailable_if_failed(&state).map_err(SnapshotError::Unavailable)?;
+            let actual = match state.durable_stream_len(stream) {
+                None => CurrentVersion::NoStream,
+                Some(len) => CurrentVersion::Current(StreamVersion(len as u64 - 1)),
+            };
+            if !matches!(actual, CurrentVersion::Current(v) if snapshot.version <= v) {
+                return Err(SnapshotError::VersionNotInStream {
+                    stream: stream.clone(),
+                    version: snapshot.version,
+                    actual,
+                });
+            }
+            let location =
+                LogStore::queue_record(&mut state, self.shared.config.segment_bytes, bytes);
+            permit.forget();
+            let group = state.open_group;
+            let slot = SnapshotSlot {
+                version: snapshot.version,
+                location,
+            };
+            self.shared.enqueue_waiter(
+                state,
+                Waiter {
+                    group,
+                    permits,
+                    reply: Reply::Snapshot(sender, stream.clone(), slot),
+                },
+            );
+        }
+        receiver.await.unwrap_or_else(|_| {
+            Err(SnapshotError::Unavailable(
+                "the log's flusher stopped before answering".into(),
+            ))
+        })
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, ReadError> {
+        let (slot, segments) = {
+            let state = self.shared.lock();
+            match state.snapshots.get(stream) {
+                None => return Ok(None),
+                Some(slot) => (*slot, state.segments.clone()),
+            }
+        };
+        let body = self.read_record(&segments, slot.location)?;
+        let record = format::decode_snapshot(&body).map_err(|e| ReadError::Corrupt {
+            file: self.describe_segment(slot.location.segment),
+            offset: u64::from(slot.location.offset),
+            reason: e.to_string(),
+        })?;
+        Ok(Some(record.snapshot))
+    }
+}

@@ -1,0 +1,217 @@
+//! The in-memory backend: the pure [`StoreIndex`] plus the events themselves.
+//! Nothing survives the process; it exists for tests, models and benchmarks.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::watch;
+
+use crate::core::index::{AppendPlan, StoreIndex};
+use crate::core::limits::Limits;
+use crate::core::types::{
+    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
+    GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
+};
+use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
+
+#[derive(Debug)]
+struct State {
+    index: StoreIndex,
+    events: Vec<RecordedEvent>,
+    snapshots: BTreeMap<StreamId, Snapshot>,
+}
+
+/// An [`EventStore`] held in memory. Clones share one store.
+#[derive(Clone, Debug)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+    event_count: Arc<watch::Sender<u64>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> MemoryStore {
+        MemoryStore::new(Limits::default())
+    }
+}
+
+impl MemoryStore {
+    pub fn new(limits: Limits) -> MemoryStore {
+        MemoryStore {
+            state: Arc::new(Mutex::new(State {
+                index: StoreIndex::new(limits),
+                events: Vec::new(),
+                snapshots: BTreeMap::new(),
+            })),
+            event_count: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; the state it guards is still consistent
+        // because every mutation completes before the lock is released.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Appends synchronously. The async trait method is a thin wrapper; benches and models
+    /// call this directly.
+    pub fn append_now(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: Option<&AppendCondition>,
+    ) -> Result<AppendResult, AppendError> {
+        let mut state = self.lock();
+        let plan = state
+            .index
+            .check_append(stream, expected, &events, condition)?;
+        let first_position = match plan {
+            AppendPlan::AlreadyWritten(result) => return Ok(result),
+            AppendPlan::Write { first_position, .. } => first_position,
+        };
+        let result = state.index.apply_append(stream, &events, first_position);
+        for (offset, event) in events.into_iter().enumerate() {
+            let version = StreamVersion(result.first_version.0 + offset as u64);
+            let position = GlobalPosition(result.first_position.0 + offset as u64);
+            state.events.push(RecordedEvent::from_data(
+                stream.clone(),
+                version,
+                position,
+                event,
+            ));
+        }
+        let count = state.events.len() as u64;
+        drop(state);
+        self.event_count.send_replace(count);
+        Ok(result)
+    }
+
+    fn read_stream_now(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let state = self.lock();
+        let max = max.min(state.index.limits().read_events_max);
+        let positions = state
+            .index
+            .stream_positions(stream, from, max)
+            .ok_or_else(|| ReadError::StreamNotFound(stream.clone()))?;
+        Ok(positions
+            .iter()
+            .map(|p| state.events[p.0 as usize].clone())
+            .collect())
+    }
+}
+
+impl EventStore for MemoryStore {
+    async fn append_if(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        condition: Option<&AppendCondition>,
+    ) -> Result<AppendResult, AppendError> {
+        self.append_now(stream, expected, events, condition)
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        self.read_stream_now(stream, from, max)
+    }
+
+    async fn read_all(
+        &self,
+        from: GlobalPosition,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let state = self.lock();
+        let max = max.min(state.index.limits().read_events_max);
+        let start = (from.0 as usize).min(state.events.len());
+        let end = start.saturating_add(max).min(state.events.len());
+        Ok(state.events[start..end].to_vec())
+    }
+
+    async fn read_matching(
+        &self,
+        query: &Query,
+        after: Option<GlobalPosition>,
+        max: usize,
+    ) -> Result<Vec<RecordedEvent>, ReadError> {
+        let state = self.lock();
+        let max = max.min(state.index.limits().read_events_max);
+        Ok(state
+            .index
+            .matching_positions(query, after, max)
+            .iter()
+            .map(|p| state.events[p.0 as usize].clone())
+            .collect())
+    }
+
+    async fn find_event(&self, id: EventId) -> Result<Option<RecordedEvent>, ReadError> {
+        let state = self.lock();
+        Ok(state
+            .index
+            .position_of(id)
+            .map(|p| state.events[p.0 as usize].clone()))
+    }
+
+    async fn current_version(&self, stream: &StreamId) -> Result<CurrentVersion, ReadError> {
+        Ok(self.lock().index.current_version(stream))
+    }
+
+    async fn event_count(&self) -> Result<u64, ReadError> {
+        Ok(*self.event_count.borrow())
+    }
+
+    async fn wait_for_event_count_above(&self, count: u64) -> Result<(), ReadError> {
+        let mut receiver = self.event_count.subscribe();
+        receiver
+            .wait_for(|&current| current > count)
+            .await
+            .map(|_| ())
+            .map_err(|_| ReadError::Unavailable("store dropped".into()))
+    }
+
+    async fn save_snapshot(
+        &self,
+        stream: &StreamId,
+        snapshot: Snapshot,
+    ) -> Result<(), SnapshotError> {
+        let mut state = self.lock();
+        state
+            .index
+            .limits()
+            .check_snapshot(&snapshot.state)
+            .map_err(SnapshotError::LimitExceeded)?;
+        let actual = state.index.current_version(stream);
+        let in_stream = matches!(actual, CurrentVersion::Current(v) if snapshot.version <= v);
+        if !in_stream {
+            return Err(SnapshotError::VersionNotInStream {
+                stream: stream.clone(),
+                version: snapshot.version,
+                actual,
+            });
+        }
+        // An older snapshot never replaces a newer one (concurrent savers may race).
+        let newer_exists = state
+            .snapshots
+            .get(stream)
+            .is_some_and(|existing| existing.version > snapshot.version);
+        if !newer_exists {
+            state.snapshots.insert(stream.clone(), snapshot);
+        }
+        Ok(())
+    }
+
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, ReadError> {
+        Ok(self.lock().snapshots.get(stream).cloned())
+    }
+}
