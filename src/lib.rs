@@ -3,5 +3,9 @@
 //! over one pure core. See ARCHITECTURE.md for the map.
 
 pub mod core;
+pub mod decider;
+pub mod domain;
+pub mod environment;
+pub mod handler;
 pub mod storage;
 pub mod store;

@@ -107,7 +107,7 @@ struct DirFile {
 }
 
 impl StorageFile for DirFile {
-    fn len(&self) -> io::Result<u64> {
+    fn size_bytes(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())
     }
 

@@ -29,7 +29,7 @@ pub trait Storage: Send + Sync + Debug + 'static {
 
 /// One open file. Offsets are absolute; there is no cursor.
 pub trait StorageFile: Send + Sync + Debug {
-    fn len(&self) -> io::Result<u64>;
+    fn size_bytes(&self) -> io::Result<u64>;
     /// Fills `buf` from `offset`; an error if the file ends first.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     fn write_all_at(&self, data: &[u8], offset: u64) -> io::Result<()>;

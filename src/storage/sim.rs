@@ -199,7 +199,7 @@ impl SimFileHandle {
 }
 
 impl StorageFile for SimFileHandle {
-    fn len(&self) -> io::Result<u64> {
+    fn size_bytes(&self) -> io::Result<u64> {
         self.with_file(|file, _, _| Ok(file.current.len() as u64))
     }
 

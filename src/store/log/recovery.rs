@@ -111,7 +111,7 @@ impl SegmentScan<'_> {
 
     /// Applies the segment's records to `recovered`; returns the offset after the last one.
     fn scan(&self, recovered: &mut Recovered) -> Result<u64, OpenError> {
-        let length = self.file.len().map_err(|e| self.io(e))?;
+        let length = self.file.size_bytes().map_err(|e| self.io(e))?;
         let mut bytes = vec![0u8; length as usize];
         self.file
             .read_exact_at(&mut bytes, 0)

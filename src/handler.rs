@@ -1,0 +1,315 @@
+//! The command handler: load (snapshot + tail) → decide → append with `Exact(version)` →
+//! on conflict reload and decide again, with bounded, jittered backoff.
+//!
+//! Idempotency (I8): the events of command `c` get ids `EventId::derive(c, 0..)`. Before
+//! deciding, the handler looks for the first of them; if it is stored, the command already
+//! took effect and is not applied again. Two racing submissions of one command produce
+//! the same ids, and the store refuses to store an id twice — so at most one takes effect.
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use crate::core::types::{
+    AppendResult, CommandId, CurrentVersion, EventData, EventId, ExpectedVersion, GlobalPosition,
+    Metadata, Snapshot, StreamId,
+};
+use crate::decider::{Aggregate, CodecError};
+use crate::environment::Environment;
+use crate::store::{AppendError, EventStore, ReadError};
+
+/// Bounds of the retry loop and the snapshot cadence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandlerConfig {
+    /// Load–decide–append attempts before giving up on conflicts.
+    pub attempts_max: u32,
+    /// Backoff before the second attempt; doubles per attempt up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Save a snapshot whenever a stream's length crosses a multiple of this (0: never).
+    pub snapshot_every_events: u64,
+    /// Events read per page while loading.
+    pub load_page_events: usize,
+}
+
+impl Default for HandlerConfig {
+    fn default() -> HandlerConfig {
+        HandlerConfig {
+            attempts_max: 16,
+            backoff_base: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(100),
+            snapshot_every_events: 1000,
+            load_page_events: 1024,
+        }
+    }
+}
+
+/// What a handled command did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The command's events were appended now.
+    Applied { result: AppendResult, attempts: u32 },
+    /// The command had already taken effect (a retry or resubmission); nothing new stored.
+    AlreadyApplied { position: GlobalPosition },
+    /// The decider produced no events: the state already satisfies the command.
+    Unchanged { version: CurrentVersion },
+}
+
+/// Why a command did not take effect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError<R> {
+    /// The decider refused the command.
+    #[error("command rejected: {0:?}")]
+    Rejected(R),
+    /// The command id was used before for a command on another stream.
+    #[error("command id {command} already took effect on stream {other_stream}")]
+    CommandIdReused {
+        command: CommandId,
+        other_stream: StreamId,
+    },
+    /// Every attempt met a concurrent writer.
+    #[error("gave up after {attempts} attempts: {last}")]
+    Contention { attempts: u32, last: AppendError },
+    #[error(transparent)]
+    Append(AppendError),
+    #[error(transparent)]
+    Read(ReadError),
+    #[error(transparent)]
+    Codec(CodecError),
+}
+
+/// A loaded aggregate: its state and the version it reflects.
+#[derive(Clone, Debug)]
+pub struct Loaded<S> {
+    pub state: S,
+    pub version: CurrentVersion,
+    /// Events replayed on top of the snapshot (or from the start).
+    pub replayed_events: u64,
+    pub from_snapshot: bool,
+}
+
+/// Handles commands for one aggregate type over one store.
+#[derive(Clone, Debug)]
+pub struct CommandHandler<S, A> {
+    store: S,
+    config: HandlerConfig,
+    aggregate: PhantomData<fn() -> A>,
+}
+
+impl<S: EventStore, A: Aggregate> CommandHandler<S, A>
+where
+    A::Command: Sync,
+    A::State: Send,
+    A::Event: Send,
+    A::Rejection: Send,
+{
+    pub fn new(store: S, config: HandlerConfig) -> CommandHandler<S, A> {
+        CommandHandler {
+            store,
+            config,
+            aggregate: PhantomData,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Handles `command` (identified by `command_id`) on `stream`.
+    pub async fn handle<E: Environment>(
+        &self,
+        env: &mut E,
+        stream: &StreamId,
+        command_id: CommandId,
+        command: &A::Command,
+    ) -> Result<Outcome, HandleError<A::Rejection>> {
+        let mut last_conflict = None;
+        for attempt in 1..=self.config.attempts_max {
+            if attempt > 1 {
+                tokio::time::sleep(self.backoff(attempt, env)).await;
+            }
+            if let Some(position) = self.already_applied(stream, command_id).await? {
+                return Ok(Outcome::AlreadyApplied { position });
+            }
+            let loaded = self.load(stream).await?;
+            let events = A::decide(&loaded.state, command).map_err(HandleError::Rejected)?;
+            if events.is_empty() {
+                return Ok(Outcome::Unchanged {
+                    version: loaded.version,
+                });
+            }
+            let data = encode_events::<A>(&events, command_id, env.now_millis());
+            let expected = match loaded.version {
+                CurrentVersion::NoStream => ExpectedVersion::NoStream,
+                CurrentVersion::Current(version) => ExpectedVersion::Exact(version),
+            };
+            match self.store.append(stream, expected, data).await {
+                Ok(result) if !result.written => {
+                    // A concurrent submission of this very command stored these events.
+                    return Ok(Outcome::AlreadyApplied {
+                        position: result.first_position,
+                    });
+                }
+                Ok(result) => {
+                    self.maybe_snapshot(stream, loaded, &events, result).await;
+                    return Ok(Outcome::Applied {
+                        result,
+                        attempts: attempt,
+                    });
+                }
+                Err(
+                    error @ (AppendError::WrongExpectedVersion { .. }
+                    | AppendError::DuplicateEventId { .. }
+                    | AppendError::OutcomeUnknown(_)),
+                ) => last_conflict = Some(error),
+                Err(error) => return Err(HandleError::Append(error)),
+            }
+        }
+        Err(HandleError::Contention {
+            attempts: self.config.attempts_max,
+            last: last_conflict.expect("at least one attempt failed"),
+        })
+    }
+
+    /// `Some(position)` when `command_id` already produced events on `stream`.
+    async fn already_applied(
+        &self,
+        stream: &StreamId,
+        command_id: CommandId,
+    ) -> Result<Option<GlobalPosition>, HandleError<A::Rejection>> {
+        let first_id = EventId::derive(command_id, 0);
+        match self
+            .store
+            .find_event(first_id)
+            .await
+            .map_err(HandleError::Read)?
+        {
+            None => Ok(None),
+            Some(event) if event.stream == *stream => Ok(Some(event.position)),
+            Some(event) => Err(HandleError::CommandIdReused {
+                command: command_id,
+                other_stream: event.stream,
+            }),
+        }
+    }
+
+    /// Rehydrates `stream`: the latest snapshot of the current schema, then the tail.
+    pub async fn load(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Loaded<A::State>, HandleError<A::Rejection>> {
+        let snapshot = self
+            .store
+            .load_snapshot(stream)
+            .await
+            .map_err(HandleError::Read)?
+            .filter(|s| s.schema_version == A::SNAPSHOT_SCHEMA)
+            .and_then(|s| {
+                A::decode_state(&s.state)
+                    .ok()
+                    .map(|state| (s.version, state))
+            });
+        let from_snapshot = snapshot.is_some();
+        let (mut state, mut version) = match snapshot {
+            Some((version, state)) => (state, CurrentVersion::Current(version)),
+            None => (A::initial(), CurrentVersion::NoStream),
+        };
+        let mut replayed_events = 0;
+        loop {
+            let from = version.next_version();
+            let page = match self
+                .store
+                .read_stream(stream, from, self.config.load_page_events)
+                .await
+            {
+                Ok(page) => page,
+                Err(ReadError::StreamNotFound(_)) => Vec::new(),
+                Err(error) => return Err(HandleError::Read(error)),
+            };
+            let page_len = page.len();
+            for recorded in page {
+                assert_eq!(
+                    recorded.version,
+                    version.next_version(),
+                    "stream read skipped a version"
+                );
+                let event = A::decode_event(&recorded.event_type, &recorded.payload)
+                    .map_err(HandleError::Codec)?;
+                state = A::evolve(state, &event);
+                version = CurrentVersion::Current(recorded.version);
+                replayed_events += 1;
+            }
+            if page_len < self.config.load_page_events {
+                break;
+            }
+        }
+        Ok(Loaded {
+            state,
+            version,
+            replayed_events,
+            from_snapshot,
+        })
+    }
+
+    async fn maybe_snapshot(
+        &self,
+        stream: &StreamId,
+        loaded: Loaded<A::State>,
+        events: &[A::Event],
+        result: AppendResult,
+    ) {
+        let every = self.config.snapshot_every_events;
+        let before = loaded.version.next_version().0;
+        let after = result.last_version.0 + 1;
+        if every == 0 || before / every == after / every {
+            return;
+        }
+        let state = events.iter().fold(loaded.state, A::evolve);
+        let snapshot = Snapshot {
+            version: result.last_version,
+            schema_version: A::SNAPSHOT_SCHEMA,
+            state: A::encode_state(&state),
+        };
+        // A snapshot is an optimisation: the command's events are already durable, so a
+        // failed save only means a longer replay next time.
+        let _ = self.store.save_snapshot(stream, snapshot).await;
+    }
+
+    fn backoff<E: Environment>(&self, attempt: u32, env: &mut E) -> Duration {
+        let doubling = 1u32 << (attempt - 2).min(16);
+        let ceiling = self
+            .config
+            .backoff_base
+            .saturating_mul(doubling)
+            .min(self.config.backoff_max);
+        let ceiling_micros = ceiling.as_micros().max(1) as u64;
+        // "Equal jitter": half fixed, half random, so retries spread but never spin.
+        Duration::from_micros(ceiling_micros / 2 + env.random_u64() % (ceiling_micros / 2 + 1))
+    }
+}
+
+/// Encodes a command's events with ids derived from the command id.
+pub fn encode_events<A: Aggregate>(
+    events: &[A::Event],
+    command_id: CommandId,
+    recorded_at_millis: u64,
+) -> Vec<EventData> {
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let encoded = A::encode_event(event);
+            EventData {
+                id: EventId::derive(command_id, index as u32),
+                event_type: encoded.event_type,
+                tags: encoded.tags,
+                metadata: Metadata {
+                    command_id: Some(command_id),
+                    causation_id: None,
+                    correlation_id: Some(command_id),
+                    recorded_at_millis,
+                },
+                payload: encoded.payload,
+            }
+        })
+        .collect()
+}
