@@ -104,7 +104,7 @@ pub enum SnapshotError {
 ///
 /// Reads see only acknowledged (for durable backends: durable) events. Read calls return at
 /// most [`crate::core::Limits::read_events_max`] events; page with the last position seen.
-pub trait EventStore: Clone + Send + Sync + 'static {
+pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     /// Appends `events` to `stream` atomically if `expected` admits the stream's state and,
     /// when given, `condition` holds. Re-appending the same event ids at the same place is
     /// an idempotent success with `written == false`.

@@ -387,6 +387,9 @@ impl Shared {
                 Ok(new_segments) => {
                     state.segments.extend(new_segments);
                     state.durable_event_count = event_count;
+                    // Publish before acknowledging: an appender that got its answer must
+                    // find its events in every read, including `event_count`.
+                    self.durable_event_count.send_replace(event_count);
                     let (done, pending): (Vec<Waiter>, Vec<Waiter>) =
                         std::mem::take(&mut state.waiters)
                             .into_iter()
@@ -397,7 +400,6 @@ impl Shared {
                         complete(&mut state, waiter.reply);
                     }
                     drop(state);
-                    self.durable_event_count.send_replace(event_count);
                 }
                 Err(error) => {
                     let message = format!("group commit failed: {error}");
