@@ -61,6 +61,7 @@ pub enum FormatError {
     UnknownKind(u8),
     BadStreamId(String),
     BadUtf8,
+    NonZeroReserved,
 }
 
 impl std::fmt::Display for FormatError {
@@ -77,6 +78,7 @@ impl std::fmt::Display for FormatError {
             FormatError::UnknownKind(kind) => write!(f, "unknown record kind {kind}"),
             FormatError::BadStreamId(why) => write!(f, "invalid stream id: {why}"),
             FormatError::BadUtf8 => f.write_str("invalid UTF-8 in a string field"),
+            FormatError::NonZeroReserved => f.write_str("reserved or padding bytes are not zero"),
         }
     }
 }
@@ -103,6 +105,12 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, FormatError>
     let crc = u32::from_le_bytes(bytes[32..36].try_into().expect("4 bytes"));
     if crc != crc32fast::hash(&bytes[0..32]) {
         return Err(FormatError::ChecksumMismatch);
+    }
+    if bytes[36..SEGMENT_HEADER_BYTES as usize]
+        .iter()
+        .any(|&b| b != 0)
+    {
+        return Err(FormatError::NonZeroReserved);
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
     if version != FORMAT_VERSION {
@@ -265,6 +273,11 @@ pub fn verify_record(record: &[u8]) -> Result<&[u8], FormatError> {
     }
     if crc32fast::hash(&record[8..end]) != parsed.crc {
         return Err(FormatError::ChecksumMismatch);
+    }
+    // Padding is not checksummed, so it must be zero: then every byte is checked.
+    let padded_end = record_bytes(parsed.body_len as usize).min(record.len());
+    if record[end..padded_end].iter().any(|&b| b != 0) {
+        return Err(FormatError::NonZeroReserved);
     }
     Ok(&record[RECORD_HEADER_BYTES..end])
 }

@@ -211,6 +211,25 @@ impl SegmentScan<'_> {
             ));
         }
         self.ensure_nothing_valid_after(bytes, offset, &format!("a damaged record ({damage})"))?;
+        // A torn write persists a prefix of the last group: past the torn record's extent
+        // (its header's length, or just the header when that is torn too) lies nothing.
+        let start = offset as usize;
+        let header_bytes = bytes
+            .get(start..start + RECORD_HEADER_BYTES)
+            .and_then(|h| <&[u8; RECORD_HEADER_BYTES]>::try_from(h).ok());
+        let extent = header_bytes
+            .and_then(|h| format::decode_record_header(h, bytes.len() as u64).ok())
+            .map_or(RECORD_HEADER_BYTES, |h| h.total_bytes());
+        let extent_end = (start + extent).min(bytes.len());
+        if let Some(nonzero) = bytes[extent_end..].iter().position(|&b| b != 0) {
+            return Err(self.corrupt(
+                offset,
+                format!(
+                    "damaged record ({damage}) followed by more data at offset {}; a torn write leaves nothing after itself",
+                    extent_end + nonzero
+                ),
+            ));
+        }
         // A torn tail: the last write, never acknowledged. Zero it so it cannot be misread.
         self.zero_garbage(bytes, offset)?;
         Ok(offset)
