@@ -37,6 +37,11 @@ enum Op {
     Retry {
         n: usize,
     },
+    /// Repeat the `n`-th earlier append's ids and stream under another expectation.
+    RetryWith {
+        n: usize,
+        expect: Expect,
+    },
     /// Repeat the `n`-th earlier append's ids plus one fresh id.
     Overlap {
         n: usize,
@@ -66,6 +71,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         5 => (0..STREAMS.len(), expect_strategy(), 1usize..4)
             .prop_map(|(stream, expect, count)| Op::Append { stream, expect, count }),
         2 => any::<usize>().prop_map(|n| Op::Retry { n }),
+        2 => (any::<usize>(), 0..STREAMS.len(), expect_strategy())
+            .prop_map(|(n, stream, expect)| Op::RetryWith { n, stream, expect }),
         1 => any::<usize>().prop_map(|n| Op::Overlap { n }),
         2 => (0..STREAMS.len(), 0u64..6).prop_map(|(stream, from)| Op::ReadStream { stream, from }),
         1 => (0u64..20).prop_map(|from| Op::ReadAll { from }),
@@ -219,6 +226,10 @@ fn run<S: EventStore>(
                 Some((*stream, expect.clone(), ids))
             }
             Op::Retry { n } if !history.is_empty() => Some(history[n % history.len()].clone()),
+            Op::RetryWith { n, stream, expect } if !history.is_empty() => {
+                let (_, _, ids) = history[n % history.len()].clone();
+                Some((*stream, expect.clone(), ids))
+            }
             Op::Overlap { n } if !history.is_empty() => {
                 let (stream, expect, mut ids) = history[n % history.len()].clone();
                 ids.push(next_id);
