@@ -37,9 +37,10 @@ enum Op {
     Retry {
         n: usize,
     },
-    /// Repeat the `n`-th earlier append's ids and stream under another expectation.
+    /// Repeat the `n`-th earlier append's ids on some stream under some expectation.
     RetryWith {
         n: usize,
+        stream: usize,
         expect: Expect,
     },
     /// Repeat the `n`-th earlier append's ids plus one fresh id.
