@@ -87,12 +87,22 @@ pub struct Loaded<S> {
     pub from_snapshot: bool,
 }
 
-/// Handles commands for one aggregate type over one store.
-#[derive(Clone, Debug)]
+/// Handles commands for one aggregate type over one store. Cheap to clone.
+#[derive(Debug)]
 pub struct CommandHandler<S, A> {
     store: S,
     config: HandlerConfig,
     aggregate: PhantomData<fn() -> A>,
+}
+
+impl<S: Clone, A> Clone for CommandHandler<S, A> {
+    fn clone(&self) -> Self {
+        CommandHandler {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            aggregate: PhantomData,
+        }
+    }
 }
 
 impl<S: EventStore, A: Aggregate> CommandHandler<S, A>
