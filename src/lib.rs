@@ -7,5 +7,6 @@ pub mod decider;
 pub mod domain;
 pub mod environment;
 pub mod handler;
+pub mod ocpp;
 pub mod storage;
 pub mod store;

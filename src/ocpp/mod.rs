@@ -1,0 +1,8 @@
+//! OCPP 1.6-J: the frames and the message subset the CSMS and the simulated stations
+//! speak. Pure: text in, typed values out, and a typed error — never a panic — for
+//! anything malformed.
+
+pub mod frame;
+pub mod messages;
+
+pub use frame::{ErrorCode, Frame, FrameError};
