@@ -2,6 +2,7 @@
 //! harness that verifies it — deterministic simulation, model checking and benchmarks
 //! over one pure core. See ARCHITECTURE.md for the map.
 
+pub mod chargepoint;
 pub mod core;
 pub mod decider;
 pub mod domain;

@@ -4,5 +4,6 @@
 
 pub mod frame;
 pub mod messages;
+pub mod time;
 
 pub use frame::{ErrorCode, Frame, FrameError};

@@ -1,0 +1,665 @@
+//! A simulated OCPP 1.6 charge point, as a sans-IO state machine.
+//!
+//! Inputs arrive through `handle_*` with the current time (milliseconds on the simulated
+//! or real clock); outputs — OCPP-J text to send — are drained with
+//! [`ChargePoint::poll_transmit`]; [`ChargePoint::poll_timeout`] says when to call
+//! [`ChargePoint::handle_timeout`] next. The shell (a tokio task, the simulator, a test)
+//! only moves bytes and timers.
+//!
+//! It behaves like a real station where it matters for the seed's race: it sends nothing
+//! but BootNotification until accepted; accepts RemoteStartTransaction only for an
+//! Available connector; answers a repeated message id on the same connection with its
+//! original answer; forgets all of that on reboot; and keeps one CALL outstanding at a time.
+//!
+//! **Ground truth.** Every physical actuation (a connector released for an idTag) is
+//! appended to [`ChargePoint::actuations`], which survives reboots: it is what really
+//! happened, and the invariant checker (I1, I5) reads it.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde_json::{Value, json};
+
+use crate::ocpp::frame::{ErrorCode, Frame};
+use crate::ocpp::messages::{
+    BootNotificationConf, ChargePointErrorCode, ChargePointStatus, PayloadError, Reason,
+    RegistrationStatus, RemoteStartStopStatus, RemoteStartTransactionReq, StartTransactionConf,
+    decode_payload,
+};
+use crate::ocpp::time::format_rfc3339;
+
+/// Bounds and timings of one simulated charge point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChargePointConfig {
+    pub id: String,
+    pub connectors: u32,
+    /// How long a connector stays Preparing after a remote start before the cable must be
+    /// plugged in (OCPP's ConnectionTimeOut).
+    pub connection_timeout_millis: u64,
+    /// How long after a remote start the driver plugs in (the simulator varies this).
+    pub plug_in_delay_millis: u64,
+    /// A CALL unanswered for this long is given up (and retried if it must be delivered).
+    pub call_timeout_millis: u64,
+    /// Interval used until the CSMS accepts the boot and names its own.
+    pub boot_retry_millis: u64,
+    /// Added to the clock for timestamps; without a real-time clock a rebooted station
+    /// reports times near 1970 (`rtc: false`).
+    pub clock_offset_millis: i64,
+    pub rtc: bool,
+    /// Answers remembered per connection for repeated message ids.
+    pub remembered_answers_max: usize,
+    /// CALLs queued while one is outstanding.
+    pub queued_calls_max: usize,
+}
+
+impl ChargePointConfig {
+    pub fn new(id: impl Into<String>, connectors: u32) -> ChargePointConfig {
+        ChargePointConfig {
+            id: id.into(),
+            connectors,
+            connection_timeout_millis: 60_000,
+            plug_in_delay_millis: 2_000,
+            call_timeout_millis: 30_000,
+            boot_retry_millis: 10_000,
+            clock_offset_millis: 0,
+            rtc: true,
+            remembered_answers_max: 64,
+            queued_calls_max: 256,
+        }
+    }
+}
+
+/// A physical event at the station: the ground truth.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Actuation {
+    pub at_millis: u64,
+    pub connector: u32,
+    pub id_tag: String,
+}
+
+/// What a connector is doing, as the station itself knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connector {
+    pub status: ChargePointStatus,
+    pub error_code: ChargePointErrorCode,
+    /// The idTag the connector was released for, while Preparing or Charging.
+    pub id_tag: Option<String>,
+    pub transaction_id: Option<i64>,
+    /// When the driver plugs in (Preparing) or the connection times out.
+    pub plug_in_at: Option<u64>,
+    pub give_up_at: Option<u64>,
+    pub meter_wh: i64,
+}
+
+impl Connector {
+    fn available() -> Connector {
+        Connector {
+            status: ChargePointStatus::Available,
+            error_code: ChargePointErrorCode::NoError,
+            id_tag: None,
+            transaction_id: None,
+            plug_in_at: None,
+            give_up_at: None,
+            meter_wh: 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Boot {
+    /// BootNotification due at this time.
+    Due(u64),
+    /// BootNotification sent, awaiting the answer.
+    Sent,
+    Accepted,
+}
+
+/// A CALL waiting to be sent or answered.
+#[derive(Clone, Debug, PartialEq)]
+struct OutgoingCall {
+    action: &'static str,
+    payload: Value,
+    /// Must reach the CSMS (transactions): retried after a timeout with a new id.
+    must_deliver: bool,
+    /// For StartTransaction: which connector awaits its transaction id.
+    connector: Option<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct InFlight {
+    id: String,
+    call: OutgoingCall,
+    deadline: u64,
+}
+
+/// A simulated charge point. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct ChargePoint {
+    config: ChargePointConfig,
+    connected: bool,
+    boot: Boot,
+    heartbeat_interval_millis: u64,
+    next_heartbeat_at: Option<u64>,
+    connectors: BTreeMap<u32, Connector>,
+    queued: VecDeque<OutgoingCall>,
+    in_flight: Option<InFlight>,
+    transmit: VecDeque<String>,
+    /// Answers already given on this connection, by the CSMS's message id.
+    answered: VecDeque<(String, String)>,
+    next_message_id: u64,
+    /// Boots since creation; part of message ids is not needed, but reboots are counted.
+    pub boots: u64,
+    clock_started_at: u64,
+    actuations: Vec<Actuation>,
+}
+
+impl ChargePoint {
+    /// A station that has just been powered on at `now` (not yet connected).
+    pub fn new(config: ChargePointConfig, now: u64) -> ChargePoint {
+        let connectors = (1..=config.connectors)
+            .map(|c| (c, Connector::available()))
+            .collect();
+        ChargePoint {
+            heartbeat_interval_millis: config.boot_retry_millis,
+            config,
+            connected: false,
+            boot: Boot::Due(now),
+            next_heartbeat_at: None,
+            connectors,
+            queued: VecDeque::new(),
+            in_flight: None,
+            transmit: VecDeque::new(),
+            answered: VecDeque::new(),
+            next_message_id: 1,
+            boots: 1,
+            clock_started_at: now,
+            actuations: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    pub fn actuations(&self) -> &[Actuation] {
+        &self.actuations
+    }
+
+    pub fn connector(&self, connector: u32) -> Option<&Connector> {
+        self.connectors.get(&connector)
+    }
+
+    pub fn is_accepted(&self) -> bool {
+        self.boot == Boot::Accepted
+    }
+
+    /// The station's own idea of the time, as it would stamp it.
+    fn timestamp(&self, now: u64) -> String {
+        let local = if self.config.rtc {
+            now.saturating_add_signed(self.config.clock_offset_millis)
+        } else {
+            now - self.clock_started_at
+        };
+        format_rfc3339(local)
+    }
+
+    // ----- inputs -----------------------------------------------------------------------
+
+    /// The transport connected (or reconnected). Per-connection memory starts afresh.
+    pub fn handle_connected(&mut self, now: u64) {
+        self.connected = true;
+        self.answered.clear();
+        if self.boot != Boot::Accepted {
+            self.boot = Boot::Due(now);
+        }
+        // An unanswered CALL is lost with the old connection; deliver it again if needed.
+        if let Some(in_flight) = self.in_flight.take()
+            && in_flight.call.must_deliver
+        {
+            self.queued.push_front(in_flight.call);
+        }
+    }
+
+    pub fn handle_disconnected(&mut self) {
+        self.connected = false;
+    }
+
+    /// Power cycle: volatile state is lost, the ground-truth log is not. A running
+    /// transaction is stopped (reason Reboot) and reported once the CSMS accepts the boot.
+    pub fn handle_reboot(&mut self, now: u64) {
+        let mut stops = Vec::new();
+        for connector in self.connectors.values() {
+            if let Some(transaction_id) = connector.transaction_id {
+                stops.push(self.stop_call(transaction_id, connector.meter_wh, Reason::Reboot, now));
+            }
+        }
+        let transactions: Vec<OutgoingCall> = self
+            .queued
+            .drain(..)
+            .chain(self.in_flight.take().map(|f| f.call))
+            .filter(|call| call.must_deliver)
+            .collect();
+        let connectors = (1..=self.config.connectors)
+            .map(|c| (c, Connector::available()))
+            .collect();
+        *self = ChargePoint {
+            config: self.config.clone(),
+            connected: self.connected,
+            boot: Boot::Due(now),
+            heartbeat_interval_millis: self.config.boot_retry_millis,
+            next_heartbeat_at: None,
+            connectors,
+            queued: transactions.into_iter().chain(stops).collect(),
+            in_flight: None,
+            transmit: VecDeque::new(),
+            answered: VecDeque::new(),
+            next_message_id: 1, // ids repeat after a reboot, as on real stations
+            boots: self.boots + 1,
+            clock_started_at: now,
+            actuations: std::mem::take(&mut self.actuations),
+        };
+    }
+
+    /// A power fault on `connector` (e.g. UnderVoltage): the connector is Faulted.
+    pub fn handle_fault(&mut self, connector: u32, error_code: ChargePointErrorCode, now: u64) {
+        self.set_status(connector, ChargePointStatus::Faulted, error_code, now);
+    }
+
+    /// The fault cleared: the connector is Available again.
+    pub fn handle_fault_cleared(&mut self, connector: u32, now: u64) {
+        if let Some(state) = self.connectors.get_mut(&connector) {
+            state.id_tag = None;
+            state.plug_in_at = None;
+            state.give_up_at = None;
+        }
+        self.set_status(
+            connector,
+            ChargePointStatus::Available,
+            ChargePointErrorCode::NoError,
+            now,
+        );
+    }
+
+    /// The driver unplugs: a running transaction stops.
+    pub fn handle_unplug(&mut self, connector: u32, now: u64) {
+        let Some(state) = self.connectors.get(&connector) else {
+            return;
+        };
+        if let Some(transaction_id) = state.transaction_id {
+            let call = self.stop_call(transaction_id, state.meter_wh, Reason::EVDisconnected, now);
+            self.enqueue(call);
+            self.set_status(
+                connector,
+                ChargePointStatus::Finishing,
+                ChargePointErrorCode::NoError,
+                now,
+            );
+            if let Some(state) = self.connectors.get_mut(&connector) {
+                state.transaction_id = None;
+                state.id_tag = None;
+            }
+            self.set_status(
+                connector,
+                ChargePointStatus::Available,
+                ChargePointErrorCode::NoError,
+                now,
+            );
+        }
+    }
+
+    /// One frame of text from the CSMS.
+    pub fn handle_text(&mut self, text: &str, now: u64) {
+        match Frame::parse(text) {
+            Ok(Frame::Call {
+                id,
+                action,
+                payload,
+            }) => self.handle_call(id, &action, &payload, now),
+            Ok(Frame::CallResult { id, payload }) => self.handle_result(&id, &payload, now),
+            Ok(Frame::CallError { id, .. }) => self.handle_call_error(&id, now),
+            Err(error) => {
+                if let Some(reply) = error.reply() {
+                    self.transmit.push_back(reply.to_text());
+                }
+            }
+        }
+    }
+
+    fn handle_call(&mut self, id: String, action: &str, payload: &Value, now: u64) {
+        if let Some((_, answer)) = self.answered.iter().find(|(seen, _)| *seen == id) {
+            self.transmit.push_back(answer.clone()); // a retransmission: same answer
+            return;
+        }
+        let reply = match action {
+            "RemoteStartTransaction" => {
+                match decode_payload::<RemoteStartTransactionReq>(action, payload) {
+                    Ok(request) => {
+                        let status = self.remote_start(&request, now);
+                        Frame::CallResult {
+                            id: id.clone(),
+                            payload: json!({ "status": status }),
+                        }
+                    }
+                    Err(PayloadError { code, description }) => call_error(&id, code, &description),
+                }
+            }
+            other => call_error(
+                &id,
+                ErrorCode::NotImplemented,
+                &format!("{other} is not implemented by this station"),
+            ),
+        };
+        let text = reply.to_text();
+        self.answered.push_back((id, text.clone()));
+        if self.answered.len() > self.config.remembered_answers_max {
+            self.answered.pop_front();
+        }
+        self.transmit.push_back(text);
+    }
+
+    fn remote_start(
+        &mut self,
+        request: &RemoteStartTransactionReq,
+        now: u64,
+    ) -> RemoteStartStopStatus {
+        if self.boot != Boot::Accepted {
+            return RemoteStartStopStatus::Rejected;
+        }
+        let connector = match request.connector_id {
+            Some(connector) => connector,
+            None => match self
+                .connectors
+                .iter()
+                .find(|(_, c)| c.status == ChargePointStatus::Available)
+            {
+                Some((&connector, _)) => connector,
+                None => return RemoteStartStopStatus::Rejected,
+            },
+        };
+        let Some(state) = self.connectors.get_mut(&connector) else {
+            return RemoteStartStopStatus::Rejected;
+        };
+        if state.status != ChargePointStatus::Available {
+            return RemoteStartStopStatus::Rejected;
+        }
+        state.id_tag = Some(request.id_tag.clone());
+        state.plug_in_at = Some(now + self.config.plug_in_delay_millis);
+        state.give_up_at = Some(now + self.config.connection_timeout_millis);
+        self.actuations.push(Actuation {
+            at_millis: now,
+            connector,
+            id_tag: request.id_tag.clone(),
+        });
+        self.set_status(
+            connector,
+            ChargePointStatus::Preparing,
+            ChargePointErrorCode::NoError,
+            now,
+        );
+        RemoteStartStopStatus::Accepted
+    }
+
+    fn handle_result(&mut self, id: &str, payload: &Value, now: u64) {
+        let Some(in_flight) = self.in_flight.take_if(|f| f.id == id) else {
+            return; // late or unknown: dropped, never matched to another call
+        };
+        match in_flight.call.action {
+            "BootNotification" => {
+                match decode_payload::<BootNotificationConf>("BootNotification", payload) {
+                    Ok(conf) if conf.status == RegistrationStatus::Accepted => {
+                        self.boot = Boot::Accepted;
+                        self.heartbeat_interval_millis = u64::from(conf.interval.max(1)) * 1000;
+                        self.next_heartbeat_at = Some(now + self.heartbeat_interval_millis);
+                        self.announce_all_statuses(now);
+                    }
+                    Ok(conf) => {
+                        self.boot = Boot::Due(now + u64::from(conf.interval.max(1)) * 1000);
+                    }
+                    Err(_) => self.boot = Boot::Due(now + self.config.boot_retry_millis),
+                }
+            }
+            "StartTransaction" => {
+                if let (Some(connector), Ok(conf)) = (
+                    in_flight.call.connector,
+                    decode_payload::<StartTransactionConf>("StartTransaction", payload),
+                ) && let Some(state) = self.connectors.get_mut(&connector)
+                {
+                    state.transaction_id = Some(conf.transaction_id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_call_error(&mut self, id: &str, now: u64) {
+        if let Some(in_flight) = self.in_flight.take_if(|f| f.id == id)
+            && in_flight.call.action == "BootNotification"
+        {
+            self.boot = Boot::Due(now + self.config.boot_retry_millis);
+        }
+    }
+
+    /// Timers: boot retries, heartbeats, plug-in, connection timeouts, call timeouts.
+    pub fn handle_timeout(&mut self, now: u64) {
+        if let Some(in_flight) = self.in_flight.take_if(|f| f.deadline <= now) {
+            if in_flight.call.action == "BootNotification" {
+                self.boot = Boot::Due(now);
+            } else if in_flight.call.must_deliver {
+                self.queued.push_front(in_flight.call);
+            }
+        }
+        if self.boot == Boot::Accepted && self.next_heartbeat_at.is_some_and(|at| at <= now) {
+            self.next_heartbeat_at = Some(now + self.heartbeat_interval_millis);
+            self.enqueue(OutgoingCall {
+                action: "Heartbeat",
+                payload: json!({}),
+                must_deliver: false,
+                connector: None,
+            });
+        }
+        let connectors: Vec<u32> = self.connectors.keys().copied().collect();
+        for connector in connectors {
+            self.connector_timers(connector, now);
+        }
+    }
+
+    fn connector_timers(&mut self, connector: u32, now: u64) {
+        let state = &self.connectors[&connector];
+        if state.status != ChargePointStatus::Preparing {
+            return;
+        }
+        let (plug_in_at, give_up_at) = (state.plug_in_at, state.give_up_at);
+        if plug_in_at.is_some_and(|at| at <= now) {
+            let id_tag = state.id_tag.clone().unwrap_or_default();
+            let meter_start = state.meter_wh;
+            if let Some(state) = self.connectors.get_mut(&connector) {
+                state.plug_in_at = None;
+                state.give_up_at = None;
+            }
+            let timestamp = self.timestamp(now);
+            self.enqueue(OutgoingCall {
+                action: "StartTransaction",
+                payload: json!({"connectorId": connector, "idTag": id_tag, "meterStart": meter_start, "timestamp": timestamp}),
+                must_deliver: true,
+                connector: Some(connector),
+            });
+            self.set_status(
+                connector,
+                ChargePointStatus::Charging,
+                ChargePointErrorCode::NoError,
+                now,
+            );
+        } else if give_up_at.is_some_and(|at| at <= now) {
+            if let Some(state) = self.connectors.get_mut(&connector) {
+                state.id_tag = None;
+                state.plug_in_at = None;
+                state.give_up_at = None;
+            }
+            self.set_status(
+                connector,
+                ChargePointStatus::Available,
+                ChargePointErrorCode::NoError,
+                now,
+            );
+        }
+    }
+
+    // ----- outputs ----------------------------------------------------------------------
+
+    /// The next frame to send, if any. Sends only while connected; one CALL at a time.
+    pub fn poll_transmit(&mut self, now: u64) -> Option<String> {
+        if !self.connected {
+            return None;
+        }
+        if let Some(text) = self.transmit.pop_front() {
+            return Some(text);
+        }
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let call = match self.boot {
+            Boot::Due(at) if at <= now => {
+                self.boot = Boot::Sent;
+                OutgoingCall {
+                    action: "BootNotification",
+                    payload: json!({"chargePointVendor": "evsource", "chargePointModel": "SimulatedCP"}),
+                    must_deliver: false,
+                    connector: None,
+                }
+            }
+            Boot::Accepted => self.queued.pop_front()?,
+            Boot::Due(_) | Boot::Sent => return None,
+        };
+        let id = format!("{}", self.next_message_id);
+        self.next_message_id += 1;
+        let text = Frame::Call {
+            id: id.clone(),
+            action: call.action.to_owned(),
+            payload: call.payload.clone(),
+        }
+        .to_text();
+        self.in_flight = Some(InFlight {
+            id,
+            call,
+            deadline: now + self.config.call_timeout_millis,
+        });
+        Some(text)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should run next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let boot = match self.boot {
+            Boot::Due(at) if self.connected => Some(at),
+            _ => None,
+        };
+        let heartbeat = if self.boot == Boot::Accepted {
+            self.next_heartbeat_at
+        } else {
+            None
+        };
+        let call = self.in_flight.as_ref().map(|f| f.deadline);
+        let connectors = self
+            .connectors
+            .values()
+            .filter(|c| c.status == ChargePointStatus::Preparing)
+            .flat_map(|c| [c.plug_in_at, c.give_up_at])
+            .flatten();
+        [boot, heartbeat, call]
+            .into_iter()
+            .flatten()
+            .chain(connectors)
+            .min()
+    }
+
+    // ----- helpers ----------------------------------------------------------------------
+
+    fn enqueue(&mut self, call: OutgoingCall) {
+        if self.queued.len() >= self.config.queued_calls_max {
+            // Telemetry is shed first; transaction messages are never dropped silently.
+            if let Some(index) = self.queued.iter().position(|c| !c.must_deliver) {
+                self.queued.remove(index);
+            } else if !call.must_deliver {
+                return;
+            }
+        }
+        self.queued.push_back(call);
+    }
+
+    fn set_status(
+        &mut self,
+        connector: u32,
+        status: ChargePointStatus,
+        error_code: ChargePointErrorCode,
+        now: u64,
+    ) {
+        let Some(state) = self.connectors.get_mut(&connector) else {
+            return;
+        };
+        if state.status == status && state.error_code == error_code {
+            return;
+        }
+        state.status = status;
+        state.error_code = error_code;
+        if self.boot == Boot::Accepted {
+            let call = self.status_call(connector, status, error_code, now);
+            self.enqueue(call);
+        }
+    }
+
+    fn status_call(
+        &self,
+        connector: u32,
+        status: ChargePointStatus,
+        error_code: ChargePointErrorCode,
+        now: u64,
+    ) -> OutgoingCall {
+        OutgoingCall {
+            action: "StatusNotification",
+            payload: json!({"connectorId": connector, "errorCode": error_code, "status": status, "timestamp": self.timestamp(now)}),
+            must_deliver: false,
+            connector: None,
+        }
+    }
+
+    fn announce_all_statuses(&mut self, now: u64) {
+        let station = self.status_call(
+            0,
+            ChargePointStatus::Available,
+            ChargePointErrorCode::NoError,
+            now,
+        );
+        self.enqueue(station);
+        let statuses: Vec<(u32, ChargePointStatus, ChargePointErrorCode)> = self
+            .connectors
+            .iter()
+            .map(|(&c, s)| (c, s.status, s.error_code))
+            .collect();
+        for (connector, status, error_code) in statuses {
+            let call = self.status_call(connector, status, error_code, now);
+            self.enqueue(call);
+        }
+    }
+
+    fn stop_call(
+        &self,
+        transaction_id: i64,
+        meter_stop: i64,
+        reason: Reason,
+        now: u64,
+    ) -> OutgoingCall {
+        OutgoingCall {
+            action: "StopTransaction",
+            payload: json!({"meterStop": meter_stop, "timestamp": self.timestamp(now), "transactionId": transaction_id, "reason": reason}),
+            must_deliver: true,
+            connector: None,
+        }
+    }
+}
+
+fn call_error(id: &str, code: ErrorCode, description: &str) -> Frame {
+    Frame::CallError {
+        id: id.to_owned(),
+        code,
+        description: description.to_owned(),
+        details: json!({}),
+    }
+}

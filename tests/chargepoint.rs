@@ -1,0 +1,385 @@
+//! The simulated charge point's OCPP behaviour, driven sans-IO with literal frames and a
+//! hand-moved clock: boot gating, status announcements, heartbeats at the CSMS's interval,
+//! remote start only on an Available connector, repeated message ids answered with the
+//! original answer and no second actuation, reboots that forget volatile state but not
+//! the ground truth, faults, timeouts, and CALLERRORs for malformed or unknown input.
+
+use evsource::chargepoint::{ChargePoint, ChargePointConfig};
+use evsource::ocpp::Frame;
+use evsource::ocpp::messages::{ChargePointErrorCode, ChargePointStatus};
+use serde_json::{Value, json};
+
+const T0: u64 = 1_795_392_000_000;
+
+/// Drains every frame the station wants to send now.
+fn drain(station: &mut ChargePoint, now: u64) -> Vec<Frame> {
+    std::iter::from_fn(|| station.poll_transmit(now))
+        .map(|text| Frame::parse(&text).expect("the station sends valid frames"))
+        .collect()
+}
+
+fn call(frame: &Frame) -> (&str, &str, &Value) {
+    match frame {
+        Frame::Call {
+            id,
+            action,
+            payload,
+        } => (id.as_str(), action.as_str(), payload),
+        other => panic!("expected a CALL, got {other:?}"),
+    }
+}
+
+/// Answers one CALL from the station the way a simple CSMS would.
+fn answer(station: &mut ChargePoint, frame: Frame, now: u64) -> Option<(String, Value)> {
+    let Frame::Call {
+        id,
+        action,
+        payload,
+    } = frame
+    else {
+        return None;
+    };
+    let answer = match action.as_str() {
+        "BootNotification" => {
+            json!({"status": "Accepted", "currentTime": "2026-11-23T00:00:00Z", "interval": 60})
+        }
+        "Heartbeat" => json!({"currentTime": "2026-11-23T00:00:00Z"}),
+        "StartTransaction" => json!({"idTagInfo": {"status": "Accepted"}, "transactionId": 7}),
+        _ => json!({}),
+    };
+    station.handle_text(
+        &Frame::CallResult {
+            id,
+            payload: answer,
+        }
+        .to_text(),
+        now,
+    );
+    Some((action, payload))
+}
+
+/// Answers the station's CALLs until it has nothing more to say; returns them in order.
+fn serve(station: &mut ChargePoint, now: u64) -> Vec<(String, Value)> {
+    let mut seen = Vec::new();
+    loop {
+        let frames = drain(station, now);
+        if frames.is_empty() {
+            return seen;
+        }
+        seen.extend(
+            frames
+                .into_iter()
+                .filter_map(|frame| answer(station, frame, now)),
+        );
+    }
+}
+
+fn booted(connectors: u32) -> ChargePoint {
+    let mut station = ChargePoint::new(ChargePointConfig::new("CP1", connectors), T0);
+    station.handle_connected(T0);
+    serve(&mut station, T0);
+    assert!(station.is_accepted());
+    station
+}
+
+fn remote_start(
+    station: &mut ChargePoint,
+    id: &str,
+    connector: u32,
+    id_tag: &str,
+    now: u64,
+) -> Value {
+    let request = Frame::Call {
+        id: id.into(),
+        action: "RemoteStartTransaction".into(),
+        payload: json!({"connectorId": connector, "idTag": id_tag}),
+    };
+    station.handle_text(&request.to_text(), now);
+    let mut status = None;
+    for frame in drain(station, now) {
+        match frame {
+            Frame::CallResult {
+                id: reply_id,
+                payload,
+            } if reply_id == id => {
+                status = Some(payload["status"].clone());
+            }
+            call @ Frame::Call { .. } => {
+                answer(station, call, now);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    serve(station, now);
+    status.expect("the station answered")
+}
+
+#[test]
+fn boots_first_then_announces_every_connector_then_heartbeats() {
+    let mut station = ChargePoint::new(ChargePointConfig::new("CP1", 2), T0);
+    assert!(
+        drain(&mut station, T0).is_empty(),
+        "nothing is sent before connecting"
+    );
+    station.handle_connected(T0);
+    let first = drain(&mut station, T0);
+    assert_eq!(first.len(), 1, "one CALL outstanding at a time");
+    let (id, action, _) = call(&first[0]);
+    assert_eq!(action, "BootNotification");
+    station.handle_text(
+        &Frame::CallResult {
+            id: id.into(),
+            payload: json!({"status": "Accepted", "currentTime": "x", "interval": 60}),
+        }
+        .to_text(),
+        T0,
+    );
+    let announced = serve(&mut station, T0);
+    let connectors: Vec<u64> = announced
+        .iter()
+        .map(|(a, p)| {
+            assert_eq!(a, "StatusNotification");
+            p["connectorId"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(connectors, vec![0, 1, 2]);
+    assert_eq!(
+        station.poll_timeout(),
+        Some(T0 + 60_000),
+        "heartbeat at the CSMS's interval"
+    );
+    station.handle_timeout(T0 + 60_000);
+    let beat = serve(&mut station, T0 + 60_000);
+    assert_eq!(
+        beat.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(),
+        vec!["Heartbeat"]
+    );
+}
+
+#[test]
+fn a_pending_boot_sends_nothing_else_and_retries_after_the_interval() {
+    let mut station = ChargePoint::new(ChargePointConfig::new("CP1", 1), T0);
+    station.handle_connected(T0);
+    let boot = drain(&mut station, T0);
+    let id = call(&boot[0]).0.to_owned();
+    station.handle_text(
+        &Frame::CallResult {
+            id,
+            payload: json!({"status": "Pending", "currentTime": "x", "interval": 30}),
+        }
+        .to_text(),
+        T0,
+    );
+    assert_eq!(
+        remote_start(&mut station, "r1", 1, "tag", T0),
+        json!("Rejected"),
+        "no remote start before acceptance"
+    );
+    assert!(station.actuations().is_empty());
+    assert!(drain(&mut station, T0 + 29_000).is_empty());
+    assert_eq!(station.poll_timeout(), Some(T0 + 30_000));
+    let retry = drain(&mut station, T0 + 30_000);
+    assert_eq!(call(&retry[0]).1, "BootNotification");
+}
+
+#[test]
+fn remote_start_unlocks_once_and_a_repeated_message_id_gets_the_same_answer() {
+    let mut station = booted(2);
+    assert_eq!(
+        remote_start(&mut station, "m-1", 1, "req-1", T0),
+        json!("Accepted")
+    );
+    assert_eq!(
+        remote_start(&mut station, "m-1", 1, "req-1", T0 + 5),
+        json!("Accepted"),
+        "retransmission: original answer"
+    );
+    assert_eq!(station.actuations().len(), 1, "one physical unlock");
+    // A new CALL for the busy connector is refused — the seed's "second unlock" problem.
+    assert_eq!(
+        remote_start(&mut station, "m-2", 1, "req-1", T0 + 10),
+        json!("Rejected")
+    );
+    assert_eq!(station.actuations().len(), 1);
+    assert_eq!(
+        station.connector(1).unwrap().status,
+        ChargePointStatus::Preparing
+    );
+    // The driver plugs in: StartTransaction, then Charging.
+    station.handle_timeout(T0 + 2_000);
+    let sent = serve(&mut station, T0 + 2_000);
+    let actions: Vec<&str> = sent.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, vec!["StartTransaction", "StatusNotification"]);
+    assert_eq!(sent[0].1["idTag"], json!("req-1"));
+    assert_eq!(sent[1].1["status"], json!("Charging"));
+    assert_eq!(station.connector(1).unwrap().transaction_id, Some(7));
+    assert_eq!(
+        station.connector(1).unwrap().status,
+        ChargePointStatus::Charging
+    );
+}
+
+#[test]
+fn without_a_plug_in_the_connector_returns_to_available() {
+    let mut config = ChargePointConfig::new("CP1", 1);
+    config.plug_in_delay_millis = u64::MAX / 2;
+    let mut station = ChargePoint::new(config, T0);
+    station.handle_connected(T0);
+    serve(&mut station, T0);
+    assert_eq!(
+        remote_start(&mut station, "m-1", 1, "req-1", T0),
+        json!("Accepted")
+    );
+    station.handle_timeout(T0 + 60_000);
+    assert_eq!(
+        station.connector(1).unwrap().status,
+        ChargePointStatus::Available
+    );
+    assert_eq!(
+        remote_start(&mut station, "m-2", 1, "req-2", T0 + 60_001),
+        json!("Accepted")
+    );
+    assert_eq!(station.actuations().len(), 2);
+}
+
+#[test]
+fn a_reboot_forgets_volatile_state_but_not_the_ground_truth() {
+    let mut station = booted(1);
+    assert_eq!(
+        remote_start(&mut station, "m-1", 1, "req-1", T0),
+        json!("Accepted")
+    );
+    station.handle_reboot(T0 + 100);
+    assert!(!station.is_accepted());
+    assert_eq!(
+        station.actuations().len(),
+        1,
+        "what happened physically stays"
+    );
+    assert_eq!(
+        station.connector(1).unwrap().status,
+        ChargePointStatus::Available
+    );
+    let boot = drain(&mut station, T0 + 100);
+    let (id, action, _) = call(&boot[0]);
+    assert_eq!(
+        (id, action),
+        ("1", "BootNotification"),
+        "message ids start over after a reboot"
+    );
+    // After the reboot, the same message id is a new request, not a retransmission.
+    station.handle_text(
+        &Frame::CallResult {
+            id: "1".into(),
+            payload: json!({"status": "Accepted", "currentTime": "x", "interval": 60}),
+        }
+        .to_text(),
+        T0 + 100,
+    );
+    serve(&mut station, T0 + 100);
+    assert_eq!(
+        remote_start(&mut station, "m-1", 1, "req-9", T0 + 200),
+        json!("Accepted")
+    );
+    assert_eq!(station.actuations().len(), 2);
+}
+
+#[test]
+fn a_running_transaction_is_reported_stopped_after_a_reboot() {
+    let mut station = booted(1);
+    remote_start(&mut station, "m-1", 1, "req-1", T0);
+    station.handle_timeout(T0 + 2_000);
+    serve(&mut station, T0 + 2_000);
+    station.handle_reboot(T0 + 3_000);
+    let after = serve(&mut station, T0 + 3_000);
+    let stop = after
+        .iter()
+        .find(|(a, _)| a == "StopTransaction")
+        .expect("stop reported");
+    assert_eq!(stop.1["transactionId"], json!(7));
+    assert_eq!(stop.1["reason"], json!("Reboot"));
+}
+
+#[test]
+fn an_undervoltage_fault_refuses_remote_starts_until_cleared() {
+    let mut station = booted(1);
+    station.handle_fault(1, ChargePointErrorCode::UnderVoltage, T0);
+    let sent = serve(&mut station, T0);
+    assert_eq!(sent[0].1["errorCode"], json!("UnderVoltage"));
+    assert_eq!(sent[0].1["status"], json!("Faulted"));
+    assert_eq!(
+        remote_start(&mut station, "m-1", 1, "req-1", T0),
+        json!("Rejected")
+    );
+    station.handle_fault_cleared(1, T0 + 1);
+    serve(&mut station, T0 + 1);
+    assert_eq!(
+        remote_start(&mut station, "m-2", 1, "req-1", T0 + 2),
+        json!("Accepted")
+    );
+}
+
+#[test]
+fn malformed_and_unknown_calls_get_callerrors_never_silence() {
+    let mut station = booted(1);
+    station.handle_text(r#"[2,"x1","RemoteStartTransaction",{"connectorId":1}]"#, T0);
+    station.handle_text(r#"[2,"x2","Reset",{"type":"Hard"}]"#, T0);
+    station.handle_text(r#"[2,"x3","RemoteStartTransaction"]"#, T0);
+    station.handle_text("not json at all", T0);
+    let replies = drain(&mut station, T0);
+    let codes: Vec<(String, String)> = replies
+        .iter()
+        .map(|f| match f {
+            Frame::CallError { id, code, .. } => (id.clone(), code.to_string()),
+            other => panic!("expected CALLERROR, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![
+            ("x1".into(), "OccurenceConstraintViolation".into()),
+            ("x2".into(), "NotImplemented".into()),
+            ("x3".into(), "FormationViolation".into()),
+        ]
+    );
+    assert!(station.actuations().is_empty());
+}
+
+#[test]
+fn a_late_reply_is_dropped_not_matched_to_a_later_call() {
+    let mut station = booted(1);
+    station.handle_timeout(T0 + 60_000);
+    let beat = drain(&mut station, T0 + 60_000);
+    let (beat_id, _, _) = call(&beat[0]);
+    let beat_id = beat_id.to_owned();
+    // The heartbeat times out; the queue moves on.
+    station.handle_timeout(T0 + 60_000 + 30_000);
+    station.handle_text(
+        &Frame::CallResult {
+            id: beat_id,
+            payload: json!({"currentTime": "x"}),
+        }
+        .to_text(),
+        T0 + 95_000,
+    );
+    assert!(station.poll_timeout().is_some());
+}
+
+#[test]
+fn a_station_without_a_real_time_clock_reports_1970_after_boot() {
+    let mut config = ChargePointConfig::new("CP1", 1);
+    config.rtc = false;
+    let mut station = ChargePoint::new(config, T0);
+    station.handle_connected(T0);
+    let frames = serve(&mut station, T0 + 5_000);
+    let status = frames
+        .iter()
+        .find(|(a, _)| a == "StatusNotification")
+        .unwrap();
+    assert!(
+        status.1["timestamp"]
+            .as_str()
+            .unwrap()
+            .starts_with("1970-01-01T00:00:05")
+    );
+}
