@@ -91,6 +91,13 @@ pub struct Connector {
 }
 
 impl Connector {
+    /// Ends whatever the connector was released for.
+    fn release(&mut self) {
+        self.id_tag = None;
+        self.plug_in_at = None;
+        self.give_up_at = None;
+    }
+
     fn available() -> Connector {
         Connector {
             status: ChargePointStatus::Available,
@@ -267,9 +274,7 @@ impl ChargePoint {
     /// The fault cleared: the connector is Available again.
     pub fn handle_fault_cleared(&mut self, connector: u32, now: u64) {
         if let Some(state) = self.connectors.get_mut(&connector) {
-            state.id_tag = None;
-            state.plug_in_at = None;
-            state.give_up_at = None;
+            state.release();
         }
         self.set_status(
             connector,
@@ -295,7 +300,7 @@ impl ChargePoint {
             );
             if let Some(state) = self.connectors.get_mut(&connector) {
                 state.transaction_id = None;
-                state.id_tag = None;
+                state.release();
             }
             self.set_status(
                 connector,
@@ -490,9 +495,7 @@ impl ChargePoint {
             );
         } else if give_up_at.is_some_and(|at| at <= now) {
             if let Some(state) = self.connectors.get_mut(&connector) {
-                state.id_tag = None;
-                state.plug_in_at = None;
-                state.give_up_at = None;
+                state.release();
             }
             self.set_status(
                 connector,

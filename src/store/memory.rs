@@ -172,12 +172,7 @@ impl EventStore for MemoryStore {
     }
 
     async fn wait_for_event_count_above(&self, count: u64) -> Result<(), ReadError> {
-        let mut receiver = self.event_count.subscribe();
-        receiver
-            .wait_for(|&current| current > count)
-            .await
-            .map(|_| ())
-            .map_err(|_| ReadError::Unavailable("store dropped".into()))
+        crate::store::wait_for_count_above(&self.event_count, count).await
     }
 
     async fn save_snapshot(
@@ -200,12 +195,8 @@ impl EventStore for MemoryStore {
                 actual,
             });
         }
-        // An older snapshot never replaces a newer one (concurrent savers may race).
-        let newer_exists = state
-            .snapshots
-            .get(stream)
-            .is_some_and(|existing| existing.version > snapshot.version);
-        if !newer_exists {
+        let existing = state.snapshots.get(stream).map(|s| s.version);
+        if crate::store::snapshot_replaces(existing, snapshot.version) {
             state.snapshots.insert(stream.clone(), snapshot);
         }
         Ok(())

@@ -464,11 +464,8 @@ fn complete(state: &mut LogState, reply: Reply) {
             let _ = sender.send(Ok(result));
         }
         Reply::Snapshot(sender, stream, slot) => {
-            let newer_exists = state
-                .snapshots
-                .get(&stream)
-                .is_some_and(|existing| existing.version > slot.version);
-            if !newer_exists {
+            let existing = state.snapshots.get(&stream).map(|s| s.version);
+            if crate::store::snapshot_replaces(existing, slot.version) {
                 state.snapshots.insert(stream, slot);
             }
             let _ = sender.send(Ok(()));
@@ -674,12 +671,7 @@ impl EventStore for LogStore {
     }
 
     async fn wait_for_event_count_above(&self, count: u64) -> Result<(), ReadError> {
-        let mut receiver = self.shared.durable_event_count.subscribe();
-        receiver
-            .wait_for(|&current| current > count)
-            .await
-            .map(|_| ())
-            .map_err(|_| ReadError::Unavailable("log closed".into()))
+        crate::store::wait_for_count_above(&self.shared.durable_event_count, count).await
     }
 
     async fn save_snapshot(

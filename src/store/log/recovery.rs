@@ -330,11 +330,8 @@ fn apply_snapshot_record(
         version: record.snapshot.version,
         location,
     };
-    let newer_exists = recovered
-        .snapshots
-        .get(&record.stream)
-        .is_some_and(|existing| existing.version > slot.version);
-    if !newer_exists {
+    let existing = recovered.snapshots.get(&record.stream).map(|s| s.version);
+    if crate::store::snapshot_replaces(existing, slot.version) {
         recovered.snapshots.insert(record.stream, slot);
     }
     Ok(())
