@@ -8,6 +8,7 @@ pub mod decider;
 pub mod domain;
 pub mod environment;
 pub mod handler;
+pub mod mirror;
 pub mod ocpp;
 pub mod storage;
 pub mod store;

@@ -128,6 +128,19 @@ impl EventId {
     }
 }
 
+/// A 128-bit hash of `bytes` for deriving ids from business keys (not cryptographic):
+/// two FNV-1a lanes with different offsets, each finished with [`mix64`].
+pub fn hash128(bytes: &[u8]) -> u128 {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let (mut high, mut low) = (0xcbf2_9ce4_8422_2325u64, 0x6c62_272e_07bb_0142u64);
+    for &byte in bytes {
+        high = (high ^ u64::from(byte)).wrapping_mul(PRIME);
+        low = (low ^ u64::from(byte)).wrapping_mul(PRIME).rotate_left(5);
+    }
+    let length = bytes.len() as u64;
+    (u128::from(mix64(high ^ length)) << 64) | u128::from(mix64(low ^ length.rotate_left(32)))
+}
+
 /// SplitMix64's finaliser: a bijection on u64 with good avalanche.
 fn mix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);

@@ -1,0 +1,274 @@
+//! The station mirror: the CSMS's best knowledge of each physical connector.
+//!
+//! Telemetry (boots, heartbeats, status notifications, remote-start answers, transactions)
+//! is recorded as [`TelemetryEvent`]s in a per-station stream `telemetry-<station>` with
+//! `ExpectedVersion::Any` — never in the business aggregate, whose version it would bump
+//! (seed 000's heartbeat race). The mirror is a pure fold over those events, so a rebuild
+//! from position 0 equals live processing (I7). Times are the CSMS's own recorded times;
+//! the station's timestamps are kept as data only.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::types::{
+    CommandId, EventData, EventId, GlobalPosition, Metadata, StreamId, StreamIdError,
+};
+use crate::decider::{CodecError, json};
+use crate::ocpp::messages::{
+    ChargePointErrorCode, ChargePointStatus, Reason, RemoteStartStopStatus,
+};
+
+/// One fact the CSMS learned from or about a station.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum TelemetryEvent {
+    BootAccepted {
+        vendor: String,
+        model: String,
+    },
+    HeartbeatReceived,
+    StatusReported {
+        connector: u32,
+        status: ChargePointStatus,
+        error_code: ChargePointErrorCode,
+        station_timestamp: Option<String>,
+    },
+    RemoteStartAnswered {
+        connector: u32,
+        id_tag: String,
+        status: RemoteStartStopStatus,
+    },
+    /// The transaction id is this event's global position + 1 (unique, stable on replay).
+    TransactionStarted {
+        connector: u32,
+        id_tag: String,
+        meter_start: i64,
+        station_timestamp: String,
+    },
+    TransactionStopped {
+        transaction_id: i64,
+        meter_stop: i64,
+        reason: Option<Reason>,
+        station_timestamp: String,
+    },
+    Disconnected,
+}
+
+impl TelemetryEvent {
+    pub fn stream(station: &str) -> Result<StreamId, StreamIdError> {
+        StreamId::new(&format!("telemetry-{station}"))
+    }
+
+    /// The stored form. `id` decides idempotency: see [`transaction_started_id`].
+    pub fn to_data(&self, id: EventId, recorded_at_millis: u64) -> EventData {
+        let (event_type, payload) = json::encode_event(self);
+        EventData {
+            id,
+            event_type,
+            tags: Vec::new(),
+            metadata: Metadata {
+                recorded_at_millis,
+                ..Metadata::default()
+            },
+            payload,
+        }
+    }
+
+    pub fn decode(event_type: &str, payload: &[u8]) -> Result<TelemetryEvent, CodecError> {
+        json::decode_event(event_type, payload)
+    }
+}
+
+/// The transaction id of a `TransactionStarted` stored at `position`.
+pub fn transaction_id_at(position: GlobalPosition) -> i64 {
+    i64::try_from(position.0 + 1).expect("positions fit in i64")
+}
+
+/// The event id of a StartTransaction, from the business key a station resends it with
+/// (station, connector, idTag, timestamp, meterStart): a resent request maps to the same
+/// event, which the store stores once, so the same transaction id is returned.
+pub fn transaction_started_id(
+    station: &str,
+    connector: u32,
+    id_tag: &str,
+    station_timestamp: &str,
+    meter_start: i64,
+) -> EventId {
+    let key = format!(
+        "StartTransaction\u{1f}{station}\u{1f}{connector}\u{1f}{id_tag}\u{1f}{station_timestamp}\u{1f}{meter_start}"
+    );
+    EventId::derive(CommandId(crate::core::types::hash128(key.as_bytes())), 0)
+}
+
+/// What the mirror knows of one connector.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectorView {
+    pub status: ChargePointStatus,
+    pub error_code: ChargePointErrorCode,
+    pub station_timestamp: Option<String>,
+    pub updated_at_millis: u64,
+    /// The idTag the connector was last released for (remote start accepted or a
+    /// transaction started), until it is Available again.
+    pub id_tag: Option<String>,
+    pub transaction_id: Option<i64>,
+}
+
+/// What the mirror knows of one station.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StationView {
+    pub boot_accepted: bool,
+    pub connected: bool,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+    pub last_seen_millis: u64,
+    pub connectors: BTreeMap<u32, ConnectorView>,
+    /// Open transactions by id.
+    pub open_transactions: BTreeMap<i64, u32>,
+}
+
+/// The mirror's answer to "did the station unlock this connector for this request?"
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnlockEvidence {
+    /// The connector is Preparing/Charging for this very idTag: the unlock happened.
+    ForThisRequest,
+    /// The connector is busy with another idTag.
+    ForAnother { id_tag: String },
+    /// The connector is known and not released for anyone.
+    Free,
+    /// Nothing known about this connector.
+    Unknown,
+}
+
+/// The read model. See the module documentation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StationMirror {
+    stations: BTreeMap<String, StationView>,
+}
+
+impl StationMirror {
+    pub fn new() -> StationMirror {
+        StationMirror::default()
+    }
+
+    pub fn station(&self, station: &str) -> Option<&StationView> {
+        self.stations.get(station)
+    }
+
+    pub fn stations(&self) -> impl Iterator<Item = (&String, &StationView)> {
+        self.stations.iter()
+    }
+
+    /// Milliseconds since the station was last heard from.
+    pub fn staleness_millis(&self, station: &str, now_millis: u64) -> Option<u64> {
+        self.stations
+            .get(station)
+            .map(|view| now_millis.saturating_sub(view.last_seen_millis))
+    }
+
+    /// Evidence for deciding an ambiguous remote start (a lost or refused answer).
+    pub fn unlock_evidence(&self, station: &str, connector: u32, id_tag: &str) -> UnlockEvidence {
+        let Some(view) = self
+            .stations
+            .get(station)
+            .and_then(|s| s.connectors.get(&connector))
+        else {
+            return UnlockEvidence::Unknown;
+        };
+        match &view.id_tag {
+            Some(current) if current == id_tag => UnlockEvidence::ForThisRequest,
+            Some(current) => UnlockEvidence::ForAnother {
+                id_tag: current.clone(),
+            },
+            None => UnlockEvidence::Free,
+        }
+    }
+
+    /// Folds one telemetry event of `station`, recorded at `position` at `recorded_at`.
+    pub fn apply(
+        &mut self,
+        station: &str,
+        event: &TelemetryEvent,
+        position: GlobalPosition,
+        recorded_at_millis: u64,
+    ) {
+        let view = self.stations.entry(station.to_owned()).or_default();
+        view.last_seen_millis = view.last_seen_millis.max(recorded_at_millis);
+        match event {
+            TelemetryEvent::BootAccepted { vendor, model } => {
+                view.boot_accepted = true;
+                view.connected = true;
+                view.vendor = Some(vendor.clone());
+                view.model = Some(model.clone());
+            }
+            TelemetryEvent::HeartbeatReceived => view.connected = true,
+            TelemetryEvent::Disconnected => {
+                view.connected = false;
+                view.boot_accepted = false;
+            }
+            TelemetryEvent::StatusReported {
+                connector,
+                status,
+                error_code,
+                station_timestamp,
+            } => {
+                let entry = connector_entry(view, *connector, recorded_at_millis);
+                entry.status = *status;
+                entry.error_code = *error_code;
+                entry.station_timestamp = station_timestamp.clone();
+                entry.updated_at_millis = recorded_at_millis;
+                if matches!(
+                    status,
+                    ChargePointStatus::Available
+                        | ChargePointStatus::Faulted
+                        | ChargePointStatus::Unavailable
+                ) {
+                    entry.id_tag = None;
+                    entry.transaction_id = None;
+                }
+            }
+            TelemetryEvent::RemoteStartAnswered {
+                connector,
+                id_tag,
+                status,
+            } => {
+                if *status == RemoteStartStopStatus::Accepted {
+                    let entry = connector_entry(view, *connector, recorded_at_millis);
+                    entry.id_tag = Some(id_tag.clone());
+                    entry.updated_at_millis = recorded_at_millis;
+                }
+            }
+            TelemetryEvent::TransactionStarted {
+                connector, id_tag, ..
+            } => {
+                let transaction_id = transaction_id_at(position);
+                view.open_transactions.insert(transaction_id, *connector);
+                let entry = connector_entry(view, *connector, recorded_at_millis);
+                entry.id_tag = Some(id_tag.clone());
+                entry.transaction_id = Some(transaction_id);
+                entry.updated_at_millis = recorded_at_millis;
+            }
+            TelemetryEvent::TransactionStopped { transaction_id, .. } => {
+                if let Some(connector) = view.open_transactions.remove(transaction_id)
+                    && let Some(entry) = view.connectors.get_mut(&connector)
+                    && entry.transaction_id == Some(*transaction_id)
+                {
+                    entry.transaction_id = None;
+                }
+            }
+        }
+    }
+}
+
+fn connector_entry(view: &mut StationView, connector: u32, now: u64) -> &mut ConnectorView {
+    view.connectors
+        .entry(connector)
+        .or_insert_with(|| ConnectorView {
+            status: ChargePointStatus::Available,
+            error_code: ChargePointErrorCode::NoError,
+            station_timestamp: None,
+            updated_at_millis: now,
+            id_tag: None,
+            transaction_id: None,
+        })
+}
