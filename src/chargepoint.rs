@@ -9,7 +9,8 @@
 //! It behaves like a real station where it matters for the seed's race: it sends nothing
 //! but BootNotification until accepted; accepts RemoteStartTransaction only for an
 //! Available connector; answers a repeated message id on the same connection with its
-//! original answer; forgets all of that on reboot; and keeps one CALL outstanding at a time.
+//! original answer; accepts a repeated idTag it already unlocked for without unlocking
+//! again; forgets both on reboot; and keeps one CALL outstanding at a time.
 //!
 //! **Ground truth.** Every physical actuation (a connector released for an idTag) is
 //! appended to [`ChargePoint::actuations`], which survives reboots: it is what really
@@ -47,6 +48,9 @@ pub struct ChargePointConfig {
     pub rtc: bool,
     /// Answers remembered per connection for repeated message ids.
     pub remembered_answers_max: usize,
+    /// idTags remembered (until reboot) as already unlocked for: a RemoteStart repeating
+    /// one is Accepted without a second actuation (station-side deduplication).
+    pub remembered_id_tags_max: usize,
     /// CALLs queued while one is outstanding.
     pub queued_calls_max: usize,
 }
@@ -63,6 +67,7 @@ impl ChargePointConfig {
             clock_offset_millis: 0,
             rtc: true,
             remembered_answers_max: 64,
+            remembered_id_tags_max: 64,
             queued_calls_max: 256,
         }
     }
@@ -152,6 +157,8 @@ pub struct ChargePoint {
     transmit: VecDeque<String>,
     /// Answers already given on this connection, by the CSMS's message id.
     answered: VecDeque<(String, String)>,
+    /// idTags unlocked for since the last boot (volatile).
+    unlocked_id_tags: VecDeque<String>,
     next_message_id: u64,
     /// Boots since creation; part of message ids is not needed, but reboots are counted.
     pub boots: u64,
@@ -176,6 +183,7 @@ impl ChargePoint {
             in_flight: None,
             transmit: VecDeque::new(),
             answered: VecDeque::new(),
+            unlocked_id_tags: VecDeque::new(),
             next_message_id: 1,
             boots: 1,
             clock_started_at: now,
@@ -259,6 +267,7 @@ impl ChargePoint {
             in_flight: None,
             transmit: VecDeque::new(),
             answered: VecDeque::new(),
+            unlocked_id_tags: VecDeque::new(),
             next_message_id: 1, // ids repeat after a reboot, as on real stations
             boots: self.boots + 1,
             clock_started_at: now,
@@ -369,6 +378,9 @@ impl ChargePoint {
         if self.boot != Boot::Accepted {
             return RemoteStartStopStatus::Rejected;
         }
+        if self.unlocked_id_tags.contains(&request.id_tag) {
+            return RemoteStartStopStatus::Accepted; // already done for this idTag
+        }
         let connector = match request.connector_id {
             Some(connector) => connector,
             None => match self
@@ -394,6 +406,10 @@ impl ChargePoint {
             connector,
             id_tag: request.id_tag.clone(),
         });
+        self.unlocked_id_tags.push_back(request.id_tag.clone());
+        if self.unlocked_id_tags.len() > self.config.remembered_id_tags_max {
+            self.unlocked_id_tags.pop_front();
+        }
         self.set_status(
             connector,
             ChargePointStatus::Preparing,

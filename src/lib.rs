@@ -5,6 +5,7 @@
 pub mod chargepoint;
 pub mod core;
 pub mod decider;
+pub mod dispatcher;
 pub mod domain;
 pub mod environment;
 pub mod handler;

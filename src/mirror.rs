@@ -134,6 +134,8 @@ pub enum UnlockEvidence {
     ForThisRequest,
     /// The connector is busy with another idTag.
     ForAnother { id_tag: String },
+    /// The connector is busy (Preparing, Charging, …) but for whom is not known yet.
+    BusyUnknown,
     /// The connector is known and not released for anyone.
     Free,
     /// Nothing known about this connector.

@@ -1,7 +1,7 @@
 //! The simulated charge point's OCPP behaviour, driven sans-IO with literal frames and a
 //! hand-moved clock: boot gating, status announcements, heartbeats at the CSMS's interval,
 //! remote start only on an Available connector, repeated message ids answered with the
-//! original answer and no second actuation, reboots that forget volatile state but not
+//! original answer and repeated idTags accepted, both without a second actuation, reboots that forget volatile state but not
 //! the ground truth, faults, timeouts, and CALLERRORs for malformed or unknown input.
 
 use evsource::chargepoint::{ChargePoint, ChargePointConfig};
@@ -195,9 +195,14 @@ fn remote_start_unlocks_once_and_a_repeated_message_id_gets_the_same_answer() {
         "retransmission: original answer"
     );
     assert_eq!(station.actuations().len(), 1, "one physical unlock");
-    // A new CALL for the busy connector is refused — the seed's "second unlock" problem.
+    // A new CALL with the same idTag: already done, no second unlock.
     assert_eq!(
         remote_start(&mut station, "m-2", 1, "req-1", T0 + 10),
+        json!("Accepted")
+    );
+    // Another request for the busy connector is refused.
+    assert_eq!(
+        remote_start(&mut station, "m-3", 1, "req-2", T0 + 10),
         json!("Rejected")
     );
     assert_eq!(station.actuations().len(), 1);

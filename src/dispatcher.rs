@@ -1,0 +1,388 @@
+//! The outbox dispatcher, as a sans-IO state machine (DESIGN §2.6).
+//!
+//! It reads persisted station events in position order (`handle_event`), sends a
+//! RemoteStartTransaction for every `UnlockRequested` whose outcome is not yet recorded,
+//! and emits the outcome to record as a command (`DispatchEffect::RecordOutcome`). The
+//! shell moves frames, runs the commands, persists checkpoints and feeds back answers,
+//! connection changes and the time.
+//!
+//! Rules that make the unlock happen once physically:
+//! * The idempotency key is the request's own idTag (its session id, ≤ 20 characters).
+//! * One CALL in flight per station. An unanswered CALL is retransmitted with the *same*
+//!   message id while the connection lives (a station answers a retransmission with its
+//!   earlier answer); after a reconnect a new id is used and the station's memory of idTags
+//!   plus the mirror's evidence settle the ambiguity.
+//! * A `Rejected` answer is checked against the mirror: a connector already released for
+//!   this very idTag means our earlier attempt worked (Accepted); busy with an unknown idTag
+//!   means "not yet known" (retry later); otherwise the rejection is definitive.
+//! * The checkpoint never passes a request whose outcome event has not been read back from
+//!   the store: a crash at any point re-sends, never forgets (I4). Retries back off
+//!   exponentially up to a bound; a request never sent within `undeliverable_after` of
+//!   being read is recorded `TimedOut`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::core::types::GlobalPosition;
+use crate::domain::station::{StationAnswer, StationEvent};
+use crate::mirror::UnlockEvidence;
+use crate::ocpp::messages::RemoteStartStopStatus;
+
+/// Bounds and timings of the dispatcher.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DispatcherConfig {
+    /// How long to wait for a CALLRESULT before retransmitting.
+    pub call_timeout_millis: u64,
+    pub retry_base_millis: u64,
+    pub retry_max_millis: u64,
+    /// A request that could not be sent at all for this long is recorded as TimedOut.
+    pub undeliverable_after_millis: u64,
+    /// Requests tracked at once; beyond it the dispatcher stops reading (backpressure).
+    pub tracked_requests_max: usize,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> DispatcherConfig {
+        DispatcherConfig {
+            call_timeout_millis: 10_000,
+            retry_base_millis: 500,
+            retry_max_millis: 30_000,
+            undeliverable_after_millis: 300_000,
+            tracked_requests_max: 10_000,
+        }
+    }
+}
+
+/// What the shell must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DispatchEffect {
+    /// Send `[2, call_id, "RemoteStartTransaction", {"connectorId", "idTag"}]` to `station`.
+    Send {
+        station: String,
+        call_id: String,
+        connector: u32,
+        id_tag: String,
+    },
+    /// Record the definitive answer on the station stream (`StationCommand::RecordAnswer`).
+    RecordOutcome {
+        station: String,
+        session: String,
+        answer: StationAnswer,
+    },
+    /// Persist this checkpoint: every request at or before it has a recorded outcome.
+    SaveCheckpoint(GlobalPosition),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Tracked {
+    station: String,
+    connector: u32,
+    session: String,
+    read_at_millis: u64,
+    attempts: u32,
+    next_attempt_at: u64,
+    /// The current CALL's id and the connection generation it was sent on.
+    call: Option<(String, u64)>,
+    /// Ever sent at all (only never-sent requests may time out).
+    sent: bool,
+    /// Decided and handed to the shell; waiting to read the outcome event back.
+    decided: Option<StationAnswer>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Link {
+    online: bool,
+    generation: u64,
+    /// The request whose CALL is in flight, and the CALL's deadline.
+    in_flight: Option<(GlobalPosition, u64)>,
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug)]
+pub struct Dispatcher {
+    config: DispatcherConfig,
+    /// Requests without a recorded outcome, by the position of their `UnlockRequested`.
+    tracked: BTreeMap<GlobalPosition, Tracked>,
+    links: BTreeMap<String, Link>,
+    last_read: Option<GlobalPosition>,
+    saved_checkpoint: Option<GlobalPosition>,
+    next_call_number: u64,
+    effects: VecDeque<DispatchEffect>,
+}
+
+impl Dispatcher {
+    /// A dispatcher resuming after `checkpoint` (read the store from just after it).
+    pub fn new(config: DispatcherConfig, checkpoint: Option<GlobalPosition>) -> Dispatcher {
+        Dispatcher {
+            config,
+            tracked: BTreeMap::new(),
+            links: BTreeMap::new(),
+            last_read: checkpoint,
+            saved_checkpoint: checkpoint,
+            next_call_number: 1,
+            effects: VecDeque::new(),
+        }
+    }
+
+    /// False when too many requests are tracked: stop feeding events until some resolve.
+    pub fn wants_events(&self) -> bool {
+        self.tracked.len() < self.config.tracked_requests_max
+    }
+
+    pub fn tracked_requests(&self) -> usize {
+        self.tracked.len()
+    }
+
+    /// One persisted event of `station`'s business stream, in position order.
+    pub fn handle_event(
+        &mut self,
+        position: GlobalPosition,
+        station: &str,
+        event: &StationEvent,
+        now: u64,
+    ) {
+        assert!(
+            self.last_read.is_none_or(|last| position > last),
+            "events arrive in position order"
+        );
+        self.last_read = Some(position);
+        match event {
+            StationEvent::UnlockRequested { connector, session } => {
+                self.tracked.insert(
+                    position,
+                    Tracked {
+                        station: station.to_owned(),
+                        connector: *connector,
+                        session: session.clone(),
+                        read_at_millis: now,
+                        attempts: 0,
+                        next_attempt_at: now,
+                        call: None,
+                        sent: false,
+                        decided: None,
+                    },
+                );
+            }
+            StationEvent::UnlockAccepted { session, .. }
+            | StationEvent::UnlockRejected { session, .. }
+            | StationEvent::UnlockTimedOut { session, .. } => {
+                let resolved: Vec<GlobalPosition> = self
+                    .tracked
+                    .iter()
+                    .filter(|(_, t)| t.station == station && t.session == *session)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for request in resolved {
+                    self.tracked.remove(&request);
+                    if let Some(link) = self.links.get_mut(station)
+                        && link.in_flight.is_some_and(|(p, _)| p == request)
+                    {
+                        link.in_flight = None;
+                    }
+                }
+            }
+            StationEvent::SessionStopped { .. } => {}
+        }
+        self.advance_checkpoint();
+        self.pump(now);
+    }
+
+    /// The station's connection came up (boot accepted) or went down.
+    pub fn handle_link(&mut self, station: &str, online: bool, now: u64) {
+        let link = self.links.entry(station.to_owned()).or_default();
+        if link.online != online {
+            link.online = online;
+            link.generation += 1;
+            // A CALL in flight is lost with its connection; its request will be retried.
+            if let Some((request, _)) = link.in_flight.take()
+                && let Some(tracked) = self.tracked.get_mut(&request)
+            {
+                tracked.next_attempt_at = now;
+            }
+        }
+        self.pump(now);
+    }
+
+    /// The station answered CALL `call_id`. `evidence` is the mirror's view of the
+    /// connector for this request's idTag, consulted on a rejection.
+    pub fn handle_answer(
+        &mut self,
+        station: &str,
+        call_id: &str,
+        status: RemoteStartStopStatus,
+        evidence: UnlockEvidence,
+        now: u64,
+    ) {
+        let Some(request) = self.in_flight_request(station, call_id) else {
+            return; // late or unknown: dropped, never matched to another call
+        };
+        self.links.get_mut(station).expect("in flight").in_flight = None;
+        let tracked = self.tracked.get_mut(&request).expect("tracked");
+        let answer = match (status, evidence) {
+            (RemoteStartStopStatus::Accepted, _) => Some(StationAnswer::Accepted),
+            (RemoteStartStopStatus::Rejected, UnlockEvidence::ForThisRequest) => {
+                Some(StationAnswer::Accepted)
+            }
+            (RemoteStartStopStatus::Rejected, UnlockEvidence::BusyUnknown) => None,
+            (RemoteStartStopStatus::Rejected, _) => Some(StationAnswer::Rejected),
+        };
+        match answer {
+            Some(answer) => self.decide(request, answer),
+            None => {
+                tracked.call = None;
+                tracked.next_attempt_at = now + backoff(&self.config, tracked.attempts);
+            }
+        }
+        self.pump(now);
+    }
+
+    /// The station answered CALL `call_id` with a CALLERROR: not delivered, retry later.
+    pub fn handle_call_error(&mut self, station: &str, call_id: &str, now: u64) {
+        let Some(request) = self.in_flight_request(station, call_id) else {
+            return;
+        };
+        self.links.get_mut(station).expect("in flight").in_flight = None;
+        let tracked = self.tracked.get_mut(&request).expect("tracked");
+        tracked.call = None;
+        tracked.next_attempt_at = now + backoff(&self.config, tracked.attempts);
+        self.pump(now);
+    }
+
+    /// Timers: CALL deadlines and retry times.
+    pub fn handle_timeout(&mut self, now: u64) {
+        for link in self.links.values_mut() {
+            if let Some((request, deadline)) = link.in_flight
+                && deadline <= now
+            {
+                link.in_flight = None;
+                if let Some(tracked) = self.tracked.get_mut(&request) {
+                    tracked.next_attempt_at = now + backoff(&self.config, tracked.attempts);
+                }
+            }
+        }
+        let expired: Vec<GlobalPosition> = self
+            .tracked
+            .iter()
+            .filter(|(_, t)| {
+                !t.sent
+                    && t.decided.is_none()
+                    && now >= t.read_at_millis + self.config.undeliverable_after_millis
+            })
+            .map(|(p, _)| *p)
+            .collect();
+        for request in expired {
+            self.decide(request, StationAnswer::TimedOut);
+        }
+        self.pump(now);
+    }
+
+    pub fn poll_effect(&mut self) -> Option<DispatchEffect> {
+        self.effects.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should run next.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let deadlines = self
+            .links
+            .values()
+            .filter_map(|l| l.in_flight.map(|(_, d)| d));
+        let retries = self
+            .tracked
+            .values()
+            .filter(|t| {
+                t.decided.is_none()
+                    && self
+                        .links
+                        .get(&t.station)
+                        .is_some_and(|l| l.online && l.in_flight.is_none())
+            })
+            .map(|t| t.next_attempt_at);
+        let expiries = self
+            .tracked
+            .values()
+            .filter(|t| !t.sent && t.decided.is_none())
+            .map(|t| t.read_at_millis + self.config.undeliverable_after_millis);
+        deadlines.chain(retries).chain(expiries).min()
+    }
+
+    fn in_flight_request(&self, station: &str, call_id: &str) -> Option<GlobalPosition> {
+        let (request, _) = self.links.get(station)?.in_flight?;
+        let tracked = self.tracked.get(&request)?;
+        (tracked.call.as_ref().map(|(id, _)| id.as_str()) == Some(call_id)).then_some(request)
+    }
+
+    fn decide(&mut self, request: GlobalPosition, answer: StationAnswer) {
+        let tracked = self.tracked.get_mut(&request).expect("tracked");
+        if tracked.decided.is_some() {
+            return;
+        }
+        tracked.decided = Some(answer);
+        self.effects.push_back(DispatchEffect::RecordOutcome {
+            station: tracked.station.clone(),
+            session: tracked.session.clone(),
+            answer,
+        });
+    }
+
+    /// Sends the oldest due request of every idle, online station.
+    fn pump(&mut self, now: u64) {
+        let stations: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.online && l.in_flight.is_none())
+            .map(|(s, _)| s.clone())
+            .collect();
+        for station in stations {
+            let due = self
+                .tracked
+                .iter()
+                .find(|(_, t)| t.station == station && t.decided.is_none())
+                .filter(|(_, t)| t.next_attempt_at <= now)
+                .map(|(p, _)| *p);
+            let Some(request) = due else { continue };
+            let generation = self.links[&station].generation;
+            let tracked = self.tracked.get_mut(&request).expect("tracked");
+            let call_id = match &tracked.call {
+                // Same connection: retransmit with the same id, answered idempotently.
+                Some((id, sent_on)) if *sent_on == generation => id.clone(),
+                _ => {
+                    let id = format!("rs-{}", self.next_call_number);
+                    self.next_call_number += 1;
+                    id
+                }
+            };
+            tracked.call = Some((call_id.clone(), generation));
+            tracked.attempts += 1;
+            tracked.sent = true;
+            self.effects.push_back(DispatchEffect::Send {
+                station: station.clone(),
+                call_id,
+                connector: tracked.connector,
+                id_tag: tracked.session.clone(),
+            });
+            let link = self.links.get_mut(&station).expect("online station");
+            link.in_flight = Some((request, now + self.config.call_timeout_millis));
+        }
+    }
+
+    fn advance_checkpoint(&mut self) {
+        let candidate = match self.tracked.keys().next() {
+            // Everything before the oldest unresolved request is done.
+            Some(oldest) => oldest.0.checked_sub(1).map(GlobalPosition),
+            None => self.last_read,
+        };
+        if candidate > self.saved_checkpoint {
+            self.saved_checkpoint = candidate;
+            self.effects.push_back(DispatchEffect::SaveCheckpoint(
+                candidate.expect("greater than something"),
+            ));
+        }
+    }
+}
+
+fn backoff(config: &DispatcherConfig, attempts: u32) -> u64 {
+    let doubling = 1u64 << attempts.min(20);
+    config
+        .retry_base_millis
+        .saturating_mul(doubling)
+        .min(config.retry_max_millis)
+}

@@ -1,0 +1,227 @@
+//! The outbox dispatcher, driven sans-IO: it sends only to online stations, one CALL in
+//! flight per station; retransmits with the same message id on the same connection and a
+//! new one after a reconnect; turns answers plus mirror evidence into definitive outcomes;
+//! drops late answers; times out requests it could never send; and never advances its
+//! checkpoint past a request whose outcome event it has not read (so a restart re-sends).
+
+use evsource::core::GlobalPosition;
+use evsource::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
+use evsource::domain::station::{StationAnswer, StationEvent};
+use evsource::mirror::UnlockEvidence;
+use evsource::ocpp::messages::RemoteStartStopStatus::{Accepted, Rejected};
+
+fn config() -> DispatcherConfig {
+    DispatcherConfig {
+        call_timeout_millis: 1_000,
+        retry_base_millis: 100,
+        retry_max_millis: 1_000,
+        undeliverable_after_millis: 10_000,
+        tracked_requests_max: 100,
+    }
+}
+
+fn requested(connector: u32, session: &str) -> StationEvent {
+    StationEvent::UnlockRequested {
+        connector,
+        session: session.into(),
+    }
+}
+
+fn effects(dispatcher: &mut Dispatcher) -> Vec<DispatchEffect> {
+    std::iter::from_fn(|| dispatcher.poll_effect()).collect()
+}
+
+fn sends(effects: &[DispatchEffect]) -> Vec<(String, String)> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            DispatchEffect::Send {
+                call_id, id_tag, ..
+            } => Some((call_id.clone(), id_tag.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_accepted_unlock_is_recorded_and_only_then_checkpointed() {
+    let mut dispatcher = Dispatcher::new(config(), None);
+    dispatcher.handle_event(GlobalPosition(0), "CP1", &requested(1, "s1"), 0);
+    assert!(
+        sends(&effects(&mut dispatcher)).is_empty(),
+        "offline: nothing sent"
+    );
+    dispatcher.handle_link("CP1", true, 10);
+    let sent = sends(&effects(&mut dispatcher));
+    assert_eq!(sent, vec![("rs-1".to_string(), "s1".to_string())]);
+    dispatcher.handle_answer("CP1", "rs-1", Accepted, UnlockEvidence::Unknown, 20);
+    let decided = effects(&mut dispatcher);
+    assert_eq!(
+        decided,
+        vec![DispatchEffect::RecordOutcome {
+            station: "CP1".into(),
+            session: "s1".into(),
+            answer: StationAnswer::Accepted
+        }]
+    );
+    // The outcome event is read back: now the checkpoint may pass the request.
+    dispatcher.handle_event(
+        GlobalPosition(1),
+        "CP1",
+        &StationEvent::UnlockAccepted {
+            connector: 1,
+            session: "s1".into(),
+        },
+        30,
+    );
+    assert_eq!(
+        effects(&mut dispatcher),
+        vec![DispatchEffect::SaveCheckpoint(GlobalPosition(1))]
+    );
+    assert_eq!(dispatcher.tracked_requests(), 0);
+}
+
+#[test]
+fn one_call_in_flight_per_station_and_stations_do_not_block_each_other() {
+    let mut dispatcher = Dispatcher::new(config(), None);
+    dispatcher.handle_link("CP1", true, 0);
+    dispatcher.handle_link("CP2", true, 0);
+    dispatcher.handle_event(GlobalPosition(0), "CP1", &requested(1, "a"), 0);
+    dispatcher.handle_event(GlobalPosition(1), "CP1", &requested(2, "b"), 0);
+    dispatcher.handle_event(GlobalPosition(2), "CP2", &requested(1, "c"), 0);
+    let sent = sends(&effects(&mut dispatcher));
+    assert_eq!(
+        sent.iter().map(|(_, tag)| tag.as_str()).collect::<Vec<_>>(),
+        vec!["a", "c"]
+    );
+    dispatcher.handle_answer("CP1", &sent[0].0, Accepted, UnlockEvidence::Unknown, 5);
+    let next = sends(&effects(&mut dispatcher));
+    assert_eq!(
+        next.iter().map(|(_, tag)| tag.as_str()).collect::<Vec<_>>(),
+        vec!["b"]
+    );
+}
+
+#[test]
+fn an_unanswered_call_is_retransmitted_with_the_same_id_until_a_reconnect() {
+    let mut dispatcher = Dispatcher::new(config(), None);
+    dispatcher.handle_link("CP1", true, 0);
+    dispatcher.handle_event(GlobalPosition(0), "CP1", &requested(1, "s1"), 0);
+    let first = sends(&effects(&mut dispatcher));
+    assert_eq!(dispatcher.poll_timeout(), Some(1_000));
+    dispatcher.handle_timeout(1_000);
+    let due = dispatcher.poll_timeout().unwrap();
+    dispatcher.handle_timeout(due);
+    let second = sends(&effects(&mut dispatcher));
+    assert_eq!(second[0].0, first[0].0, "same connection: same message id");
+    dispatcher.handle_link("CP1", false, due + 1);
+    dispatcher.handle_link("CP1", true, due + 2);
+    let third = sends(&effects(&mut dispatcher));
+    assert_ne!(third[0].0, first[0].0, "new connection: new message id");
+    // The answer to the old call arrives late: dropped, not matched to the new call.
+    dispatcher.handle_answer("CP1", &first[0].0, Rejected, UnlockEvidence::Free, due + 3);
+    assert!(effects(&mut dispatcher).is_empty());
+    dispatcher.handle_answer(
+        "CP1",
+        &third[0].0,
+        Accepted,
+        UnlockEvidence::Unknown,
+        due + 4,
+    );
+    assert!(matches!(
+        effects(&mut dispatcher)[..],
+        [DispatchEffect::RecordOutcome {
+            answer: StationAnswer::Accepted,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn a_rejection_is_checked_against_the_mirror() {
+    let cases = [
+        (
+            UnlockEvidence::ForThisRequest,
+            Some(StationAnswer::Accepted),
+        ),
+        (
+            UnlockEvidence::ForAnother {
+                id_tag: "other".into(),
+            },
+            Some(StationAnswer::Rejected),
+        ),
+        (UnlockEvidence::Free, Some(StationAnswer::Rejected)),
+        (UnlockEvidence::Unknown, Some(StationAnswer::Rejected)),
+        (UnlockEvidence::BusyUnknown, None),
+    ];
+    for (evidence, expected) in cases {
+        let mut dispatcher = Dispatcher::new(config(), None);
+        dispatcher.handle_link("CP1", true, 0);
+        dispatcher.handle_event(GlobalPosition(0), "CP1", &requested(1, "s1"), 0);
+        let sent = sends(&effects(&mut dispatcher));
+        dispatcher.handle_answer("CP1", &sent[0].0, Rejected, evidence.clone(), 10);
+        let decided: Vec<StationAnswer> = effects(&mut dispatcher)
+            .into_iter()
+            .filter_map(|e| match e {
+                DispatchEffect::RecordOutcome { answer, .. } => Some(answer),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(decided.first().copied(), expected, "{evidence:?}");
+        if expected.is_none() {
+            assert!(
+                dispatcher.poll_timeout().unwrap() > 10,
+                "retried later, after a backoff"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_request_that_can_never_be_sent_times_out() {
+    let mut dispatcher = Dispatcher::new(config(), None);
+    dispatcher.handle_event(GlobalPosition(0), "CP9", &requested(1, "s1"), 0);
+    assert_eq!(dispatcher.poll_timeout(), Some(10_000));
+    dispatcher.handle_timeout(10_000);
+    assert_eq!(
+        effects(&mut dispatcher),
+        vec![DispatchEffect::RecordOutcome {
+            station: "CP9".into(),
+            session: "s1".into(),
+            answer: StationAnswer::TimedOut
+        }]
+    );
+}
+
+#[test]
+fn a_restart_from_the_checkpoint_sends_again_what_was_not_recorded() {
+    let mut dispatcher = Dispatcher::new(config(), None);
+    dispatcher.handle_link("CP1", true, 0);
+    dispatcher.handle_event(
+        GlobalPosition(0),
+        "CP1",
+        &StationEvent::SessionStopped {
+            connector: 2,
+            session: "old".into(),
+        },
+        0,
+    );
+    dispatcher.handle_event(GlobalPosition(1), "CP1", &requested(1, "s1"), 0);
+    let before_crash = effects(&mut dispatcher);
+    assert!(before_crash.contains(&DispatchEffect::SaveCheckpoint(GlobalPosition(0))));
+    assert!(
+        !before_crash
+            .iter()
+            .any(|e| matches!(e, DispatchEffect::SaveCheckpoint(p) if p.0 >= 1)),
+        "{before_crash:?}"
+    );
+    // Crash: the answer is lost. The new dispatcher resumes after the saved checkpoint.
+    let mut restarted = Dispatcher::new(config(), Some(GlobalPosition(0)));
+    restarted.handle_link("CP1", true, 100);
+    restarted.handle_event(GlobalPosition(1), "CP1", &requested(1, "s1"), 100);
+    assert_eq!(
+        sends(&effects(&mut restarted)).len(),
+        1,
+        "re-sent after the restart"
+    );
+}
