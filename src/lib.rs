@@ -11,5 +11,6 @@ pub mod environment;
 pub mod handler;
 pub mod mirror;
 pub mod ocpp;
+pub mod session;
 pub mod storage;
 pub mod store;

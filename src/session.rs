@@ -1,0 +1,289 @@
+//! The CSMS side of one charge point connection, as a sans-IO state machine.
+//!
+//! Frames from the station go in through [`StationSession::handle_text`]; replies come out
+//! of [`StationSession::poll_transmit`], and facts for the rest of the node out of
+//! [`StationSession::poll_output`]: telemetry to record for the mirror, StartTransactions
+//! that need a transaction id from the store, answers to the dispatcher's
+//! RemoteStartTransaction. Every CALL is answered — with a CALLRESULT or the right
+//! CALLERROR — never with silence, and a CALL repeated with the same message id on this
+//! connection is answered with the earlier answer.
+
+use std::collections::VecDeque;
+
+use serde_json::{Value, json};
+
+use crate::mirror::TelemetryEvent;
+use crate::ocpp::frame::{ErrorCode, Frame};
+use crate::ocpp::messages::{
+    BootNotificationConf, RegistrationStatus, RemoteStartStopStatus, RemoteStartTransactionConf,
+    StartTransactionReq, StationRequest, decode_payload,
+};
+use crate::ocpp::time::format_rfc3339;
+
+/// Bounds of one session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Heartbeat interval handed to the station at boot, in seconds.
+    pub heartbeat_interval_secs: u32,
+    /// Answers remembered for repeated message ids.
+    pub remembered_answers_max: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            heartbeat_interval_secs: 60,
+            remembered_answers_max: 64,
+        }
+    }
+}
+
+/// What the rest of the node must do with what the station said.
+#[derive(Clone, Debug, PartialEq)]
+pub enum SessionOutput {
+    /// Record in `telemetry-<station>` (the mirror folds it).
+    Telemetry(TelemetryEvent),
+    /// Record a TransactionStarted idempotently, then call
+    /// [`StationSession::complete_start_transaction`] with the transaction id.
+    StartTransaction {
+        call_id: String,
+        request: StartTransactionReq,
+    },
+    /// The station answered the dispatcher's CALL.
+    RemoteStartAnswered {
+        call_id: String,
+        status: RemoteStartStopStatus,
+    },
+    /// The station answered the dispatcher's CALL with a CALLERROR.
+    RemoteStartFailed { call_id: String },
+    /// The boot was accepted: the dispatcher may send to this station.
+    Online,
+}
+
+/// See the module documentation.
+#[derive(Clone, Debug)]
+pub struct StationSession {
+    station: String,
+    config: SessionConfig,
+    accepted: bool,
+    /// The dispatcher's CALL in flight: message id, connector, idTag.
+    outgoing: Option<(String, u32, String)>,
+    answered: VecDeque<(String, String)>,
+    transmit: VecDeque<String>,
+    outputs: VecDeque<SessionOutput>,
+}
+
+impl StationSession {
+    pub fn new(station: impl Into<String>, config: SessionConfig) -> StationSession {
+        StationSession {
+            station: station.into(),
+            config,
+            accepted: false,
+            outgoing: None,
+            answered: VecDeque::new(),
+            transmit: VecDeque::new(),
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn station(&self) -> &str {
+        &self.station
+    }
+
+    pub fn is_accepted(&self) -> bool {
+        self.accepted
+    }
+
+    /// One frame from the station; `now` is the CSMS's clock.
+    pub fn handle_text(&mut self, text: &str, now_millis: u64) {
+        match Frame::parse(text) {
+            Ok(Frame::Call {
+                id,
+                action,
+                payload,
+            }) => self.handle_call(id, &action, &payload, now_millis),
+            Ok(Frame::CallResult { id, payload }) => self.handle_result(&id, &payload),
+            Ok(Frame::CallError { id, .. }) => {
+                if self
+                    .outgoing
+                    .as_ref()
+                    .is_some_and(|(call, _, _)| *call == id)
+                {
+                    self.outgoing = None;
+                    self.outputs
+                        .push_back(SessionOutput::RemoteStartFailed { call_id: id });
+                }
+            }
+            Err(error) => {
+                if let Some(reply) = error.reply() {
+                    self.transmit.push_back(reply.to_text());
+                }
+            }
+        }
+    }
+
+    fn handle_call(&mut self, id: String, action: &str, payload: &Value, now_millis: u64) {
+        if let Some((_, answer)) = self.answered.iter().find(|(seen, _)| *seen == id) {
+            self.transmit.push_back(answer.clone());
+            return;
+        }
+        let request = match StationRequest::decode(action, payload) {
+            Ok(request) => request,
+            Err(error) => {
+                let reply = call_error(&id, error.code, &error.description);
+                return self.answer(id, reply);
+            }
+        };
+        if !self.accepted && !matches!(request, StationRequest::BootNotification(_)) {
+            let reply = call_error(
+                &id,
+                ErrorCode::SecurityError,
+                "BootNotification must be accepted first",
+            );
+            return self.answer(id, reply);
+        }
+        let current_time = format_rfc3339(now_millis);
+        let result = match request {
+            StationRequest::BootNotification(boot) => {
+                self.accepted = true;
+                self.outputs
+                    .push_back(SessionOutput::Telemetry(TelemetryEvent::BootAccepted {
+                        vendor: boot.charge_point_vendor,
+                        model: boot.charge_point_model,
+                    }));
+                self.outputs.push_back(SessionOutput::Online);
+                let conf = BootNotificationConf {
+                    status: RegistrationStatus::Accepted,
+                    current_time,
+                    interval: self.config.heartbeat_interval_secs,
+                };
+                serde_json::to_value(conf).expect("serialises")
+            }
+            StationRequest::Heartbeat(_) => {
+                self.outputs
+                    .push_back(SessionOutput::Telemetry(TelemetryEvent::HeartbeatReceived));
+                json!({ "currentTime": current_time })
+            }
+            StationRequest::StatusNotification(status) => {
+                self.outputs
+                    .push_back(SessionOutput::Telemetry(TelemetryEvent::StatusReported {
+                        connector: status.connector_id,
+                        status: status.status,
+                        error_code: status.error_code,
+                        station_timestamp: status.timestamp,
+                    }));
+                json!({})
+            }
+            StationRequest::StartTransaction(request) => {
+                // Answered once the store has given the transaction its id.
+                self.outputs.push_back(SessionOutput::StartTransaction {
+                    call_id: id,
+                    request,
+                });
+                return;
+            }
+            StationRequest::StopTransaction(stop) => {
+                self.outputs.push_back(SessionOutput::Telemetry(
+                    TelemetryEvent::TransactionStopped {
+                        transaction_id: stop.transaction_id,
+                        meter_stop: stop.meter_stop,
+                        reason: stop.reason,
+                        station_timestamp: stop.timestamp,
+                    },
+                ));
+                json!({ "idTagInfo": { "status": "Accepted" } })
+            }
+        };
+        let reply = Frame::CallResult {
+            id: id.clone(),
+            payload: result,
+        };
+        self.answer(id, reply);
+    }
+
+    /// Answers a StartTransaction with the transaction id the store assigned.
+    pub fn complete_start_transaction(&mut self, call_id: String, transaction_id: i64) {
+        let reply = Frame::CallResult {
+            id: call_id.clone(),
+            payload: json!({ "idTagInfo": { "status": "Accepted" }, "transactionId": transaction_id }),
+        };
+        self.answer(call_id, reply);
+    }
+
+    fn handle_result(&mut self, id: &str, payload: &Value) {
+        let Some((call_id, connector, id_tag)) = self.outgoing.take_if(|(call, _, _)| call == id)
+        else {
+            return; // a late or unknown reply is dropped
+        };
+        let output =
+            match decode_payload::<RemoteStartTransactionConf>("RemoteStartTransaction", payload) {
+                Ok(conf) => {
+                    self.outputs.push_back(SessionOutput::Telemetry(
+                        TelemetryEvent::RemoteStartAnswered {
+                            connector,
+                            id_tag,
+                            status: conf.status,
+                        },
+                    ));
+                    SessionOutput::RemoteStartAnswered {
+                        call_id,
+                        status: conf.status,
+                    }
+                }
+                Err(_) => SessionOutput::RemoteStartFailed { call_id },
+            };
+        self.outputs.push_back(output);
+    }
+
+    /// Sends the dispatcher's RemoteStartTransaction. Returns false (and sends nothing) if
+    /// a CALL is already in flight on this connection or the boot is not accepted.
+    pub fn send_remote_start(&mut self, call_id: &str, connector: u32, id_tag: &str) -> bool {
+        if !self.accepted
+            || self
+                .outgoing
+                .as_ref()
+                .is_some_and(|(call, _, _)| call != call_id)
+        {
+            return false;
+        }
+        let frame = Frame::Call {
+            id: call_id.to_owned(),
+            action: "RemoteStartTransaction".into(),
+            payload: json!({ "connectorId": connector, "idTag": id_tag }),
+        };
+        self.outgoing = Some((call_id.to_owned(), connector, id_tag.to_owned()));
+        self.transmit.push_back(frame.to_text());
+        true
+    }
+
+    /// The dispatcher gave up waiting for `call_id`: a late reply to it will be dropped.
+    pub fn forget_call(&mut self, call_id: &str) {
+        self.outgoing.take_if(|(call, _, _)| call == call_id);
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<String> {
+        self.transmit.pop_front()
+    }
+
+    pub fn poll_output(&mut self) -> Option<SessionOutput> {
+        self.outputs.pop_front()
+    }
+
+    fn answer(&mut self, id: String, reply: Frame) {
+        let text = reply.to_text();
+        self.answered.push_back((id, text.clone()));
+        if self.answered.len() > self.config.remembered_answers_max {
+            self.answered.pop_front();
+        }
+        self.transmit.push_back(text);
+    }
+}
+
+fn call_error(id: &str, code: ErrorCode, description: &str) -> Frame {
+    Frame::CallError {
+        id: id.to_owned(),
+        code,
+        description: description.to_owned(),
+        details: json!({}),
+    }
+}
