@@ -204,10 +204,9 @@ impl StationMirror {
                 view.model = Some(model.clone());
             }
             TelemetryEvent::HeartbeatReceived => view.connected = true,
-            TelemetryEvent::Disconnected => {
-                view.connected = false;
-                view.boot_accepted = false;
-            }
+            // Acceptance is the station's state and survives a reconnect; only a new
+            // BootNotification (after a reboot) is asked for again.
+            TelemetryEvent::Disconnected => view.connected = false,
             TelemetryEvent::StatusReported {
                 connector,
                 status,

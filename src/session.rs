@@ -86,6 +86,16 @@ impl StationSession {
         }
     }
 
+    /// A new connection of a station accepted before (the mirror knows): stations do not
+    /// repeat BootNotification on a reconnect, only after a reboot, so the session starts
+    /// accepted and the dispatcher may send at once.
+    pub fn resume_accepted(station: impl Into<String>, config: SessionConfig) -> StationSession {
+        let mut session = StationSession::new(station, config);
+        session.accepted = true;
+        session.outputs.push_back(SessionOutput::Online);
+        session
+    }
+
     pub fn station(&self) -> &str {
         &self.station
     }
@@ -235,15 +245,12 @@ impl StationSession {
         self.outputs.push_back(output);
     }
 
-    /// Sends the dispatcher's RemoteStartTransaction. Returns false (and sends nothing) if
-    /// a CALL is already in flight on this connection or the boot is not accepted.
+    /// Sends the dispatcher's RemoteStartTransaction. The dispatcher decides what is in
+    /// flight (one CALL per station, given up after its timeout), so a new CALL replaces a
+    /// given-up one, whose late reply is then dropped. Returns false (and sends nothing)
+    /// if the boot is not accepted.
     pub fn send_remote_start(&mut self, call_id: &str, connector: u32, id_tag: &str) -> bool {
-        if !self.accepted
-            || self
-                .outgoing
-                .as_ref()
-                .is_some_and(|(call, _, _)| call != call_id)
-        {
+        if !self.accepted {
             return false;
         }
         let frame = Frame::Call {
@@ -254,11 +261,6 @@ impl StationSession {
         self.outgoing = Some((call_id.to_owned(), connector, id_tag.to_owned()));
         self.transmit.push_back(frame.to_text());
         true
-    }
-
-    /// The dispatcher gave up waiting for `call_id`: a late reply to it will be dropped.
-    pub fn forget_call(&mut self, call_id: &str) {
-        self.outgoing.take_if(|(call, _, _)| call == call_id);
     }
 
     pub fn poll_transmit(&mut self) -> Option<String> {
