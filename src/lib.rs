@@ -10,6 +10,7 @@ pub mod domain;
 pub mod environment;
 pub mod handler;
 pub mod mirror;
+pub mod node;
 pub mod ocpp;
 pub mod session;
 pub mod storage;

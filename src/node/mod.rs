@@ -1,0 +1,650 @@
+//! The CSMS node: the sans-IO parts wired on a tokio runtime. Without `--cfg madsim` it
+//! runs on real tokio; with it, the very same code runs inside the deterministic simulator.
+//!
+//! Tasks:
+//! * **station listener** — accepts charge point connections: OCPP-J frames, one per line
+//!   over TCP, after a `HELLO <charge point id>` line (WebSocket comes later). Each
+//!   connection task is a dumb pipe between its socket and the hub.
+//! * **API listener** — client commands as JSON lines ([`api`]), handled concurrently by
+//!   the command handler.
+//! * **hub** — owns every [`StationSession`], the [`Dispatcher`], the [`StationMirror`] and
+//!   one catch-up subscription; handles their inputs one at a time, so its behaviour
+//!   depends only on the order of inputs.
+
+pub mod api;
+pub mod driver;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::core::types::{CommandId, EventId, ExpectedVersion, GlobalPosition, StreamId, hash128};
+use crate::decider::Aggregate;
+use crate::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
+use crate::domain::station::{Station, StationCommand};
+use crate::environment::{Environment, SystemEnvironment};
+use crate::handler::{CommandHandler, HandlerConfig, Outcome};
+use crate::mirror::{
+    StationMirror, TelemetryEvent, UnlockEvidence, transaction_id_at, transaction_started_id,
+};
+use crate::session::{SessionConfig, SessionOutput, StationSession};
+use crate::store::{CatchUpSubscription, EventStore};
+
+/// Longest line read from a station or a client.
+pub const LINE_BYTES_MAX: usize = 64 * 1024;
+/// Frames queued for one connection before it is closed as too slow.
+pub const CONNECTION_QUEUE_MAX: usize = 256;
+/// Inputs queued for the hub.
+pub const HUB_QUEUE_MAX: usize = 4096;
+const CHECKPOINT_STREAM: &str = "checkpoint-dispatcher";
+
+/// How a node is set up.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub station_listen: SocketAddr,
+    pub api_listen: SocketAddr,
+    pub session: SessionConfig,
+    pub dispatcher: DispatcherConfig,
+    pub handler: HandlerConfig,
+    /// Seeds retry jitter and telemetry event ids; give every start its own seed.
+    pub seed: u64,
+}
+
+/// A running node.
+#[derive(Debug)]
+pub struct CsmsNode {
+    pub station_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl CsmsNode {
+    /// Binds both listeners and starts every task.
+    pub async fn start<S: EventStore>(store: S, config: NodeConfig) -> io::Result<CsmsNode> {
+        let station_listener = TcpListener::bind(config.station_listen).await?;
+        let api_listener = TcpListener::bind(config.api_listen).await?;
+        let station_addr = station_listener.local_addr()?;
+        let api_addr = api_listener.local_addr()?;
+        let (shutdown, _) = watch::channel(false);
+        let (hub_inputs, hub_receiver) = mpsc::channel(HUB_QUEUE_MAX);
+        let checkpoint = load_checkpoint(&store).await?;
+        let hub = Hub::new(store.clone(), &config, checkpoint);
+        let tasks = vec![
+            tokio::spawn(hub.run(hub_receiver, shutdown.subscribe())),
+            tokio::spawn(accept_stations(
+                station_listener,
+                hub_inputs,
+                shutdown.subscribe(),
+            )),
+            tokio::spawn(accept_clients(
+                api_listener,
+                store,
+                config.handler.clone(),
+                config.seed,
+                shutdown.subscribe(),
+            )),
+        ];
+        tracing::info!(%station_addr, %api_addr, "csms node started");
+        Ok(CsmsNode {
+            station_addr,
+            api_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, closes connections and waits for every task to end.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn load_checkpoint<S: EventStore>(store: &S) -> io::Result<Option<GlobalPosition>> {
+    let stream = StreamId::new(CHECKPOINT_STREAM).expect("valid");
+    let version = store
+        .current_version(&stream)
+        .await
+        .map_err(io::Error::other)?;
+    let crate::core::types::CurrentVersion::Current(last) = version else {
+        return Ok(None);
+    };
+    let events = store
+        .read_stream(&stream, last, 1)
+        .await
+        .map_err(io::Error::other)?;
+    let position = events
+        .first()
+        .and_then(|e| <[u8; 8]>::try_from(e.payload.as_slice()).ok())
+        .map(|bytes| GlobalPosition(u64::from_le_bytes(bytes)));
+    Ok(position)
+}
+
+/// What connection tasks tell the hub.
+#[derive(Debug)]
+enum HubInput {
+    Connected {
+        connection: u64,
+        station: String,
+        outbox: mpsc::Sender<String>,
+    },
+    Frame {
+        connection: u64,
+        text: String,
+    },
+    Closed {
+        connection: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Connection {
+    id: u64,
+    session: StationSession,
+    outbox: mpsc::Sender<String>,
+}
+
+struct Hub<S> {
+    store: S,
+    stations: CommandHandler<S, Station>,
+    env: SystemEnvironment,
+    session_config: SessionConfig,
+    dispatcher: Dispatcher,
+    mirror: StationMirror,
+    connections: BTreeMap<String, Connection>,
+    checkpoint: Option<GlobalPosition>,
+    telemetry_nonce: u64,
+    telemetry_count: u64,
+    /// Connector and idTag of each CALL in flight, for the mirror's evidence.
+    calls: BTreeMap<(String, String), (u32, String)>,
+}
+
+impl<S: EventStore> Hub<S> {
+    fn new(store: S, config: &NodeConfig, checkpoint: Option<GlobalPosition>) -> Hub<S> {
+        let mut env = SystemEnvironment::new(config.seed);
+        let telemetry_nonce = env.random_u64();
+        Hub {
+            stations: CommandHandler::new(store.clone(), config.handler.clone()),
+            store,
+            env,
+            session_config: config.session.clone(),
+            dispatcher: Dispatcher::new(config.dispatcher.clone(), checkpoint),
+            mirror: StationMirror::new(),
+            connections: BTreeMap::new(),
+            checkpoint,
+            telemetry_nonce,
+            telemetry_count: 0,
+            calls: BTreeMap::new(),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut inputs: mpsc::Receiver<HubInput>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let limits = crate::core::Limits::default();
+        let mut subscription = CatchUpSubscription::new(self.store.clone(), None, 256, &limits)
+            .expect("buffer within limits");
+        loop {
+            let now = self.env.now_millis();
+            let wait = self
+                .dispatcher
+                .poll_timeout()
+                .map_or(60_000, |at| at.saturating_sub(now));
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                Some(input) = inputs.recv() => self.handle_input(input).await,
+                event = subscription.next() => match event {
+                    Ok(event) => self.handle_event(&event),
+                    Err(error) => {
+                        tracing::error!(%error, "hub subscription failed");
+                        break;
+                    }
+                },
+                _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {
+                    self.dispatcher.handle_timeout(self.env.now_millis());
+                }
+            }
+            self.settle(&mut subscription).await;
+        }
+        tracing::info!("hub stopped");
+    }
+
+    async fn handle_input(&mut self, input: HubInput) {
+        let now = self.env.now_millis();
+        match input {
+            HubInput::Connected {
+                connection,
+                station,
+                outbox,
+            } => {
+                let accepted_before = self
+                    .mirror
+                    .station(&station)
+                    .is_some_and(|v| v.boot_accepted);
+                let session = if accepted_before {
+                    StationSession::resume_accepted(station.clone(), self.session_config.clone())
+                } else {
+                    StationSession::new(station.clone(), self.session_config.clone())
+                };
+                // A new connection replaces the old one, which closes when its outbox drops.
+                if self
+                    .connections
+                    .insert(
+                        station.clone(),
+                        Connection {
+                            id: connection,
+                            session,
+                            outbox,
+                        },
+                    )
+                    .is_some()
+                {
+                    self.dispatcher.handle_link(&station, false, now);
+                }
+            }
+            HubInput::Frame { connection, text } => {
+                if let Some(current) = self.connections.values_mut().find(|c| c.id == connection) {
+                    current.session.handle_text(&text, now);
+                }
+            }
+            HubInput::Closed { connection } => {
+                let closed: Vec<String> = self
+                    .connections
+                    .iter()
+                    .filter(|(_, c)| c.id == connection)
+                    .map(|(s, _)| s.clone())
+                    .collect();
+                for station in closed {
+                    self.connections.remove(&station);
+                    self.dispatcher.handle_link(&station, false, now);
+                    self.record_telemetry(&station, TelemetryEvent::Disconnected)
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Feeds one stored event to the mirror or the dispatcher.
+    fn handle_event(&mut self, event: &crate::core::types::RecordedEvent) {
+        let now = self.env.now_millis();
+        if let Some(station) = event.stream.as_str().strip_prefix("telemetry-") {
+            if let Ok(decoded) = TelemetryEvent::decode(&event.event_type, &event.payload) {
+                self.mirror.apply(
+                    station,
+                    &decoded,
+                    event.position,
+                    event.metadata.recorded_at_millis,
+                );
+            }
+        } else if let Some(station) = event.stream.as_str().strip_prefix("station-")
+            && self
+                .checkpoint
+                .is_none_or(|checkpoint| event.position > checkpoint)
+            && let Ok(decoded) = Station::decode_event(&event.event_type, &event.payload)
+        {
+            self.dispatcher
+                .handle_event(event.position, station, &decoded, now);
+        }
+    }
+
+    /// Runs session outputs and dispatcher effects until nothing is left, then flushes
+    /// every session's frames to its connection.
+    async fn settle(&mut self, subscription: &mut CatchUpSubscription<S>) {
+        loop {
+            let mut progressed = false;
+            let stations: Vec<String> = self.connections.keys().cloned().collect();
+            for station in stations {
+                while let Some(output) = self
+                    .connections
+                    .get_mut(&station)
+                    .and_then(|c| c.session.poll_output())
+                {
+                    progressed = true;
+                    self.handle_output(&station, output, subscription).await;
+                }
+            }
+            while let Some(effect) = self.dispatcher.poll_effect() {
+                progressed = true;
+                self.handle_effect(effect).await;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        let mut slow = Vec::new();
+        for (station, connection) in &mut self.connections {
+            while let Some(text) = connection.session.poll_transmit() {
+                if connection.outbox.try_send(text).is_err() {
+                    slow.push(station.clone());
+                    break;
+                }
+            }
+        }
+        let now = self.env.now_millis();
+        for station in slow {
+            tracing::warn!(%station, "connection too slow; closing it");
+            self.connections.remove(&station);
+            self.dispatcher.handle_link(&station, false, now);
+        }
+    }
+
+    async fn handle_output(
+        &mut self,
+        station: &str,
+        output: SessionOutput,
+        subscription: &mut CatchUpSubscription<S>,
+    ) {
+        let now = self.env.now_millis();
+        match output {
+            SessionOutput::Telemetry(event) => {
+                self.record_telemetry(station, event).await;
+            }
+            SessionOutput::StartTransaction { call_id, request } => {
+                let id = transaction_started_id(
+                    station,
+                    request.connector_id,
+                    &request.id_tag,
+                    &request.timestamp,
+                    request.meter_start,
+                );
+                let event = TelemetryEvent::TransactionStarted {
+                    connector: request.connector_id,
+                    id_tag: request.id_tag,
+                    meter_start: request.meter_start,
+                    station_timestamp: request.timestamp,
+                };
+                if let Some(position) = self.append_telemetry(station, &event, id).await
+                    && let Some(connection) = self.connections.get_mut(station)
+                {
+                    connection
+                        .session
+                        .complete_start_transaction(call_id, transaction_id_at(position));
+                }
+            }
+            SessionOutput::RemoteStartAnswered { call_id, status } => {
+                // Evidence must include everything recorded so far.
+                while let Ok(Some(event)) = subscription.try_next().await {
+                    self.handle_event(&event);
+                }
+                let evidence = match self.calls.remove(&(station.to_owned(), call_id.clone())) {
+                    Some((connector, id_tag)) => {
+                        self.mirror.unlock_evidence(station, connector, &id_tag)
+                    }
+                    None => UnlockEvidence::Unknown,
+                };
+                self.dispatcher
+                    .handle_answer(station, &call_id, status, evidence, now);
+            }
+            SessionOutput::RemoteStartFailed { call_id } => {
+                self.calls.remove(&(station.to_owned(), call_id.clone()));
+                self.dispatcher.handle_call_error(station, &call_id, now);
+            }
+            SessionOutput::Online => self.dispatcher.handle_link(station, true, now),
+        }
+    }
+
+    async fn handle_effect(&mut self, effect: DispatchEffect) {
+        match effect {
+            DispatchEffect::Send {
+                station,
+                call_id,
+                connector,
+                id_tag,
+            } => {
+                if let Some(connection) = self.connections.get_mut(&station)
+                    && connection
+                        .session
+                        .send_remote_start(&call_id, connector, &id_tag)
+                {
+                    self.calls.insert((station, call_id), (connector, id_tag));
+                }
+            }
+            DispatchEffect::RecordOutcome {
+                station,
+                session,
+                answer,
+            } => {
+                let Ok(stream) = StreamId::new(&format!("station-{station}")) else {
+                    return;
+                };
+                let command_id = CommandId(hash128(
+                    format!("outcome\u{1f}{station}\u{1f}{session}").as_bytes(),
+                ));
+                let command = StationCommand::RecordAnswer { session, answer };
+                if let Err(error) = self
+                    .stations
+                    .handle(&mut self.env, &stream, command_id, &command)
+                    .await
+                {
+                    tracing::error!(%station, %error, "recording an unlock outcome failed");
+                }
+            }
+            DispatchEffect::SaveCheckpoint(position) => {
+                let stream = StreamId::new(CHECKPOINT_STREAM).expect("valid");
+                let id = EventId(hash128(
+                    format!("checkpoint\u{1f}{}", position.0).as_bytes(),
+                ));
+                let data = crate::core::types::EventData {
+                    id,
+                    event_type: "CheckpointSaved".into(),
+                    tags: Vec::new(),
+                    metadata: crate::core::types::Metadata {
+                        recorded_at_millis: self.env.now_millis(),
+                        ..Default::default()
+                    },
+                    payload: position.0.to_le_bytes().to_vec(),
+                };
+                match self
+                    .store
+                    .append(&stream, ExpectedVersion::Any, vec![data])
+                    .await
+                {
+                    Ok(_) => self.checkpoint = Some(position),
+                    Err(error) => tracing::warn!(%error, "saving the dispatcher checkpoint failed"),
+                }
+            }
+        }
+    }
+
+    async fn record_telemetry(&mut self, station: &str, event: TelemetryEvent) {
+        self.telemetry_count += 1;
+        let key = format!(
+            "telemetry\u{1f}{}\u{1f}{}",
+            self.telemetry_nonce, self.telemetry_count
+        );
+        let id = EventId(hash128(key.as_bytes()));
+        self.append_telemetry(station, &event, id).await;
+    }
+
+    async fn append_telemetry(
+        &mut self,
+        station: &str,
+        event: &TelemetryEvent,
+        id: EventId,
+    ) -> Option<GlobalPosition> {
+        let stream = TelemetryEvent::stream(station).ok()?;
+        let data = event.to_data(id, self.env.now_millis());
+        match self
+            .store
+            .append(&stream, ExpectedVersion::Any, vec![data])
+            .await
+        {
+            Ok(result) => Some(result.first_position),
+            Err(error) => {
+                tracing::warn!(%station, %error, "recording telemetry failed");
+                None
+            }
+        }
+    }
+}
+
+/// Accepts station connections until shutdown.
+async fn accept_stations(
+    listener: TcpListener,
+    hub: mpsc::Sender<HubInput>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next_connection = 1u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let connection = next_connection;
+                    next_connection += 1;
+                    tokio::spawn(serve_station(stream, connection, hub.clone(), shutdown.clone()));
+                    tracing::debug!(%peer, connection, "station connected");
+                }
+                Err(error) => tracing::warn!(%error, "accepting a station failed"),
+            }
+        }
+    }
+}
+
+/// One station connection: `HELLO <id>`, then frames both ways, one per line.
+async fn serve_station(
+    stream: TcpStream,
+    connection: u64,
+    hub: mpsc::Sender<HubInput>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut lines = BufReader::new(reader).lines();
+    let station = match lines.next_line().await {
+        Ok(Some(hello)) => match hello.strip_prefix("HELLO ") {
+            Some(id) if StreamId::new(&format!("station-{id}")).is_ok() && id.len() <= 48 => {
+                id.to_owned()
+            }
+            _ => return,
+        },
+        _ => return,
+    };
+    let (outbox, mut frames_out) = mpsc::channel::<String>(CONNECTION_QUEUE_MAX);
+    if hub
+        .send(HubInput::Connected {
+            connection,
+            station,
+            outbox,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            line = lines.next_line() => match line {
+                Ok(Some(text)) if text.len() <= LINE_BYTES_MAX => {
+                    if hub.send(HubInput::Frame { connection, text }).await.is_err() {
+                        break;
+                    }
+                }
+                _ => break, // closed, failed, or an oversized frame
+            },
+            frame = frames_out.recv() => match frame {
+                Some(text) => {
+                    let written = async {
+                        writer.write_all(text.as_bytes()).await?;
+                        writer.write_all(b"\n").await?;
+                        writer.flush().await
+                    };
+                    if written.await.is_err() {
+                        break;
+                    }
+                }
+                None => break, // replaced by a newer connection, or closed as too slow
+            },
+        }
+    }
+    let _ = hub.send(HubInput::Closed { connection }).await;
+}
+
+/// Accepts client connections until shutdown.
+async fn accept_clients<S: EventStore>(
+    listener: TcpListener,
+    store: S,
+    handler: HandlerConfig,
+    seed: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let handler: CommandHandler<S, Station> = CommandHandler::new(store, handler);
+    let mut next_client = 1u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let env = SystemEnvironment::new(seed ^ next_client.rotate_left(17));
+                    next_client += 1;
+                    tokio::spawn(serve_client(stream, handler.clone(), env, shutdown.clone()));
+                }
+                Err(error) => tracing::warn!(%error, "accepting a client failed"),
+            }
+        }
+    }
+}
+
+async fn serve_client<S: EventStore>(
+    stream: TcpStream,
+    handler: CommandHandler<S, Station>,
+    mut env: SystemEnvironment,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut lines = BufReader::new(reader).lines();
+    loop {
+        let line = tokio::select! {
+            _ = shutdown.changed() => return,
+            line = lines.next_line() => line,
+        };
+        let Ok(Some(line)) = line else { return };
+        let response = match api::parse_request(&line) {
+            Err(response) => response,
+            Ok(request) => {
+                let command_id = format!("{}", request.command_id);
+                match handler
+                    .handle(
+                        &mut env,
+                        &request.stream,
+                        request.command_id,
+                        &request.command,
+                    )
+                    .await
+                {
+                    Ok(outcome) => outcome_response(command_id, &outcome),
+                    Err(error) => api::ApiResponse::error(command_id, error.to_string()),
+                }
+            }
+        };
+        let mut text = serde_json::to_string(&response).expect("responses serialise");
+        text.push('\n');
+        if writer.write_all(text.as_bytes()).await.is_err() || writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn outcome_response(command_id: String, outcome: &Outcome) -> api::ApiResponse {
+    let (name, position) = match outcome {
+        Outcome::Applied { result, .. } => ("Applied", Some(result.first_position.0)),
+        Outcome::AlreadyApplied { position } => ("AlreadyApplied", Some(position.0)),
+        Outcome::Unchanged { .. } => ("Unchanged", None),
+    };
+    api::ApiResponse {
+        command_id,
+        outcome: Some(name.to_owned()),
+        position,
+        error: None,
+    }
+}

@@ -1,0 +1,224 @@
+//! End to end on real tokio over 127.0.0.1: a CSMS node on the durable log, five simulated
+//! stations with two connectors each (heartbeating and reporting status throughout), and
+//! four clients requesting unlocks concurrently through the command API. Every request
+//! the node accepted must get exactly one outcome event, no request may be unlocked twice
+//! physically, and an outcome is Accepted exactly when the station really unlocked.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use evsource::chargepoint::{ChargePoint, ChargePointConfig};
+use evsource::core::{GlobalPosition, Limits};
+use evsource::decider::Aggregate;
+use evsource::dispatcher::DispatcherConfig;
+use evsource::domain::station::{Station, StationEvent};
+use evsource::environment::SplitMix64;
+use evsource::handler::HandlerConfig;
+use evsource::node::api::ApiResponse;
+use evsource::node::driver::{SharedChargePoint, run_station};
+use evsource::node::{CsmsNode, NodeConfig};
+use evsource::session::SessionConfig;
+use evsource::store::{EventStore, LogConfig, LogStore};
+use support::TempDir;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+const STATIONS: usize = 5;
+const CONNECTORS: u32 = 2;
+const CLIENTS: u64 = 4;
+const REQUESTS_PER_CLIENT: u64 = 15;
+
+fn node_config() -> NodeConfig {
+    NodeConfig {
+        station_listen: "127.0.0.1:0".parse().unwrap(),
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        session: SessionConfig {
+            heartbeat_interval_secs: 1,
+            ..SessionConfig::default()
+        },
+        dispatcher: DispatcherConfig {
+            call_timeout_millis: 2_000,
+            retry_base_millis: 50,
+            retry_max_millis: 500,
+            ..DispatcherConfig::default()
+        },
+        handler: HandlerConfig::default(),
+        seed: 1,
+    }
+}
+
+/// One client: requests unlocks on seed-chosen connectors, one line per request.
+async fn client(api: SocketAddr, client: u64) -> Vec<ApiResponse> {
+    let stream = TcpStream::connect(api).await.unwrap();
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut lines = BufReader::new(reader).lines();
+    let mut rng = SplitMix64::new(client);
+    let mut responses = Vec::new();
+    for n in 0..REQUESTS_PER_CLIENT {
+        let station = rng.below(STATIONS as u64);
+        let connector = 1 + rng.below(u64::from(CONNECTORS));
+        let request = format!(
+            r#"{{"command_id":"{:032x}","station":"CP{station}","command":{{"RequestUnlock":{{"connector":{connector},"session":"c{client}n{n}"}}}}}}"#,
+            (client << 32) | n
+        );
+        writer.write_all(request.as_bytes()).await.unwrap();
+        writer.write_all(b"\n").await.unwrap();
+        writer.flush().await.unwrap();
+        let line = lines.next_line().await.unwrap().expect("a response line");
+        responses.push(serde_json::from_str(&line).unwrap());
+        tokio::time::sleep(Duration::from_millis(rng.below(150))).await;
+    }
+    responses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
+    let dir = TempDir::new("node-loopback");
+    let store = LogStore::open_dir(
+        dir.path(),
+        LogConfig {
+            segment_bytes: 8 * 1024 * 1024,
+            ..LogConfig::default()
+        },
+    )
+    .unwrap();
+    let node = CsmsNode::start(store.clone(), node_config()).await.unwrap();
+    let (stop_stations, stations_stop) = watch::channel(false);
+    let mut stations: Vec<SharedChargePoint> = Vec::new();
+    let mut drivers = Vec::new();
+    for index in 0..STATIONS {
+        let mut config = ChargePointConfig::new(format!("CP{index}"), CONNECTORS);
+        config.plug_in_delay_millis = 100 + 50 * index as u64;
+        config.connection_timeout_millis = 60_000;
+        let station = Arc::new(Mutex::new(ChargePoint::new(config, now_millis())));
+        drivers.push(tokio::spawn(run_station(
+            station.clone(),
+            node.station_addr,
+            Duration::from_millis(100),
+            stations_stop.clone(),
+        )));
+        stations.push(station);
+    }
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|c| tokio::spawn(client(node.api_addr, c)))
+        .collect();
+    let mut applied = 0;
+    for task in clients {
+        for response in task.await.unwrap() {
+            match (response.outcome.as_deref(), response.error.as_deref()) {
+                (Some("Applied"), _) => applied += 1,
+                (None, Some(error)) => assert!(
+                    error.contains("ConnectorBusy") || error.contains("SessionAlreadyUsed"),
+                    "{error}"
+                ),
+                other => panic!("unexpected response {other:?}"),
+            }
+        }
+    }
+    assert!(
+        applied >= 10,
+        "only {applied} requests were accepted; the test would prove little"
+    );
+
+    // Wait (bounded) until every accepted request has its outcome.
+    let outcomes = wait_for_outcomes(&store, applied).await;
+    let mut actuations: BTreeMap<String, usize> = BTreeMap::new();
+    for station in &stations {
+        for actuation in station.lock().unwrap().actuations() {
+            *actuations.entry(actuation.id_tag.clone()).or_default() += 1;
+        }
+    }
+    for (session, answers) in &outcomes.by_session {
+        assert_eq!(
+            answers.len(),
+            1,
+            "request {session} has outcomes {answers:?}"
+        );
+        let unlocked = actuations.get(session).copied().unwrap_or(0);
+        assert!(unlocked <= 1, "request {session} unlocked {unlocked} times");
+        assert_eq!(
+            answers[0] == "UnlockAccepted",
+            unlocked == 1,
+            "request {session}: {answers:?}, {unlocked} unlocks"
+        );
+    }
+    assert!(
+        actuations.values().sum::<usize>() >= 5,
+        "stations really unlocked"
+    );
+    let _ = stop_stations.send(true);
+    for driver in drivers {
+        driver.await.unwrap();
+    }
+    node.shutdown().await;
+}
+
+struct Outcomes {
+    by_session: BTreeMap<String, Vec<String>>,
+}
+
+async fn wait_for_outcomes(store: &LogStore, requests: usize) -> Outcomes {
+    for _ in 0..300 {
+        let events = read_everything(store).await;
+        let mut by_session: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut requested = 0;
+        for event in events
+            .iter()
+            .filter(|e| e.stream.as_str().starts_with("station-"))
+        {
+            match Station::decode_event(&event.event_type, &event.payload).unwrap() {
+                StationEvent::UnlockRequested { session, .. } => {
+                    requested += 1;
+                    by_session.entry(session).or_default();
+                }
+                StationEvent::UnlockAccepted { session, .. }
+                | StationEvent::UnlockRejected { session, .. }
+                | StationEvent::UnlockTimedOut { session, .. } => {
+                    by_session
+                        .entry(session)
+                        .or_default()
+                        .push(event.event_type.clone());
+                }
+                StationEvent::SessionStopped { .. } => {}
+            }
+        }
+        assert_eq!(
+            requested, requests,
+            "one UnlockRequested per accepted command"
+        );
+        if by_session.values().all(|answers| !answers.is_empty()) {
+            return Outcomes { by_session };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("not every request got an outcome within 30 s");
+}
+
+async fn read_everything(store: &LogStore) -> Vec<evsource::core::RecordedEvent> {
+    let mut all = Vec::new();
+    loop {
+        let page = store
+            .read_all(
+                GlobalPosition(all.len() as u64),
+                Limits::default().read_events_max,
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return all;
+        }
+        all.extend(page);
+    }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
