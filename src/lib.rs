@@ -12,6 +12,7 @@ pub mod handler;
 pub mod mirror;
 pub mod node;
 pub mod ocpp;
+pub mod oracles;
 pub mod session;
 pub mod storage;
 pub mod store;

@@ -6,21 +6,19 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use evsource::chargepoint::{ChargePoint, ChargePointConfig};
 use evsource::core::{GlobalPosition, Limits};
-use evsource::decider::Aggregate;
 use evsource::dispatcher::DispatcherConfig;
-use evsource::domain::station::{Station, StationEvent};
 use evsource::environment::SplitMix64;
 use evsource::handler::HandlerConfig;
 use evsource::node::api::ApiResponse;
 use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
+use evsource::oracles::{StationTruth, check_unlocks};
 use evsource::session::SessionConfig;
 use evsource::store::{EventStore, LogConfig, LogStore};
 use support::TempDir;
@@ -125,31 +123,27 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
         "only {applied} requests were accepted; the test would prove little"
     );
 
-    // Wait (bounded) until every accepted request has its outcome.
-    let outcomes = wait_for_outcomes(&store, applied).await;
-    let mut actuations: BTreeMap<String, usize> = BTreeMap::new();
-    for station in &stations {
-        for actuation in station.lock().unwrap().actuations() {
-            *actuations.entry(actuation.id_tag.clone()).or_default() += 1;
-        }
-    }
-    for (session, answers) in &outcomes.by_session {
-        assert_eq!(
-            answers.len(),
-            1,
-            "request {session} has outcomes {answers:?}"
-        );
-        let unlocked = actuations.get(session).copied().unwrap_or(0);
-        assert!(unlocked <= 1, "request {session} unlocked {unlocked} times");
-        assert_eq!(
-            answers[0] == "UnlockAccepted",
-            unlocked == 1,
-            "request {session}: {answers:?}, {unlocked} unlocks"
-        );
-    }
+    // Wait (bounded) until every accepted request has its outcome, then judge the run.
+    let events = wait_for_outcomes(&store, applied).await;
+    let truths: Vec<(String, Vec<evsource::chargepoint::Actuation>)> = stations
+        .iter()
+        .map(|s| {
+            let station = s.lock().unwrap();
+            (station.id().to_owned(), station.actuations().to_vec())
+        })
+        .collect();
+    let views: Vec<StationTruth<'_>> = truths
+        .iter()
+        .map(|(station, actuations)| StationTruth {
+            station,
+            actuations,
+        })
+        .collect();
+    let summary = check_unlocks(&events, &views).unwrap_or_else(|violation| panic!("{violation}"));
+    assert_eq!(summary.requests, applied);
     assert!(
-        actuations.values().sum::<usize>() >= 5,
-        "stations really unlocked"
+        summary.actuations >= 5,
+        "stations really unlocked: {summary:?}"
     );
     let _ = stop_stations.send(true);
     for driver in drivers {
@@ -158,41 +152,29 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
     node.shutdown().await;
 }
 
-struct Outcomes {
-    by_session: BTreeMap<String, Vec<String>>,
-}
-
-async fn wait_for_outcomes(store: &LogStore, requests: usize) -> Outcomes {
+/// All events, once every accepted request has an outcome (or after 30 s).
+async fn wait_for_outcomes(
+    store: &LogStore,
+    requests: usize,
+) -> Vec<evsource::core::RecordedEvent> {
     for _ in 0..300 {
         let events = read_everything(store).await;
-        let mut by_session: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        let mut requested = 0;
-        for event in events
-            .iter()
-            .filter(|e| e.stream.as_str().starts_with("station-"))
-        {
-            match Station::decode_event(&event.event_type, &event.payload).unwrap() {
-                StationEvent::UnlockRequested { session, .. } => {
-                    requested += 1;
-                    by_session.entry(session).or_default();
-                }
-                StationEvent::UnlockAccepted { session, .. }
-                | StationEvent::UnlockRejected { session, .. }
-                | StationEvent::UnlockTimedOut { session, .. } => {
-                    by_session
-                        .entry(session)
-                        .or_default()
-                        .push(event.event_type.clone());
-                }
-                StationEvent::SessionStopped { .. } => {}
-            }
-        }
+        let count = |types: &[&str]| {
+            events
+                .iter()
+                .filter(|e| {
+                    e.stream.as_str().starts_with("station-")
+                        && types.contains(&e.event_type.as_str())
+                })
+                .count()
+        };
         assert_eq!(
-            requested, requests,
+            count(&["UnlockRequested"]),
+            requests,
             "one UnlockRequested per accepted command"
         );
-        if by_session.values().all(|answers| !answers.is_empty()) {
-            return Outcomes { by_session };
+        if count(&["UnlockAccepted", "UnlockRejected", "UnlockTimedOut"]) >= requests {
+            return events;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -1,0 +1,143 @@
+//! The invariant checkers, in one place, apart from the system under test. Tests, the
+//! loopback end-to-end run and the simulator all judge a run with these functions.
+//!
+//! They read only what is observable from outside: the events in the store (what the CSMS
+//! recorded) and the stations' ground-truth actuation logs (what physically happened).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::chargepoint::Actuation;
+use crate::core::types::RecordedEvent;
+use crate::decider::Aggregate;
+use crate::domain::station::{Station, StationAnswer, StationEvent};
+
+/// A broken invariant, with enough context to read the failure.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    /// `I1`, `I4`, `I5`, …
+    pub invariant: &'static str,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} violated: {}", self.invariant, self.detail)
+    }
+}
+
+/// What a run did, when no invariant broke.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UnlockSummary {
+    pub requests: usize,
+    pub accepted: usize,
+    pub rejected: usize,
+    pub timed_out: usize,
+    pub actuations: usize,
+}
+
+/// One station's ground truth, labelled with its charge point id.
+pub struct StationTruth<'a> {
+    pub station: &'a str,
+    pub actuations: &'a [Actuation],
+}
+
+/// Checks, after quiescence:
+/// * **I4** — every `UnlockRequested` has exactly one outcome event;
+/// * **I1** — no request was physically unlocked more than once, and nothing was unlocked
+///   that no request asked for (two sessions at once on one connector are excluded by the
+///   station itself, which unlocks only an Available connector);
+/// * **I5** — an outcome is `UnlockAccepted` exactly when the station really unlocked.
+pub fn check_unlocks(
+    events: &[RecordedEvent],
+    stations: &[StationTruth<'_>],
+) -> Result<UnlockSummary, Violation> {
+    let mut requests: BTreeMap<(String, String), u32> = BTreeMap::new();
+    let mut outcomes: BTreeMap<(String, String), Vec<StationAnswer>> = BTreeMap::new();
+    for event in events {
+        let Some(station) = event.stream.as_str().strip_prefix("station-") else {
+            continue;
+        };
+        let decoded =
+            Station::decode_event(&event.event_type, &event.payload).map_err(|e| Violation {
+                invariant: "I10",
+                detail: format!("stored event at {} does not decode: {e}", event.position),
+            })?;
+        let (session, answer) = match decoded {
+            StationEvent::UnlockRequested { connector, session } => {
+                requests.insert((station.to_owned(), session), connector);
+                continue;
+            }
+            StationEvent::UnlockAccepted { session, .. } => (session, StationAnswer::Accepted),
+            StationEvent::UnlockRejected { session, .. } => (session, StationAnswer::Rejected),
+            StationEvent::UnlockTimedOut { session, .. } => (session, StationAnswer::TimedOut),
+            StationEvent::SessionStopped { .. } => continue,
+        };
+        outcomes
+            .entry((station.to_owned(), session))
+            .or_default()
+            .push(answer);
+    }
+    let mut unlocked: BTreeMap<(String, String), Vec<&Actuation>> = BTreeMap::new();
+    for truth in stations {
+        for actuation in truth.actuations {
+            unlocked
+                .entry((truth.station.to_owned(), actuation.id_tag.clone()))
+                .or_default()
+                .push(actuation);
+        }
+    }
+    let mut summary = UnlockSummary {
+        requests: requests.len(),
+        actuations: stations.iter().map(|s| s.actuations.len()).sum(),
+        ..UnlockSummary::default()
+    };
+    for ((station, session), connector) in &requests {
+        let key = (station.clone(), session.clone());
+        let answers = outcomes.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let [answer] = answers else {
+            return Err(Violation {
+                invariant: "I4",
+                detail: format!(
+                    "request {session} on {station} connector {connector} has {} outcome(s): {answers:?}",
+                    answers.len()
+                ),
+            });
+        };
+        let physical = unlocked.get(&key).map(Vec::as_slice).unwrap_or_default();
+        if physical.len() > 1 {
+            return Err(Violation {
+                invariant: "I1",
+                detail: format!(
+                    "request {session} on {station} was physically unlocked {} times: {physical:?}",
+                    physical.len()
+                ),
+            });
+        }
+        if (*answer == StationAnswer::Accepted) != (physical.len() == 1) {
+            return Err(Violation {
+                invariant: "I5",
+                detail: format!(
+                    "request {session} on {station}: the CSMS recorded {answer:?} but the station unlocked {} time(s)",
+                    physical.len()
+                ),
+            });
+        }
+        match answer {
+            StationAnswer::Accepted => summary.accepted += 1,
+            StationAnswer::Rejected => summary.rejected += 1,
+            StationAnswer::TimedOut => summary.timed_out += 1,
+        }
+    }
+    for ((station, id_tag), physical) in &unlocked {
+        if !requests.contains_key(&(station.clone(), id_tag.clone())) {
+            return Err(Violation {
+                invariant: "I1",
+                detail: format!(
+                    "{station} unlocked for {id_tag}, which no request asked for: {physical:?}"
+                ),
+            });
+        }
+    }
+    Ok(summary)
+}
