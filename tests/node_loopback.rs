@@ -11,19 +11,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use evsource::chargepoint::{ChargePoint, ChargePointConfig};
-use evsource::core::{GlobalPosition, Limits};
+use evsource::core::{CommandId, GlobalPosition, Limits};
 use evsource::dispatcher::DispatcherConfig;
 use evsource::environment::SplitMix64;
 use evsource::handler::HandlerConfig;
-use evsource::node::api::ApiResponse;
+use evsource::node::api::{ApiCommand, ApiResponse};
+use evsource::node::client::ApiClient;
 use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
 use evsource::oracles::{StationTruth, check_unlocks};
 use evsource::session::SessionConfig;
 use evsource::store::{EventStore, LogConfig, LogStore};
 use support::TempDir;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 const STATIONS: usize = 5;
@@ -50,25 +49,25 @@ fn node_config() -> NodeConfig {
     }
 }
 
-/// One client: requests unlocks on seed-chosen connectors, one line per request.
+/// One client: requests unlocks on seed-chosen connectors, one at a time.
 async fn client(api: SocketAddr, client: u64) -> Vec<ApiResponse> {
-    let stream = TcpStream::connect(api).await.unwrap();
-    let (reader, mut writer) = tokio::io::split(stream);
-    let mut lines = BufReader::new(reader).lines();
+    let mut connection = ApiClient::connect(api).await.unwrap();
     let mut rng = SplitMix64::new(client);
     let mut responses = Vec::new();
     for n in 0..REQUESTS_PER_CLIENT {
-        let station = rng.below(STATIONS as u64);
-        let connector = 1 + rng.below(u64::from(CONNECTORS));
-        let request = format!(
-            r#"{{"command_id":"{:032x}","station":"CP{station}","command":{{"RequestUnlock":{{"connector":{connector},"session":"c{client}n{n}"}}}}}}"#,
-            (client << 32) | n
+        let station = format!("CP{}", rng.below(STATIONS as u64));
+        let connector = 1 + rng.below(u64::from(CONNECTORS)) as u32;
+        let command = ApiCommand::RequestUnlock {
+            connector,
+            session: format!("c{client}n{n}"),
+        };
+        let command_id = CommandId(u128::from((client << 32) | n));
+        responses.push(
+            connection
+                .send(command_id, &station, command)
+                .await
+                .unwrap(),
         );
-        writer.write_all(request.as_bytes()).await.unwrap();
-        writer.write_all(b"\n").await.unwrap();
-        writer.flush().await.unwrap();
-        let line = lines.next_line().await.unwrap().expect("a response line");
-        responses.push(serde_json::from_str(&line).unwrap());
         tokio::time::sleep(Duration::from_millis(rng.below(150))).await;
     }
     responses

@@ -12,6 +12,7 @@
 //!   depends only on the order of inputs.
 
 pub mod api;
+pub mod client;
 pub mod driver;
 
 use std::collections::BTreeMap;
