@@ -38,6 +38,8 @@ pub struct ChargePointConfig {
     pub connection_timeout_millis: u64,
     /// How long after a remote start the driver plugs in (the simulator varies this).
     pub plug_in_delay_millis: u64,
+    /// How long the driver charges before unplugging (`None`: never unplugs by itself).
+    pub charging_millis: Option<u64>,
     /// A CALL unanswered for this long is given up (and retried if it must be delivered).
     pub call_timeout_millis: u64,
     /// Interval used until the CSMS accepts the boot and names its own.
@@ -62,6 +64,7 @@ impl ChargePointConfig {
             connectors,
             connection_timeout_millis: 60_000,
             plug_in_delay_millis: 2_000,
+            charging_millis: None,
             call_timeout_millis: 30_000,
             boot_retry_millis: 10_000,
             clock_offset_millis: 0,
@@ -91,6 +94,8 @@ pub struct Connector {
     pub transaction_id: Option<i64>,
     /// When the driver plugs in (Preparing) or the connection times out.
     pub plug_in_at: Option<u64>,
+    /// When the driver unplugs (Charging).
+    pub unplug_at: Option<u64>,
     pub give_up_at: Option<u64>,
     pub meter_wh: i64,
 }
@@ -100,6 +105,7 @@ impl Connector {
     fn release(&mut self) {
         self.id_tag = None;
         self.plug_in_at = None;
+        self.unplug_at = None;
         self.give_up_at = None;
     }
 
@@ -110,6 +116,7 @@ impl Connector {
             id_tag: None,
             transaction_id: None,
             plug_in_at: None,
+            unplug_at: None,
             give_up_at: None,
             meter_wh: 0,
         }
@@ -485,6 +492,12 @@ impl ChargePoint {
 
     fn connector_timers(&mut self, connector: u32, now: u64) {
         let state = &self.connectors[&connector];
+        if state.status == ChargePointStatus::Charging
+            && state.unplug_at.is_some_and(|at| at <= now)
+        {
+            self.handle_unplug(connector, now);
+            return;
+        }
         if state.status != ChargePointStatus::Preparing {
             return;
         }
@@ -492,9 +505,11 @@ impl ChargePoint {
         if plug_in_at.is_some_and(|at| at <= now) {
             let id_tag = state.id_tag.clone().unwrap_or_default();
             let meter_start = state.meter_wh;
+            let unplug_at = self.config.charging_millis.map(|charging| now + charging);
             if let Some(state) = self.connectors.get_mut(&connector) {
                 state.plug_in_at = None;
                 state.give_up_at = None;
+                state.unplug_at = unplug_at;
             }
             let timestamp = self.timestamp(now);
             self.enqueue(OutgoingCall {
@@ -579,8 +594,11 @@ impl ChargePoint {
         let connectors = self
             .connectors
             .values()
-            .filter(|c| c.status == ChargePointStatus::Preparing)
-            .flat_map(|c| [c.plug_in_at, c.give_up_at])
+            .flat_map(|c| match c.status {
+                ChargePointStatus::Preparing => [c.plug_in_at, c.give_up_at],
+                ChargePointStatus::Charging => [c.unplug_at, None],
+                _ => [None, None],
+            })
             .flatten();
         [boot, heartbeat, call]
             .into_iter()

@@ -1,6 +1,8 @@
-//! The deterministic simulator (DESIGN §2.10), built with `--cfg madsim`.
+//! The deterministic simulator (DESIGN §2.10): the real CSMS node, simulated stations and
+//! clients, each on its own simulated machine, run by madsim from one seed.
 //!
-//! Not written yet: see README.md, "Status". The storage test double it will use to inject
-//! disk faults already exists: [`evsource::storage::SimDisk`].
+//! Build with `RUSTFLAGS="--cfg madsim"` in its own target directory (`cargo xtask test`
+//! does). Without the cfg this crate is empty: the simulation cannot run on real tokio.
 
-pub use evsource::storage::SimDisk;
+#[cfg(madsim)]
+pub mod unlock_race;

@@ -41,6 +41,7 @@ pub async fn run_station(
             }
         }
         tokio::select! {
+            biased;
             _ = shutdown.changed() => return,
             _ = tokio::time::sleep(reconnect_delay) => {}
         }
@@ -88,6 +89,7 @@ async fn connection(
             .map_or(1_000, |at| at.saturating_sub(clock.now_millis()))
             .min(1_000);
         tokio::select! {
+            biased;
             _ = shutdown.changed() => return Ended::Shutdown,
             line = lines.next_line() => match line {
                 Ok(Some(text)) => lock(station).handle_text(&text, clock.now_millis()),

@@ -202,6 +202,7 @@ impl<S: EventStore> Hub<S> {
                 .poll_timeout()
                 .map_or(60_000, |at| at.saturating_sub(now));
             tokio::select! {
+            biased;
                 _ = shutdown.changed() => break,
                 Some(input) = inputs.recv() => self.handle_input(input).await,
                 event = subscription.next() => match event {
@@ -348,7 +349,17 @@ impl<S: EventStore> Hub<S> {
         let now = self.env.now_millis();
         match output {
             SessionOutput::Telemetry(event) => {
+                let stopped = match &event {
+                    TelemetryEvent::TransactionStopped { transaction_id, .. } => {
+                        self.catch_up(subscription).await;
+                        self.session_of_transaction(station, *transaction_id)
+                    }
+                    _ => None,
+                };
                 self.record_telemetry(station, event).await;
+                if let Some(session) = stopped {
+                    self.stop_session(station, session).await;
+                }
             }
             SessionOutput::StartTransaction { call_id, request } => {
                 let id = transaction_started_id(
@@ -374,9 +385,7 @@ impl<S: EventStore> Hub<S> {
             }
             SessionOutput::RemoteStartAnswered { call_id, status } => {
                 // Evidence must include everything recorded so far.
-                while let Ok(Some(event)) = subscription.try_next().await {
-                    self.handle_event(&event);
-                }
+                self.catch_up(subscription).await;
                 let evidence = match self.calls.remove(&(station.to_owned(), call_id.clone())) {
                     Some((connector, id_tag)) => {
                         self.mirror.unlock_evidence(station, connector, &id_tag)
@@ -457,6 +466,40 @@ impl<S: EventStore> Hub<S> {
         }
     }
 
+    /// Feeds every event already stored to the mirror and the dispatcher.
+    async fn catch_up(&mut self, subscription: &mut CatchUpSubscription<S>) {
+        while let Ok(Some(event)) = subscription.try_next().await {
+            self.handle_event(&event);
+        }
+    }
+
+    /// The session (idTag) a station's transaction belongs to, as the mirror knows it.
+    fn session_of_transaction(&self, station: &str, transaction_id: i64) -> Option<String> {
+        let view = self.mirror.station(station)?;
+        let connector = view.open_transactions.get(&transaction_id)?;
+        view.connectors.get(connector)?.id_tag.clone()
+    }
+
+    /// The driver unplugged: end the business session. A process-manager reaction with a
+    /// command id derived from (station, session), so a resent StopTransaction has one
+    /// effect; a session the aggregate does not hold as active is left alone.
+    async fn stop_session(&mut self, station: &str, session: String) {
+        let Ok(stream) = StreamId::new(&format!("station-{station}")) else {
+            return;
+        };
+        let command_id = CommandId(hash128(
+            format!("stop\u{1f}{station}\u{1f}{session}").as_bytes(),
+        ));
+        let command = StationCommand::StopSession { session };
+        if let Err(error) = self
+            .stations
+            .handle(&mut self.env, &stream, command_id, &command)
+            .await
+        {
+            tracing::debug!(%station, %error, "session not stopped");
+        }
+    }
+
     async fn record_telemetry(&mut self, station: &str, event: TelemetryEvent) {
         self.telemetry_count += 1;
         let key = format!(
@@ -498,6 +541,7 @@ async fn accept_stations(
     let mut next_connection = 1u64;
     loop {
         tokio::select! {
+            biased;
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
@@ -544,6 +588,7 @@ async fn serve_station(
     }
     loop {
         tokio::select! {
+            biased;
             _ = shutdown.changed() => break,
             line = lines.next_line() => match line {
                 Ok(Some(text)) if text.len() <= LINE_BYTES_MAX => {
@@ -583,6 +628,7 @@ async fn accept_clients<S: EventStore>(
     let mut next_client = 1u64;
     loop {
         tokio::select! {
+            biased;
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -606,6 +652,7 @@ async fn serve_client<S: EventStore>(
     let mut lines = BufReader::new(reader).lines();
     loop {
         let line = tokio::select! {
+            biased;
             _ = shutdown.changed() => return,
             line = lines.next_line() => line,
         };

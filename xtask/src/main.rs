@@ -1,6 +1,7 @@
 //! One stable command per workflow: `cargo xtask <command>`.
 //!
-//! * `test` — everything CI runs: fmt check, clippy (warnings denied), every test.
+//! * `test` — everything CI runs: fmt check, clippy (warnings denied), every test, and the
+//!   simulation scenarios under madsim in their own target directory.
 //! * `sim`  — the seeded simulation swarm (arrives with the simulator; until then it says so).
 
 use std::process::{Command, ExitCode};
@@ -8,7 +9,8 @@ use std::process::{Command, ExitCode};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test    fmt check, clippy with warnings denied, unit/property/integration tests
+  test    fmt check, clippy with warnings denied, unit/property/integration tests,
+          and the madsim simulation scenarios
   sim     seeded simulation swarm (not built yet: see README, 'Status')";
 
 fn main() -> ExitCode {
@@ -38,7 +40,16 @@ struct Step {
     name: &'static str,
     program: &'static str,
     args: &'static [&'static str],
+    /// Extra environment, e.g. the simulator's cfg and its own target directory.
+    env: &'static [(&'static str, &'static str)],
 }
+
+/// Simulation builds set `--cfg madsim` for the whole build, so they live in their own
+/// target directory and never evict the normal build.
+const SIMULATION_ENV: &[(&str, &str)] = &[
+    ("RUSTFLAGS", "--cfg madsim"),
+    ("CARGO_TARGET_DIR", "target/sim"),
+];
 
 fn test_steps() -> Vec<Step> {
     vec![
@@ -46,6 +57,7 @@ fn test_steps() -> Vec<Step> {
             name: "format",
             program: "cargo",
             args: &["fmt", "--all", "--check"],
+            env: &[],
         },
         Step {
             name: "clippy",
@@ -59,29 +71,62 @@ fn test_steps() -> Vec<Step> {
                 "-D",
                 "warnings",
             ],
+            env: &[],
         },
         Step {
             name: "tests",
             program: "cargo",
             args: &["test", "--workspace", "--all-targets", "--locked"],
+            env: &[],
         },
         Step {
             name: "doc tests",
             program: "cargo",
             args: &["test", "--workspace", "--doc", "--locked"],
+            env: &[],
+        },
+        Step {
+            name: "simulation (madsim)",
+            program: "cargo",
+            args: &["test", "--package", "evsource-sims", "--locked"],
+            env: SIMULATION_ENV,
+        },
+        Step {
+            name: "simulation lints (madsim)",
+            program: "cargo",
+            args: &[
+                "clippy",
+                "--package",
+                "evsource-sims",
+                "--all-targets",
+                "--locked",
+                "--",
+                "-D",
+                "warnings",
+            ],
+            env: SIMULATION_ENV,
         },
     ]
 }
 
 fn run_all(steps: &[Step]) -> ExitCode {
     for step in steps {
+        let env: Vec<String> = step
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{v}\" "))
+            .collect();
         eprintln!(
-            "==> {}: {} {}",
+            "==> {}: {}{} {}",
             step.name,
+            env.concat(),
             step.program,
             step.args.join(" ")
         );
-        let status = Command::new(step.program).args(step.args).status();
+        let status = Command::new(step.program)
+            .args(step.args)
+            .envs(step.env.iter().copied())
+            .status();
         match status {
             Ok(status) if status.success() => {}
             Ok(status) => {
