@@ -13,6 +13,7 @@ pub mod mirror;
 pub mod node;
 pub mod ocpp;
 pub mod oracles;
+pub mod projection;
 pub mod session;
 pub mod storage;
 pub mod store;
