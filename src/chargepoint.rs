@@ -300,6 +300,27 @@ impl ChargePoint {
         );
     }
 
+    /// The operator takes a connector out of service (Unavailable) or back (Available).
+    /// An idle connector changes at once; a busy one is left alone, as stations do.
+    pub fn handle_availability(&mut self, connector: u32, in_service: bool, now: u64) {
+        let Some(state) = self.connectors.get(&connector) else {
+            return;
+        };
+        let idle = matches!(
+            state.status,
+            ChargePointStatus::Available | ChargePointStatus::Unavailable
+        );
+        if !idle {
+            return;
+        }
+        let status = if in_service {
+            ChargePointStatus::Available
+        } else {
+            ChargePointStatus::Unavailable
+        };
+        self.set_status(connector, status, ChargePointErrorCode::NoError, now);
+    }
+
     /// The driver unplugs: a running transaction stops.
     pub fn handle_unplug(&mut self, connector: u32, now: u64) {
         let Some(state) = self.connectors.get(&connector) else {

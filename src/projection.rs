@@ -94,6 +94,10 @@ impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
         Ok(runner)
     }
 
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
     pub fn state(&self) -> &P::State {
         &self.state
     }

@@ -388,3 +388,22 @@ fn a_station_without_a_real_time_clock_reports_1970_after_boot() {
             .starts_with("1970-01-01T00:00:05")
     );
 }
+
+#[test]
+fn an_unavailable_connector_refuses_remote_starts_until_back_in_service() {
+    let mut station = booted(1);
+    station.handle_availability(1, false, T0);
+    let sent = serve(&mut station, T0);
+    assert_eq!(sent[0].1["status"], json!("Unavailable"));
+    assert_eq!(
+        remote_start(&mut station, "m-1", 1, "req-1", T0),
+        json!("Rejected")
+    );
+    station.handle_availability(1, true, T0 + 1);
+    serve(&mut station, T0 + 1);
+    assert_eq!(
+        remote_start(&mut station, "m-2", 1, "req-1", T0 + 2),
+        json!("Accepted")
+    );
+    assert_eq!(station.actuations().len(), 1);
+}

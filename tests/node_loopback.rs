@@ -13,6 +13,7 @@ use std::time::Duration;
 use evsource::chargepoint::{ChargePoint, ChargePointConfig};
 use evsource::core::{CommandId, GlobalPosition, Limits};
 use evsource::dispatcher::DispatcherConfig;
+use evsource::domain::board::UnlockBoard;
 use evsource::environment::SplitMix64;
 use evsource::handler::HandlerConfig;
 use evsource::node::api::{ApiCommand, ApiResponse};
@@ -20,6 +21,7 @@ use evsource::node::client::ApiClient;
 use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
 use evsource::oracles::{StationTruth, check_unlocks};
+use evsource::projection::{ProjectionRunner, rebuild};
 use evsource::session::SessionConfig;
 use evsource::store::{EventStore, LogConfig, LogStore};
 use support::TempDir;
@@ -46,6 +48,7 @@ fn node_config() -> NodeConfig {
         },
         handler: HandlerConfig::default(),
         seed: 1,
+        projection_save_every_events: 50,
     }
 }
 
@@ -149,6 +152,19 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
         driver.await.unwrap();
     }
     node.shutdown().await;
+    // The board projection saved its state with its checkpoint; caught up, it equals a
+    // rebuild from position 0 (I7).
+    let mut board: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(store.clone()).await.unwrap();
+    assert!(
+        board.checkpoint().is_some(),
+        "the node saved the projection"
+    );
+    board.catch_up().await.unwrap();
+    assert_eq!(
+        board.state(),
+        &rebuild::<_, UnlockBoard>(&store).await.unwrap()
+    );
 }
 
 /// All events, once every accepted request has an outcome (or after 30 s).

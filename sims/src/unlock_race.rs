@@ -80,6 +80,7 @@ pub async fn run(scenario: &UnlockRace) -> Result<UnlockSummary, Violation> {
             },
             handler: HandlerConfig::default(),
             seed: madsim::rand::thread_rng().r#gen(),
+            projection_save_every_events: 50,
         };
         let _node = CsmsNode::start(node_store, config)
             .await

@@ -27,12 +27,14 @@ use tokio::task::JoinHandle;
 use crate::core::types::{CommandId, EventId, ExpectedVersion, GlobalPosition, StreamId, hash128};
 use crate::decider::Aggregate;
 use crate::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
+use crate::domain::board::UnlockBoard;
 use crate::domain::station::{Station, StationCommand};
 use crate::environment::{Environment, SystemEnvironment};
 use crate::handler::{CommandHandler, HandlerConfig, Outcome};
 use crate::mirror::{
     StationMirror, TelemetryEvent, UnlockEvidence, transaction_id_at, transaction_started_id,
 };
+use crate::projection::{Projection, ProjectionRunner};
 use crate::session::{SessionConfig, SessionOutput, StationSession};
 use crate::store::{CatchUpSubscription, EventStore};
 
@@ -54,6 +56,8 @@ pub struct NodeConfig {
     pub handler: HandlerConfig,
     /// Seeds retry jitter and telemetry event ids; give every start its own seed.
     pub seed: u64,
+    /// Projections save state and checkpoint after this many new events (and at shutdown).
+    pub projection_save_every_events: u64,
 }
 
 /// A running node.
@@ -76,8 +80,16 @@ impl CsmsNode {
         let (hub_inputs, hub_receiver) = mpsc::channel(HUB_QUEUE_MAX);
         let checkpoint = load_checkpoint(&store).await?;
         let hub = Hub::new(store.clone(), &config, checkpoint);
+        let board: ProjectionRunner<S, UnlockBoard> = ProjectionRunner::load(store.clone())
+            .await
+            .map_err(io::Error::other)?;
         let tasks = vec![
             tokio::spawn(hub.run(hub_receiver, shutdown.subscribe())),
+            tokio::spawn(run_projection(
+                board,
+                config.projection_save_every_events,
+                shutdown.subscribe(),
+            )),
             tokio::spawn(accept_stations(
                 station_listener,
                 hub_inputs,
@@ -530,6 +542,47 @@ impl<S: EventStore> Hub<S> {
             }
         }
     }
+}
+
+/// Keeps a projection caught up with the store, saving state and checkpoint together
+/// every `save_every` events and once more at shutdown.
+async fn run_projection<S: EventStore, P: Projection>(
+    mut runner: ProjectionRunner<S, P>,
+    save_every: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let clock = SystemEnvironment::new(0);
+    let mut unsaved = 0u64;
+    loop {
+        match runner.catch_up().await {
+            Ok(applied) => unsaved += applied,
+            Err(error) => {
+                tracing::error!(projection = P::NAME, %error, "projection stopped");
+                return;
+            }
+        }
+        if unsaved >= save_every.max(1) {
+            match runner.save(clock.now_millis()).await {
+                Ok(()) => unsaved = 0,
+                Err(error) => {
+                    tracing::warn!(projection = P::NAME, %error, "saving the projection failed")
+                }
+            }
+        }
+        let seen = runner.checkpoint().map_or(0, |c| c.0 + 1);
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            _ = runner_wait(&runner, seen) => {}
+        }
+    }
+    if unsaved > 0 && runner.catch_up().await.is_ok() {
+        let _ = runner.save(clock.now_millis()).await;
+    }
+}
+
+async fn runner_wait<S: EventStore, P: Projection>(runner: &ProjectionRunner<S, P>, seen: u64) {
+    let _ = runner.store().wait_for_event_count_above(seen).await;
 }
 
 /// Accepts station connections until shutdown.
