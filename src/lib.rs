@@ -15,5 +15,6 @@ pub mod ocpp;
 pub mod oracles;
 pub mod projection;
 pub mod session;
+pub mod signal;
 pub mod storage;
 pub mod store;

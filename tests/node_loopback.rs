@@ -23,9 +23,9 @@ use evsource::node::{CsmsNode, NodeConfig};
 use evsource::oracles::{StationTruth, check_unlocks};
 use evsource::projection::{ProjectionRunner, rebuild};
 use evsource::session::SessionConfig;
+use evsource::signal::Shutdown;
 use evsource::store::{EventStore, LogConfig, LogStore};
 use support::TempDir;
-use tokio::sync::watch;
 
 const STATIONS: usize = 5;
 const CONNECTORS: u32 = 2;
@@ -88,7 +88,7 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
     )
     .unwrap();
     let node = CsmsNode::start(store.clone(), node_config()).await.unwrap();
-    let (stop_stations, stations_stop) = watch::channel(false);
+    let stop_stations = Shutdown::new();
     let mut stations: Vec<SharedChargePoint> = Vec::new();
     let mut drivers = Vec::new();
     for index in 0..STATIONS {
@@ -100,7 +100,7 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
             station.clone(),
             node.station_addr,
             Duration::from_millis(100),
-            stations_stop.clone(),
+            stop_stations.clone(),
         )));
         stations.push(station);
     }
@@ -147,7 +147,7 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
         summary.actuations >= 5,
         "stations really unlocked: {summary:?}"
     );
-    let _ = stop_stations.send(true);
+    stop_stations.trigger();
     for driver in drivers {
         driver.await.unwrap();
     }

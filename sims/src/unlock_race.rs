@@ -16,6 +16,7 @@ use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
 use evsource::oracles::{StationTruth, UnlockSummary, Violation, check_unlocks};
 use evsource::session::SessionConfig;
+use evsource::signal::Shutdown;
 use evsource::storage::SimDisk;
 use evsource::store::{EventStore, LogConfig, LogStore};
 use madsim::rand::Rng;
@@ -97,7 +98,6 @@ pub async fn run(scenario: &UnlockRace) -> Result<UnlockSummary, Violation> {
         config.charging_millis = Some(madsim::rand::thread_rng().gen_range(5_000..120_000));
         let station = Arc::new(Mutex::new(ChargePoint::new(config, now_millis())));
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 1, index as u8 + 1));
-        let (_keep_running, stop) = tokio::sync::watch::channel(false);
         let driven = station.clone();
         handle
             .create_node()
@@ -105,8 +105,13 @@ pub async fn run(scenario: &UnlockRace) -> Result<UnlockSummary, Violation> {
             .ip(ip)
             .build()
             .spawn(async move {
-                let _keep_running = _keep_running;
-                run_station(driven, station_addr, Duration::from_secs(1), stop).await;
+                run_station(
+                    driven,
+                    station_addr,
+                    Duration::from_secs(1),
+                    Shutdown::new(),
+                )
+                .await;
             });
         stations.push(station);
     }

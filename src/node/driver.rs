@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
 use crate::chargepoint::ChargePoint;
 use crate::environment::{Environment, SystemEnvironment};
+use crate::signal::Shutdown;
 
 /// A charge point shared between its driver and whoever watches it.
 pub type SharedChargePoint = Arc<Mutex<ChargePoint>>;
@@ -26,15 +26,15 @@ pub async fn run_station(
     station: SharedChargePoint,
     csms: SocketAddr,
     reconnect_delay: Duration,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let clock = SystemEnvironment::new(0);
     loop {
-        if *shutdown.borrow() {
+        if shutdown.is_triggered() {
             return;
         }
         if let Ok(stream) = TcpStream::connect(csms).await {
-            let ended = connection(&station, stream, &clock, &mut shutdown).await;
+            let ended = connection(&station, stream, &clock, &shutdown).await;
             lock(&station).handle_disconnected();
             if ended == Ended::Shutdown {
                 return;
@@ -42,7 +42,7 @@ pub async fn run_station(
         }
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait() => return,
             _ = tokio::time::sleep(reconnect_delay) => {}
         }
     }
@@ -58,7 +58,7 @@ async fn connection(
     station: &SharedChargePoint,
     stream: TcpStream,
     clock: &SystemEnvironment,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &Shutdown,
 ) -> Ended {
     let (reader, mut writer) = tokio::io::split(stream);
     let mut lines = BufReader::new(reader).lines();
@@ -90,7 +90,7 @@ async fn connection(
             .min(1_000);
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return Ended::Shutdown,
+            _ = shutdown.wait() => return Ended::Shutdown,
             line = lines.next_line() => match line {
                 Ok(Some(text)) => lock(station).handle_text(&text, clock.now_millis()),
                 _ => return Ended::Disconnected,

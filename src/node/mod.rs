@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::core::types::{CommandId, EventId, ExpectedVersion, GlobalPosition, StreamId, hash128};
@@ -36,6 +36,7 @@ use crate::mirror::{
 };
 use crate::projection::{Projection, ProjectionRunner};
 use crate::session::{SessionConfig, SessionOutput, StationSession};
+use crate::signal::Shutdown;
 use crate::store::{CatchUpSubscription, EventStore};
 
 /// Longest line read from a station or a client.
@@ -65,7 +66,7 @@ pub struct NodeConfig {
 pub struct CsmsNode {
     pub station_addr: SocketAddr,
     pub api_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
+    shutdown: Shutdown,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -76,7 +77,7 @@ impl CsmsNode {
         let api_listener = TcpListener::bind(config.api_listen).await?;
         let station_addr = station_listener.local_addr()?;
         let api_addr = api_listener.local_addr()?;
-        let (shutdown, _) = watch::channel(false);
+        let shutdown = Shutdown::new();
         let (hub_inputs, hub_receiver) = mpsc::channel(HUB_QUEUE_MAX);
         let checkpoint = load_checkpoint(&store).await?;
         let hub = Hub::new(store.clone(), &config, checkpoint);
@@ -84,23 +85,23 @@ impl CsmsNode {
             .await
             .map_err(io::Error::other)?;
         let tasks = vec![
-            tokio::spawn(hub.run(hub_receiver, shutdown.subscribe())),
+            tokio::spawn(hub.run(hub_receiver, shutdown.clone())),
             tokio::spawn(run_projection(
                 board,
                 config.projection_save_every_events,
-                shutdown.subscribe(),
+                shutdown.clone(),
             )),
             tokio::spawn(accept_stations(
                 station_listener,
                 hub_inputs,
-                shutdown.subscribe(),
+                shutdown.clone(),
             )),
             tokio::spawn(accept_clients(
                 api_listener,
                 store,
                 config.handler.clone(),
                 config.seed,
-                shutdown.subscribe(),
+                shutdown.clone(),
             )),
         ];
         tracing::info!(%station_addr, %api_addr, "csms node started");
@@ -114,7 +115,7 @@ impl CsmsNode {
 
     /// Stops accepting, closes connections and waits for every task to end.
     pub async fn shutdown(self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.trigger();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -199,11 +200,7 @@ impl<S: EventStore> Hub<S> {
         }
     }
 
-    async fn run(
-        mut self,
-        mut inputs: mpsc::Receiver<HubInput>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    async fn run(mut self, mut inputs: mpsc::Receiver<HubInput>, shutdown: Shutdown) {
         let limits = crate::core::Limits::default();
         let mut subscription = CatchUpSubscription::new(self.store.clone(), None, 256, &limits)
             .expect("buffer within limits");
@@ -215,7 +212,7 @@ impl<S: EventStore> Hub<S> {
                 .map_or(60_000, |at| at.saturating_sub(now));
             tokio::select! {
             biased;
-                _ = shutdown.changed() => break,
+                _ = shutdown.wait() => break,
                 Some(input) = inputs.recv() => self.handle_input(input).await,
                 event = subscription.next() => match event {
                     Ok(event) => self.handle_event(&event),
@@ -549,7 +546,7 @@ impl<S: EventStore> Hub<S> {
 async fn run_projection<S: EventStore, P: Projection>(
     mut runner: ProjectionRunner<S, P>,
     save_every: u64,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let clock = SystemEnvironment::new(0);
     let mut unsaved = 0u64;
@@ -572,7 +569,7 @@ async fn run_projection<S: EventStore, P: Projection>(
         let seen = runner.checkpoint().map_or(0, |c| c.0 + 1);
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
+            _ = shutdown.wait() => break,
             _ = runner_wait(&runner, seen) => {}
         }
     }
@@ -586,16 +583,12 @@ async fn runner_wait<S: EventStore, P: Projection>(runner: &ProjectionRunner<S, 
 }
 
 /// Accepts station connections until shutdown.
-async fn accept_stations(
-    listener: TcpListener,
-    hub: mpsc::Sender<HubInput>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn accept_stations(listener: TcpListener, hub: mpsc::Sender<HubInput>, shutdown: Shutdown) {
     let mut next_connection = 1u64;
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let connection = next_connection;
@@ -614,7 +607,7 @@ async fn serve_station(
     stream: TcpStream,
     connection: u64,
     hub: mpsc::Sender<HubInput>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let (reader, mut writer) = tokio::io::split(stream);
     let mut lines = BufReader::new(reader).lines();
@@ -642,7 +635,7 @@ async fn serve_station(
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.changed() => break,
+            _ = shutdown.wait() => break,
             line = lines.next_line() => match line {
                 Ok(Some(text)) if text.len() <= LINE_BYTES_MAX => {
                     if hub.send(HubInput::Frame { connection, text }).await.is_err() {
@@ -675,14 +668,14 @@ async fn accept_clients<S: EventStore>(
     store: S,
     handler: HandlerConfig,
     seed: u64,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let handler: CommandHandler<S, Station> = CommandHandler::new(store, handler);
     let mut next_client = 1u64;
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let env = SystemEnvironment::new(seed ^ next_client.rotate_left(17));
@@ -699,14 +692,14 @@ async fn serve_client<S: EventStore>(
     stream: TcpStream,
     handler: CommandHandler<S, Station>,
     mut env: SystemEnvironment,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) {
     let (reader, mut writer) = tokio::io::split(stream);
     let mut lines = BufReader::new(reader).lines();
     loop {
         let line = tokio::select! {
             biased;
-            _ = shutdown.changed() => return,
+            _ = shutdown.wait() => return,
             line = lines.next_line() => line,
         };
         let Ok(Some(line)) = line else { return };

@@ -4,14 +4,13 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::watch;
-
 use crate::core::index::{AppendPlan, StoreIndex};
 use crate::core::limits::Limits;
 use crate::core::types::{
     AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
     GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
+use crate::signal::Counter;
 use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
 
 #[derive(Debug)]
@@ -25,7 +24,7 @@ struct State {
 #[derive(Clone, Debug)]
 pub struct MemoryStore {
     state: Arc<Mutex<State>>,
-    event_count: Arc<watch::Sender<u64>>,
+    event_count: Counter,
 }
 
 impl Default for MemoryStore {
@@ -42,7 +41,7 @@ impl MemoryStore {
                 events: Vec::new(),
                 snapshots: BTreeMap::new(),
             })),
-            event_count: Arc::new(watch::Sender::new(0)),
+            event_count: Counter::new(0),
         }
     }
 
@@ -84,7 +83,7 @@ impl MemoryStore {
         }
         let count = state.events.len() as u64;
         drop(state);
-        self.event_count.send_replace(count);
+        self.event_count.advance_to(count);
         Ok(result)
     }
 
@@ -168,11 +167,12 @@ impl EventStore for MemoryStore {
     }
 
     async fn event_count(&self) -> Result<u64, ReadError> {
-        Ok(*self.event_count.borrow())
+        Ok(self.event_count.get())
     }
 
     async fn wait_for_event_count_above(&self, count: u64) -> Result<(), ReadError> {
-        crate::store::wait_for_count_above(&self.event_count, count).await
+        self.event_count.wait_above(count).await;
+        Ok(())
     }
 
     async fn save_snapshot(

@@ -185,20 +185,6 @@ pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     ) -> impl Future<Output = Result<Option<Snapshot>, ReadError>> + Send;
 }
 
-/// Resolves once the published event count exceeds `count`: the live half of every
-/// backend's [`EventStore::wait_for_event_count_above`].
-pub(crate) async fn wait_for_count_above(
-    published: &tokio::sync::watch::Sender<u64>,
-    count: u64,
-) -> Result<(), ReadError> {
-    published
-        .subscribe()
-        .wait_for(|&current| current > count)
-        .await
-        .map(|_| ())
-        .map_err(|_| ReadError::Unavailable("store closed".into()))
-}
-
 /// Whether a snapshot at `candidate` may replace `existing`: an older snapshot never
 /// replaces a newer one (concurrent savers may race).
 pub(crate) fn snapshot_replaces(existing: Option<StreamVersion>, candidate: StreamVersion) -> bool {

@@ -18,7 +18,7 @@ use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::{Semaphore, oneshot, watch};
+use tokio::sync::{Semaphore, oneshot};
 
 use crate::core::index::{AppendPlan, StoreIndex};
 use crate::core::limits::Limits;
@@ -26,6 +26,7 @@ use crate::core::types::{
     AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
     GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
+use crate::signal::Counter;
 use crate::storage::{DirStorage, Storage, StorageFile};
 use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
 
@@ -175,7 +176,7 @@ struct Shared {
     storage: Arc<dyn Storage>,
     config: LogConfig,
     state: Mutex<LogState>,
-    durable_event_count: watch::Sender<u64>,
+    durable_event_count: Counter,
     group_commit_permits: Arc<Semaphore>,
 }
 
@@ -226,7 +227,7 @@ impl LogStore {
                 storage,
                 config,
                 state: Mutex::new(state),
-                durable_event_count: watch::Sender::new(event_count),
+                durable_event_count: Counter::new(event_count),
                 group_commit_permits,
             }),
         })
@@ -389,7 +390,7 @@ impl Shared {
                     state.durable_event_count = event_count;
                     // Publish before acknowledging: an appender that got its answer must
                     // find its events in every read, including `event_count`.
-                    self.durable_event_count.send_replace(event_count);
+                    self.durable_event_count.advance_to(event_count);
                     let (done, pending): (Vec<Waiter>, Vec<Waiter>) =
                         std::mem::take(&mut state.waiters)
                             .into_iter()
@@ -667,11 +668,12 @@ impl EventStore for LogStore {
     }
 
     async fn event_count(&self) -> Result<u64, ReadError> {
-        Ok(*self.shared.durable_event_count.borrow())
+        Ok(self.shared.durable_event_count.get())
     }
 
     async fn wait_for_event_count_above(&self, count: u64) -> Result<(), ReadError> {
-        crate::store::wait_for_count_above(&self.shared.durable_event_count, count).await
+        self.shared.durable_event_count.wait_above(count).await;
+        Ok(())
     }
 
     async fn save_snapshot(
