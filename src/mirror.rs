@@ -15,6 +15,7 @@ use crate::core::types::{
     CommandId, EventData, EventId, GlobalPosition, Metadata, StreamId, StreamIdError,
 };
 use crate::decider::{CodecError, json};
+use crate::ocpp::messages::StartTransactionReq;
 use crate::ocpp::messages::{
     ChargePointErrorCode, ChargePointStatus, Reason, RemoteStartStopStatus,
 };
@@ -99,6 +100,28 @@ pub fn transaction_started_id(
         "StartTransaction\u{1f}{station}\u{1f}{connector}\u{1f}{id_tag}\u{1f}{station_timestamp}\u{1f}{meter_start}"
     );
     EventId::derive(CommandId(crate::core::types::hash128(key.as_bytes())), 0)
+}
+
+/// The telemetry event recording a StartTransaction, with the id that makes a resent one
+/// idempotent (see [`transaction_started_id`]).
+pub fn transaction_started(
+    station: &str,
+    request: StartTransactionReq,
+) -> (EventId, TelemetryEvent) {
+    let id = transaction_started_id(
+        station,
+        request.connector_id,
+        &request.id_tag,
+        &request.timestamp,
+        request.meter_start,
+    );
+    let event = TelemetryEvent::TransactionStarted {
+        connector: request.connector_id,
+        id_tag: request.id_tag,
+        meter_start: request.meter_start,
+        station_timestamp: request.timestamp,
+    };
+    (id, event)
 }
 
 /// What the mirror knows of one connector.

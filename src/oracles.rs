@@ -8,9 +8,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::chargepoint::Actuation;
-use crate::core::types::RecordedEvent;
+use crate::core::limits::Limits;
+use crate::core::types::{GlobalPosition, RecordedEvent};
 use crate::decider::Aggregate;
 use crate::domain::station::{Station, StationAnswer, StationEvent};
+use crate::store::{EventStore, ReadError};
 
 /// A broken invariant, with enough context to read the failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +42,51 @@ pub struct UnlockSummary {
 pub struct StationTruth<'a> {
     pub station: &'a str,
     pub actuations: &'a [Actuation],
+}
+
+/// Snapshots the ground truth of stations run by drivers (tests and the simulator).
+pub fn ground_truth(
+    stations: &[crate::node::driver::SharedChargePoint],
+) -> Vec<(String, Vec<Actuation>)> {
+    stations
+        .iter()
+        .map(|shared| {
+            let station = shared.lock().unwrap_or_else(|p| p.into_inner());
+            (station.id().to_owned(), station.actuations().to_vec())
+        })
+        .collect()
+}
+
+/// [`check_unlocks`] over a [`ground_truth`] snapshot.
+pub fn check_unlocks_against(
+    events: &[RecordedEvent],
+    truth: &[(String, Vec<Actuation>)],
+) -> Result<UnlockSummary, Violation> {
+    let views: Vec<StationTruth<'_>> = truth
+        .iter()
+        .map(|(station, actuations)| StationTruth {
+            station,
+            actuations,
+        })
+        .collect();
+    check_unlocks(events, &views)
+}
+
+/// Every event in `store`, read page by page.
+pub async fn read_all_events<S: EventStore>(store: &S) -> Result<Vec<RecordedEvent>, ReadError> {
+    let mut all: Vec<RecordedEvent> = Vec::new();
+    loop {
+        let page = store
+            .read_all(
+                GlobalPosition(all.len() as u64),
+                Limits::default().read_events_max,
+            )
+            .await?;
+        if page.is_empty() {
+            return Ok(all);
+        }
+        all.extend(page);
+    }
 }
 
 /// Checks, after quiescence:

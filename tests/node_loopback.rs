@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use evsource::chargepoint::{ChargePoint, ChargePointConfig};
-use evsource::core::{CommandId, GlobalPosition, Limits};
+use evsource::core::CommandId;
 use evsource::dispatcher::DispatcherConfig;
 use evsource::domain::board::UnlockBoard;
 use evsource::environment::SplitMix64;
@@ -20,11 +20,11 @@ use evsource::node::api::{ApiCommand, ApiResponse};
 use evsource::node::client::ApiClient;
 use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
-use evsource::oracles::{StationTruth, check_unlocks};
+use evsource::oracles::{check_unlocks_against, ground_truth, read_all_events};
 use evsource::projection::{ProjectionRunner, rebuild};
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
-use evsource::store::{EventStore, LogConfig, LogStore};
+use evsource::store::{LogConfig, LogStore};
 use support::TempDir;
 
 const STATIONS: usize = 5;
@@ -127,21 +127,9 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
 
     // Wait (bounded) until every accepted request has its outcome, then judge the run.
     let events = wait_for_outcomes(&store, applied).await;
-    let truths: Vec<(String, Vec<evsource::chargepoint::Actuation>)> = stations
-        .iter()
-        .map(|s| {
-            let station = s.lock().unwrap();
-            (station.id().to_owned(), station.actuations().to_vec())
-        })
-        .collect();
-    let views: Vec<StationTruth<'_>> = truths
-        .iter()
-        .map(|(station, actuations)| StationTruth {
-            station,
-            actuations,
-        })
-        .collect();
-    let summary = check_unlocks(&events, &views).unwrap_or_else(|violation| panic!("{violation}"));
+    let truth = ground_truth(&stations);
+    let summary =
+        check_unlocks_against(&events, &truth).unwrap_or_else(|violation| panic!("{violation}"));
     assert_eq!(summary.requests, applied);
     assert!(
         summary.actuations >= 5,
@@ -173,7 +161,7 @@ async fn wait_for_outcomes(
     requests: usize,
 ) -> Vec<evsource::core::RecordedEvent> {
     for _ in 0..300 {
-        let events = read_everything(store).await;
+        let events = read_all_events(store).await.expect("the store reads");
         let count = |types: &[&str]| {
             events
                 .iter()
@@ -194,23 +182,6 @@ async fn wait_for_outcomes(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("not every request got an outcome within 30 s");
-}
-
-async fn read_everything(store: &LogStore) -> Vec<evsource::core::RecordedEvent> {
-    let mut all = Vec::new();
-    loop {
-        let page = store
-            .read_all(
-                GlobalPosition(all.len() as u64),
-                Limits::default().read_events_max,
-            )
-            .await
-            .unwrap();
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
-    }
 }
 
 fn now_millis() -> u64 {

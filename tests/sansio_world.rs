@@ -15,7 +15,7 @@ use evsource::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
 use evsource::domain::station::{Station, StationCommand};
 use evsource::environment::{FixedEnvironment, SplitMix64};
 use evsource::handler::{CommandHandler, HandlerConfig};
-use evsource::mirror::{StationMirror, TelemetryEvent, transaction_id_at, transaction_started_id};
+use evsource::mirror::{StationMirror, TelemetryEvent, transaction_id_at, transaction_started};
 use evsource::oracles::{StationTruth, check_unlocks};
 use evsource::session::{SessionConfig, SessionOutput, StationSession};
 use evsource::store::{CatchUpSubscription, EventStore, MemoryStore};
@@ -289,19 +289,7 @@ impl World {
                     .await;
             }
             SessionOutput::StartTransaction { call_id, request } => {
-                let id = transaction_started_id(
-                    &station,
-                    request.connector_id,
-                    &request.id_tag,
-                    &request.timestamp,
-                    request.meter_start,
-                );
-                let event = TelemetryEvent::TransactionStarted {
-                    connector: request.connector_id,
-                    id_tag: request.id_tag,
-                    meter_start: request.meter_start,
-                    station_timestamp: request.timestamp,
-                };
+                let (id, event) = transaction_started(&station, request);
                 let position = self.record_telemetry(&station, event, id).await;
                 let session = self.links[index].session.as_mut().unwrap();
                 session.complete_start_transaction(call_id, transaction_id_at(position));

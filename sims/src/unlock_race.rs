@@ -7,18 +7,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use evsource::chargepoint::{ChargePoint, ChargePointConfig};
-use evsource::core::{CommandId, GlobalPosition, Limits, RecordedEvent};
+use evsource::core::CommandId;
 use evsource::dispatcher::DispatcherConfig;
 use evsource::handler::HandlerConfig;
 use evsource::node::api::ApiCommand;
 use evsource::node::client::ApiClient;
 use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
-use evsource::oracles::{StationTruth, UnlockSummary, Violation, check_unlocks};
+use evsource::oracles::{
+    UnlockSummary, Violation, check_unlocks_against, ground_truth, read_all_events,
+};
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
 use evsource::storage::SimDisk;
-use evsource::store::{EventStore, LogConfig, LogStore};
+use evsource::store::{LogConfig, LogStore};
 use madsim::rand::Rng;
 use madsim::runtime::Handle;
 
@@ -165,7 +167,7 @@ pub async fn run(scenario: &UnlockRace) -> Result<UnlockSummary, Violation> {
     // Quiescence: every accepted request has an outcome, or the deadline passes.
     let started = tokio::time::Instant::now();
     let events = loop {
-        let events = read_everything(&store).await;
+        let events = read_all_events(&store).await.expect("the store reads");
         let outcomes = events
             .iter()
             .filter(|e| {
@@ -179,36 +181,6 @@ pub async fn run(scenario: &UnlockRace) -> Result<UnlockSummary, Violation> {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
-    let truths: Vec<(String, Vec<evsource::chargepoint::Actuation>)> = stations
-        .iter()
-        .map(|s| {
-            let station = s.lock().unwrap_or_else(|p| p.into_inner());
-            (station.id().to_owned(), station.actuations().to_vec())
-        })
-        .collect();
-    let views: Vec<StationTruth<'_>> = truths
-        .iter()
-        .map(|(station, actuations)| StationTruth {
-            station,
-            actuations,
-        })
-        .collect();
-    check_unlocks(&events, &views)
-}
-
-async fn read_everything(store: &LogStore) -> Vec<RecordedEvent> {
-    let mut all = Vec::new();
-    loop {
-        let page = store
-            .read_all(
-                GlobalPosition(all.len() as u64),
-                Limits::default().read_events_max,
-            )
-            .await
-            .expect("the simulated store reads");
-        if page.is_empty() {
-            return all;
-        }
-        all.extend(page);
-    }
+    let truth = ground_truth(&stations);
+    check_unlocks_against(&events, &truth)
 }

@@ -32,7 +32,7 @@ use crate::domain::station::{Station, StationCommand};
 use crate::environment::{Environment, SystemEnvironment};
 use crate::handler::{CommandHandler, HandlerConfig, Outcome};
 use crate::mirror::{
-    StationMirror, TelemetryEvent, UnlockEvidence, transaction_id_at, transaction_started_id,
+    StationMirror, TelemetryEvent, UnlockEvidence, transaction_id_at, transaction_started,
 };
 use crate::projection::{Projection, ProjectionRunner};
 use crate::session::{SessionConfig, SessionOutput, StationSession};
@@ -371,19 +371,7 @@ impl<S: EventStore> Hub<S> {
                 }
             }
             SessionOutput::StartTransaction { call_id, request } => {
-                let id = transaction_started_id(
-                    station,
-                    request.connector_id,
-                    &request.id_tag,
-                    &request.timestamp,
-                    request.meter_start,
-                );
-                let event = TelemetryEvent::TransactionStarted {
-                    connector: request.connector_id,
-                    id_tag: request.id_tag,
-                    meter_start: request.meter_start,
-                    station_timestamp: request.timestamp,
-                };
+                let (id, event) = transaction_started(station, request);
                 if let Some(position) = self.append_telemetry(station, &event, id).await
                     && let Some(connection) = self.connections.get_mut(station)
                 {
