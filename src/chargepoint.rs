@@ -9,8 +9,9 @@
 //! It behaves like a real station where it matters for the seed's race: it sends nothing
 //! but BootNotification until accepted; accepts RemoteStartTransaction only for an
 //! Available connector; answers a repeated message id on the same connection with its
-//! original answer; accepts a repeated idTag it already unlocked for without unlocking
-//! again; forgets both on reboot; and keeps one CALL outstanding at a time.
+//! original answer (until the connection ends); accepts a repeated idTag it already
+//! unlocked for without unlocking again (remembered across reboots, with the transaction
+//! journal); and keeps one CALL outstanding at a time.
 //!
 //! **Ground truth.** Every physical actuation (a connector released for an idTag) is
 //! appended to [`ChargePoint::actuations`], which survives reboots: it is what really
@@ -50,7 +51,7 @@ pub struct ChargePointConfig {
     pub rtc: bool,
     /// Answers remembered per connection for repeated message ids.
     pub remembered_answers_max: usize,
-    /// idTags remembered (until reboot) as already unlocked for: a RemoteStart repeating
+    /// idTags remembered (across reboots) as already unlocked for: a RemoteStart repeating
     /// one is Accepted without a second actuation (station-side deduplication).
     pub remembered_id_tags_max: usize,
     /// CALLs queued while one is outstanding.
@@ -164,7 +165,9 @@ pub struct ChargePoint {
     transmit: VecDeque<String>,
     /// Answers already given on this connection, by the CSMS's message id.
     answered: VecDeque<(String, String)>,
-    /// idTags unlocked for since the last boot (volatile).
+    /// idTags recently unlocked for. Journaled in non-volatile memory with the transaction
+    /// queue, as stations do so that nothing is lost across a reboot: without it, an
+    /// answer lost on the wire followed by a reboot would make a second unlock unavoidable.
     unlocked_id_tags: VecDeque<String>,
     next_message_id: u64,
     /// Boots since creation; part of message ids is not needed, but reboots are counted.
@@ -274,7 +277,8 @@ impl ChargePoint {
             in_flight: None,
             transmit: VecDeque::new(),
             answered: VecDeque::new(),
-            unlocked_id_tags: VecDeque::new(),
+            // Journaled like the transaction queue: survives the reboot.
+            unlocked_id_tags: std::mem::take(&mut self.unlocked_id_tags),
             next_message_id: 1, // ids repeat after a reboot, as on real stations
             boots: self.boots + 1,
             clock_started_at: now,

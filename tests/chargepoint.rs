@@ -272,7 +272,8 @@ fn a_reboot_forgets_volatile_state_but_not_the_ground_truth() {
         ("1", "BootNotification"),
         "message ids start over after a reboot"
     );
-    // After the reboot, the same message id is a new request, not a retransmission.
+    // After the reboot, the same message id is a new request, not a retransmission, and
+    // the journaled idTag is still recognised: no second unlock.
     station.handle_text(
         &Frame::CallResult {
             id: "1".into(),
@@ -283,7 +284,16 @@ fn a_reboot_forgets_volatile_state_but_not_the_ground_truth() {
     );
     serve(&mut station, T0 + 100);
     assert_eq!(
-        remote_start(&mut station, "m-1", 1, "req-9", T0 + 200),
+        remote_start(&mut station, "m-1", 1, "req-1", T0 + 150),
+        json!("Accepted")
+    );
+    assert_eq!(
+        station.actuations().len(),
+        1,
+        "req-1 was already unlocked before the reboot"
+    );
+    assert_eq!(
+        remote_start(&mut station, "m-2", 1, "req-9", T0 + 200),
         json!("Accepted")
     );
     assert_eq!(station.actuations().len(), 2);
