@@ -188,3 +188,85 @@ pub fn check_unlocks(
     }
     Ok(summary)
 }
+
+/// **I3** — every stream's versions are contiguous from 0, global positions are gapless
+/// and increasing, and no event id appears twice.
+pub fn check_store_shape(events: &[RecordedEvent]) -> Result<(), Violation> {
+    let mut next_version: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut ids = std::collections::BTreeSet::new();
+    for (index, event) in events.iter().enumerate() {
+        if event.position.0 != index as u64 {
+            return Err(Violation {
+                invariant: "I3",
+                detail: format!("event {index} of the log has position {}", event.position),
+            });
+        }
+        let expected = next_version.entry(event.stream.as_str()).or_default();
+        if event.version.0 != *expected {
+            return Err(Violation {
+                invariant: "I3",
+                detail: format!(
+                    "{} has {} at {} where {} was due",
+                    event.stream, event.version, event.position, *expected
+                ),
+            });
+        }
+        *expected += 1;
+        if !ids.insert(event.id) {
+            return Err(Violation {
+                invariant: "I3",
+                detail: format!(
+                    "event id {} stored twice (again at {})",
+                    event.id, event.position
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// **I8** — a command id took effect at most once: all events carrying it were written by
+/// one append (one stream, consecutive positions).
+pub fn check_commands_once(events: &[RecordedEvent]) -> Result<(), Violation> {
+    let mut last_seen: BTreeMap<crate::core::types::CommandId, &RecordedEvent> = BTreeMap::new();
+    for event in events {
+        let Some(command) = event.metadata.command_id else {
+            continue;
+        };
+        if let Some(previous) = last_seen.get(&command)
+            && (previous.stream != event.stream || previous.position.next() != event.position)
+        {
+            return Err(Violation {
+                invariant: "I8",
+                detail: format!(
+                    "command {command} took effect twice: at {} on {} and at {} on {}",
+                    previous.position, previous.stream, event.position, event.stream
+                ),
+            });
+        }
+        last_seen.insert(command, event);
+    }
+    Ok(())
+}
+
+/// **I2** — every append acknowledged to a client is in the store: the event at the
+/// acknowledged position carries the acknowledged command id.
+pub fn check_acknowledged(
+    events: &[RecordedEvent],
+    acknowledged: &[(crate::core::types::CommandId, GlobalPosition)],
+) -> Result<(), Violation> {
+    for (command, position) in acknowledged {
+        let found = events
+            .get(position.0 as usize)
+            .and_then(|e| e.metadata.command_id);
+        if found != Some(*command) {
+            return Err(Violation {
+                invariant: "I2",
+                detail: format!(
+                    "command {command} was acknowledged at {position}, but the store holds {found:?} there"
+                ),
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,170 @@
+//! The oracles themselves can fail: each is fed a healthy history (accepted) and a
+//! history with exactly the defect it exists to catch (rejected, naming the invariant).
+
+mod support;
+
+use evsource::chargepoint::Actuation;
+use evsource::core::{
+    CommandId, EventData, EventId, GlobalPosition, Metadata, RecordedEvent, StreamVersion,
+};
+use evsource::decider::Aggregate;
+use evsource::domain::station::{Station, StationEvent};
+use evsource::oracles::{
+    StationTruth, check_acknowledged, check_commands_once, check_store_shape, check_unlocks,
+};
+use support::stream;
+
+fn recorded(
+    position: u64,
+    stream_name: &str,
+    version: u64,
+    event: &StationEvent,
+    command: u128,
+) -> RecordedEvent {
+    let encoded = Station::encode_event(event);
+    RecordedEvent::from_data(
+        stream(stream_name),
+        StreamVersion(version),
+        GlobalPosition(position),
+        EventData {
+            id: EventId(u128::from(position) + 1000),
+            event_type: encoded.event_type,
+            tags: encoded.tags,
+            metadata: Metadata {
+                command_id: Some(CommandId(command)),
+                ..Metadata::default()
+            },
+            payload: encoded.payload,
+        },
+    )
+}
+
+fn requested(session: &str) -> StationEvent {
+    StationEvent::UnlockRequested {
+        connector: 1,
+        session: session.into(),
+    }
+}
+
+fn accepted(session: &str) -> StationEvent {
+    StationEvent::UnlockAccepted {
+        connector: 1,
+        session: session.into(),
+    }
+}
+
+fn unlock(id_tag: &str) -> Actuation {
+    Actuation {
+        at_millis: 0,
+        connector: 1,
+        id_tag: id_tag.into(),
+    }
+}
+
+#[test]
+fn unlock_oracle_accepts_a_clean_run_and_names_each_defect() {
+    let history = vec![
+        recorded(0, "station-CP1", 0, &requested("a"), 1),
+        recorded(1, "station-CP1", 1, &accepted("a"), 2),
+    ];
+    let one = [unlock("a")];
+    let clean = check_unlocks(
+        &history,
+        &[StationTruth {
+            station: "CP1",
+            actuations: &one,
+        }],
+    )
+    .unwrap();
+    assert_eq!(
+        (clean.requests, clean.accepted, clean.actuations),
+        (1, 1, 1)
+    );
+    let twice = [unlock("a"), unlock("a")];
+    let invariant = |result: Result<_, evsource::oracles::Violation>| result.unwrap_err().invariant;
+    assert_eq!(
+        invariant(check_unlocks(
+            &history,
+            &[StationTruth {
+                station: "CP1",
+                actuations: &twice
+            }]
+        )),
+        "I1"
+    );
+    assert_eq!(
+        invariant(check_unlocks(
+            &history,
+            &[StationTruth {
+                station: "CP1",
+                actuations: &[]
+            }]
+        )),
+        "I5"
+    );
+    assert_eq!(
+        invariant(check_unlocks(
+            &history[..1],
+            &[StationTruth {
+                station: "CP1",
+                actuations: &one
+            }]
+        )),
+        "I4"
+    );
+    let stranger = [unlock("a"), unlock("nobody")];
+    assert_eq!(
+        invariant(check_unlocks(
+            &history,
+            &[StationTruth {
+                station: "CP1",
+                actuations: &stranger
+            }]
+        )),
+        "I1"
+    );
+}
+
+#[test]
+fn shape_command_and_acknowledgement_oracles_catch_their_defects() {
+    let healthy = vec![
+        recorded(0, "station-CP1", 0, &requested("a"), 1),
+        recorded(1, "station-CP2", 0, &requested("b"), 2),
+    ];
+    check_store_shape(&healthy).unwrap();
+    check_commands_once(&healthy).unwrap();
+    check_acknowledged(&healthy, &[(CommandId(2), GlobalPosition(1))]).unwrap();
+
+    let gap = vec![
+        healthy[0].clone(),
+        recorded(2, "station-CP2", 0, &requested("b"), 2),
+    ];
+    assert_eq!(check_store_shape(&gap).unwrap_err().invariant, "I3");
+    let version_gap = vec![
+        healthy[0].clone(),
+        recorded(1, "station-CP1", 2, &requested("b"), 2),
+    ];
+    assert_eq!(check_store_shape(&version_gap).unwrap_err().invariant, "I3");
+
+    let double_effect = vec![
+        healthy[0].clone(),
+        recorded(1, "station-CP2", 0, &requested("b"), 1),
+    ];
+    assert_eq!(
+        check_commands_once(&double_effect).unwrap_err().invariant,
+        "I8"
+    );
+
+    assert_eq!(
+        check_acknowledged(&healthy, &[(CommandId(9), GlobalPosition(1))])
+            .unwrap_err()
+            .invariant,
+        "I2"
+    );
+    assert_eq!(
+        check_acknowledged(&healthy, &[(CommandId(2), GlobalPosition(5))])
+            .unwrap_err()
+            .invariant,
+        "I2"
+    );
+}
