@@ -1,8 +1,11 @@
 //! The deterministic simulator (DESIGN §2.10): the real CSMS node, simulated stations and
-//! clients, each on its own simulated machine, run by madsim from one seed.
+//! clients, each on its own simulated machine, run by madsim from one seed, with faults
+//! drawn from the seed.
 //!
 //! Build with `RUSTFLAGS="--cfg madsim"` in its own target directory (`cargo xtask test`
 //! does). Without the cfg this crate is empty: the simulation cannot run on real tokio.
 
+#[cfg(madsim)]
+pub mod faults;
 #[cfg(madsim)]
 pub mod unlock_race;

@@ -1,13 +1,15 @@
 //! The reference scenario (seed 000): clients request unlocks on shared stations while the
-//! stations heartbeat and report status; the outbox dispatcher turns each persisted request
-//! into a RemoteStartTransaction. Judged with the shared oracles (I1, I4, I5).
+//! stations heartbeat and report status, and — when the plan says so — the CSMS crashes
+//! and restarts from its simulated disk, stations reboot and get cut off. After the fault
+//! phase everything heals, and within a bounded simulated time the oracles must hold:
+//! I1, I2, I3, I4, I5 and I8.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use evsource::chargepoint::{ChargePoint, ChargePointConfig};
-use evsource::core::CommandId;
+use evsource::core::{CommandId, GlobalPosition, RecordedEvent};
 use evsource::dispatcher::DispatcherConfig;
 use evsource::handler::HandlerConfig;
 use evsource::node::api::ApiCommand;
@@ -15,14 +17,18 @@ use evsource::node::client::ApiClient;
 use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
 use evsource::oracles::{
-    UnlockSummary, Violation, check_unlocks_against, ground_truth, read_all_events,
+    UnlockSummary, Violation, check_acknowledged, check_commands_once, check_store_shape,
+    check_unlocks_against, ground_truth, read_all_events,
 };
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
 use evsource::storage::SimDisk;
 use evsource::store::{LogConfig, LogStore};
+use madsim::net::NetSim;
 use madsim::rand::Rng;
 use madsim::runtime::Handle;
+
+use crate::faults::{FaultCounts, FaultPlan};
 
 /// The shape of one run.
 #[derive(Clone, Debug)]
@@ -31,8 +37,9 @@ pub struct UnlockRace {
     pub connectors: u32,
     pub clients: u64,
     pub requests_per_client: u64,
-    /// How long the run may take (simulated) before a missing outcome is a violation.
-    pub deadline: Duration,
+    /// After the faults heal, every request must have its outcome within this time.
+    pub liveness_deadline: Duration,
+    pub faults: FaultPlan,
 }
 
 impl Default for UnlockRace {
@@ -42,9 +49,19 @@ impl Default for UnlockRace {
             connectors: 2,
             clients: 4,
             requests_per_client: 10,
-            deadline: Duration::from_secs(600),
+            liveness_deadline: Duration::from_secs(600),
+            faults: FaultPlan::none(),
         }
     }
+}
+
+/// What one run did and how it was judged.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub verdict: Result<UnlockSummary, Violation>,
+    pub faults: FaultCounts,
+    /// Simulated time the run took.
+    pub simulated: Duration,
 }
 
 const CSMS_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -57,64 +74,97 @@ fn now_millis() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Runs the scenario inside the current madsim runtime and judges it.
-pub async fn run(scenario: &UnlockRace) -> Result<UnlockSummary, Violation> {
-    let handle = Handle::current();
-    let disk = SimDisk::new();
-    let log = LogConfig {
-        segment_bytes: 4 * 1024 * 1024,
-        ..LogConfig::default()
-    };
-    let store = LogStore::open(Arc::new(disk), log).expect("a fresh simulated disk opens");
+/// The live store of the current CSMS incarnation, for the checker to read.
+type StoreSlot = Arc<Mutex<Option<LogStore>>>;
 
-    let csms = handle.create_node().name("csms").ip(CSMS_IP).build();
-    let node_store = store.clone();
-    csms.spawn(async move {
-        let config = NodeConfig {
-            station_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), STATION_PORT),
-            api_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), API_PORT),
-            session: SessionConfig {
-                heartbeat_interval_secs: 10,
-                ..SessionConfig::default()
-            },
-            dispatcher: DispatcherConfig {
-                call_timeout_millis: 5_000,
-                ..DispatcherConfig::default()
-            },
-            handler: HandlerConfig::default(),
-            seed: madsim::rand::thread_rng().r#gen(),
-            projection_save_every_events: 50,
-        };
-        let _node = CsmsNode::start(node_store, config)
-            .await
-            .expect("the node starts");
-        std::future::pending::<()>().await;
-    });
+fn current_store(slot: &StoreSlot) -> Option<LogStore> {
+    slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Runs the scenario inside the current madsim runtime and judges it.
+pub async fn run(scenario: &UnlockRace) -> RunReport {
+    let handle = Handle::current();
+    let started = tokio::time::Instant::now();
+    let disk = SimDisk::new();
+    let slot: StoreSlot = Arc::new(Mutex::new(None));
+    let heartbeat_interval_secs = if scenario.faults.telemetry_storm {
+        1
+    } else {
+        10
+    };
+
+    let csms = {
+        let (disk, slot) = (disk.clone(), slot.clone());
+        handle
+            .create_node()
+            .name("csms")
+            .ip(CSMS_IP)
+            .init(move || {
+                let (disk, slot) = (disk.clone(), slot.clone());
+                async move {
+                    // Every (re)start recovers the log from what the disk really holds.
+                    let log = LogConfig {
+                        segment_bytes: 4 * 1024 * 1024,
+                        ..LogConfig::default()
+                    };
+                    let store = LogStore::open(Arc::new(disk), log)
+                        .expect("the log recovers from a simulated crash");
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(store.clone());
+                    let config = NodeConfig {
+                        station_listen: SocketAddr::new(
+                            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                            STATION_PORT,
+                        ),
+                        api_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), API_PORT),
+                        session: SessionConfig {
+                            heartbeat_interval_secs,
+                            ..SessionConfig::default()
+                        },
+                        dispatcher: DispatcherConfig {
+                            call_timeout_millis: 5_000,
+                            ..DispatcherConfig::default()
+                        },
+                        handler: HandlerConfig::default(),
+                        seed: madsim::rand::thread_rng().r#gen(),
+                        projection_save_every_events: 50,
+                    };
+                    let _node = CsmsNode::start(store, config)
+                        .await
+                        .expect("the node starts");
+                    std::future::pending::<()>().await;
+                }
+            })
+            .build()
+    };
     let station_addr = SocketAddr::new(CSMS_IP, STATION_PORT);
     let api_addr = SocketAddr::new(CSMS_IP, API_PORT);
 
     let mut stations: Vec<SharedChargePoint> = Vec::new();
+    let mut station_nodes = Vec::new();
     for index in 0..scenario.stations {
         let mut config = ChargePointConfig::new(format!("CP{index}"), scenario.connectors);
-        config.plug_in_delay_millis = madsim::rand::thread_rng().gen_range(500..60_000);
-        config.charging_millis = Some(madsim::rand::thread_rng().gen_range(5_000..120_000));
+        {
+            let mut rng = madsim::rand::thread_rng();
+            config.plug_in_delay_millis = rng.gen_range(500..60_000);
+            config.charging_millis = Some(rng.gen_range(5_000..120_000));
+        }
         let station = Arc::new(Mutex::new(ChargePoint::new(config, now_millis())));
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 1, index as u8 + 1));
         let driven = station.clone();
-        handle
+        let node = handle
             .create_node()
             .name(format!("station-{index}"))
             .ip(ip)
-            .build()
-            .spawn(async move {
+            .init(move || {
                 run_station(
-                    driven,
+                    driven.clone(),
                     station_addr,
                     Duration::from_secs(1),
                     Shutdown::new(),
                 )
-                .await;
-            });
+            })
+            .build();
+        station_nodes.push(node.id());
         stations.push(station);
     }
 
@@ -122,65 +172,201 @@ pub async fn run(scenario: &UnlockRace) -> Result<UnlockSummary, Violation> {
     for client in 0..scenario.clients {
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 2, client as u8 + 1));
         let scenario = scenario.clone();
-        let task = handle
+        let node = handle
             .create_node()
             .name(format!("client-{client}"))
             .ip(ip)
-            .build()
-            .spawn(async move {
-                // Give the node a moment to bind its listeners.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let mut connection = ApiClient::connect(api_addr).await.expect("the API is up");
-                let mut applied = 0u64;
-                for n in 0..scenario.requests_per_client {
-                    let (station, connector, pause) = {
-                        let mut rng = madsim::rand::thread_rng();
-                        (
-                            rng.gen_range(0..scenario.stations),
-                            rng.gen_range(1..=scenario.connectors),
-                            rng.gen_range(0..20_000),
-                        )
-                    };
-                    let command = ApiCommand::RequestUnlock {
-                        connector,
-                        session: format!("c{client}n{n}"),
-                    };
-                    let command_id = CommandId(u128::from((client << 32) | n));
-                    let response = connection
-                        .send(command_id, &format!("CP{station}"), command)
-                        .await
-                        .expect("answered");
-                    if response.outcome.as_deref() == Some("Applied") {
-                        applied += 1;
-                    }
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                }
-                applied
-            });
-        clients.push(task);
-    }
-    let mut applied = 0;
-    for task in clients {
-        applied += task.await.expect("client finished");
+            .build();
+        clients.push(node.spawn(run_client(client, scenario, api_addr)));
     }
 
-    // Quiescence: every accepted request has an outcome, or the deadline passes.
-    let started = tokio::time::Instant::now();
+    let injected = inject_faults(
+        &scenario.faults,
+        &handle,
+        csms.id(),
+        &disk,
+        &stations,
+        &station_nodes,
+    )
+    .await;
+    let mut acknowledged = Vec::new();
+    let mut applied = 0u64;
+    for task in clients {
+        for (command, response) in task.await.expect("client finished") {
+            if let Some(position) = response {
+                acknowledged.push((command, position));
+                applied += 1;
+            }
+        }
+    }
+
+    // Liveness: everything healed; every accepted request must get its outcome in time.
+    let healed = tokio::time::Instant::now();
     let events = loop {
-        let events = read_all_events(&store).await.expect("the store reads");
-        let outcomes = events
-            .iter()
-            .filter(|e| {
-                e.stream.as_str().starts_with("station-")
-                    && e.event_type.starts_with("Unlock")
-                    && e.event_type != "UnlockRequested"
-            })
-            .count() as u64;
-        if outcomes >= applied || started.elapsed() > scenario.deadline {
+        let events = match current_store(&slot) {
+            Some(store) => read_all_events(&store).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let requested = count(&events, &["UnlockRequested"]);
+        let answered = count(
+            &events,
+            &["UnlockAccepted", "UnlockRejected", "UnlockTimedOut"],
+        );
+        if (requested >= applied && answered >= requested)
+            || healed.elapsed() > scenario.liveness_deadline
+        {
             break events;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
     let truth = ground_truth(&stations);
-    check_unlocks_against(&events, &truth)
+    let verdict = judge(&events, &acknowledged, &truth);
+    RunReport {
+        verdict,
+        faults: injected,
+        simulated: started.elapsed(),
+    }
+}
+
+fn judge(
+    events: &[RecordedEvent],
+    acknowledged: &[(CommandId, GlobalPosition)],
+    truth: &[(String, Vec<evsource::chargepoint::Actuation>)],
+) -> Result<UnlockSummary, Violation> {
+    check_store_shape(events)?;
+    check_acknowledged(events, acknowledged)?;
+    check_commands_once(events)?;
+    check_unlocks_against(events, truth)
+}
+
+fn count(events: &[RecordedEvent], types: &[&str]) -> u64 {
+    events
+        .iter()
+        .filter(|e| {
+            e.stream.as_str().starts_with("station-") && types.contains(&e.event_type.as_str())
+        })
+        .count() as u64
+}
+
+/// One client: requests unlocks on seed-chosen connectors. A failed send is retried with
+/// the same command id (after reconnecting) until answered, so a command acknowledged
+/// twice must still take effect once (I8). Returns each command with the position the
+/// node acknowledged (`None`: refused or never answered).
+async fn run_client(
+    client: u64,
+    scenario: UnlockRace,
+    api: SocketAddr,
+) -> Vec<(CommandId, Option<GlobalPosition>)> {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut connection: Option<ApiClient> = None;
+    let mut results = Vec::new();
+    for n in 0..scenario.requests_per_client {
+        let (station, connector, pause) = {
+            let mut rng = madsim::rand::thread_rng();
+            (
+                rng.gen_range(0..scenario.stations),
+                rng.gen_range(1..=scenario.connectors),
+                rng.gen_range(0..20_000),
+            )
+        };
+        let command_id = CommandId(u128::from((client << 32) | n));
+        let mut acknowledged = None;
+        for _attempt in 0..600 {
+            if connection.is_none() {
+                connection = ApiClient::connect(api).await.ok();
+            }
+            let Some(open) = connection.as_mut() else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            };
+            let command = ApiCommand::RequestUnlock {
+                connector,
+                session: format!("c{client}n{n}"),
+            };
+            match open
+                .send(command_id, &format!("CP{station}"), command)
+                .await
+            {
+                Ok(response) => {
+                    if matches!(
+                        response.outcome.as_deref(),
+                        Some("Applied" | "AlreadyApplied")
+                    ) {
+                        acknowledged = response.position.map(GlobalPosition);
+                    }
+                    break;
+                }
+                Err(_) => {
+                    connection = None;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        results.push((command_id, acknowledged));
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    results
+}
+
+/// Injects the plan's faults one at a time until the fault phase ends; leaves everything
+/// healed (CSMS up, no partition).
+async fn inject_faults(
+    plan: &FaultPlan,
+    handle: &Handle,
+    csms: madsim::task::NodeId,
+    disk: &SimDisk,
+    stations: &[SharedChargePoint],
+    station_nodes: &[madsim::task::NodeId],
+) -> FaultCounts {
+    let mut counts = FaultCounts::default();
+    if !plan.any() {
+        return counts;
+    }
+    let started = tokio::time::Instant::now();
+    let enabled: Vec<u8> = [
+        (plan.csms_crash, 1u8),
+        (plan.station_reboot, 2),
+        (plan.partition, 3),
+    ]
+    .into_iter()
+    .filter_map(|(on, kind)| on.then_some(kind))
+    .collect();
+    while started.elapsed() < plan.fault_phase {
+        let (pause, kind, station, outage, kept_unsynced) = {
+            let mut rng = madsim::rand::thread_rng();
+            (
+                rng.gen_range(plan.interval_millis.0..=plan.interval_millis.1),
+                enabled[rng.gen_range(0..enabled.len())],
+                rng.gen_range(0..stations.len()),
+                rng.gen_range(plan.outage_millis.0..=plan.outage_millis.1),
+                rng.gen_range(0..4096u64),
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        match kind {
+            1 => {
+                handle.kill(csms);
+                disk.crash(kept_unsynced);
+                tokio::time::sleep(Duration::from_millis(outage)).await;
+                handle.restart(csms);
+                counts.csms_crashes += 1;
+            }
+            2 => {
+                stations[station]
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .handle_reboot(now_millis());
+                handle.restart(station_nodes[station]);
+                counts.station_reboots += 1;
+            }
+            _ => {
+                let net = NetSim::current();
+                net.clog_node(station_nodes[station]);
+                tokio::time::sleep(Duration::from_millis(outage)).await;
+                net.unclog_node(station_nodes[station]);
+                counts.partitions += 1;
+            }
+        }
+    }
+    counts
 }

@@ -1,15 +1,18 @@
-//! The whole system under madsim, no faults yet: the real CSMS node on the durable log over
-//! a simulated disk, 5 stations × 2 connectors and 4 clients on their own simulated
-//! machines. Proves the same oracles as the loopback test (I1, I4, I5) hold in simulation,
-//! that the run is not vacuous, and that one seed gives one run (I9).
+//! The whole system under madsim: the real CSMS node on the durable log over a simulated
+//! disk, 5 stations × 2 connectors and 4 clients on their own simulated machines. Proves
+//! that the oracles (I1, I2, I3, I4, I5, I8) hold without faults and under a seed-drawn
+//! mix of CSMS crashes, station reboots, partitions and telemetry storms; that runs are not
+//! vacuous; and that one seed gives one run (I9).
 #![cfg(madsim)]
 
+use evsource_sims::faults::FaultPlan;
 use evsource_sims::unlock_race::{UnlockRace, run};
 
 #[madsim::test]
-async fn unlock_race_holds_the_unlock_invariants() {
-    let summary = run(&UnlockRace::default())
-        .await
+async fn unlock_race_without_faults_holds_the_invariants() {
+    let report = run(&UnlockRace::default()).await;
+    let summary = report
+        .verdict
         .unwrap_or_else(|violation| panic!("{violation}"));
     assert!(
         summary.requests >= 5,
@@ -21,24 +24,48 @@ async fn unlock_race_holds_the_unlock_invariants() {
     );
 }
 
+#[madsim::test]
+async fn unlock_race_under_seed_drawn_faults_holds_the_invariants() {
+    let mut faults = FaultPlan::draw();
+    // This test always injects something; the swarm also covers fault-free seeds.
+    faults.csms_crash = true;
+    let report = run(&UnlockRace {
+        faults: faults.clone(),
+        ..UnlockRace::default()
+    })
+    .await;
+    let summary = report
+        .verdict
+        .unwrap_or_else(|violation| panic!("{violation} under {faults}"));
+    let struck =
+        report.faults.csms_crashes + report.faults.station_reboots + report.faults.partitions;
+    assert!(struck > 0, "faults really struck: {:?}", report.faults);
+    assert!(summary.requests >= 1, "{summary:?}");
+}
+
 /// Runs each seed twice and compares every random draw (madsim's determinism checker).
 /// Several seeds, because a leak of outside randomness (tokio's own RNG, a HashMap's
 /// order) shows on most seeds but not necessarily on one.
 #[test]
 fn one_seed_gives_one_run() {
     for seed in 1..=8 {
-        let summary = madsim::runtime::Runtime::check_determinism(
+        let verdict = madsim::runtime::Runtime::check_determinism(
             seed,
             madsim::Config::default(),
             || async {
-                run(&UnlockRace {
+                let scenario = UnlockRace {
                     requests_per_client: 4,
+                    faults: FaultPlan::draw(),
                     ..UnlockRace::default()
-                })
-                .await
-                .map_err(|v| v.to_string())
+                };
+                let report = run(&scenario).await;
+                (
+                    report.verdict.map_err(|v| v.to_string()),
+                    report.faults,
+                    report.simulated,
+                )
             },
         );
-        assert!(summary.is_ok(), "seed {seed}: {summary:?}");
+        assert!(verdict.0.is_ok(), "seed {seed}: {verdict:?}");
     }
 }

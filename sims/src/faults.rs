@@ -1,0 +1,95 @@
+//! Which faults a run injects, drawn from the seed (swarm testing: every seed its own mix).
+
+use std::fmt;
+use std::time::Duration;
+
+use madsim::rand::Rng;
+
+/// The faults enabled for one run and how often they strike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultPlan {
+    /// F1: the CSMS node crashes (losing memory and unsynced writes) and restarts.
+    pub csms_crash: bool,
+    /// F2: a station reboots, losing its volatile state.
+    pub station_reboot: bool,
+    /// F3: a station is cut off from the network for a while, then healed.
+    pub partition: bool,
+    /// F9: stations heartbeat every second during commands.
+    pub telemetry_storm: bool,
+    /// How long faults are injected before everything heals.
+    pub fault_phase: Duration,
+    /// Pause between two faults, drawn uniformly from this range (milliseconds).
+    pub interval_millis: (u64, u64),
+    /// How long a crashed node stays down or a partition lasts (milliseconds).
+    pub outage_millis: (u64, u64),
+}
+
+impl FaultPlan {
+    /// No faults at all.
+    pub fn none() -> FaultPlan {
+        FaultPlan {
+            csms_crash: false,
+            station_reboot: false,
+            partition: false,
+            telemetry_storm: false,
+            fault_phase: Duration::ZERO,
+            interval_millis: (1, 1),
+            outage_millis: (1, 1),
+        }
+    }
+
+    /// Draws a plan from the simulator's seeded generator: each fault on with
+    /// probability one half, at a seed-chosen rate.
+    pub fn draw() -> FaultPlan {
+        let mut rng = madsim::rand::thread_rng();
+        let interval_low = rng.gen_range(2_000..20_000);
+        FaultPlan {
+            csms_crash: rng.gen_bool(0.5),
+            station_reboot: rng.gen_bool(0.5),
+            partition: rng.gen_bool(0.5),
+            telemetry_storm: rng.gen_bool(0.5),
+            fault_phase: Duration::from_secs(rng.gen_range(60..300)),
+            interval_millis: (interval_low, interval_low * 3),
+            outage_millis: (500, rng.gen_range(1_000..30_000)),
+        }
+    }
+
+    pub fn any(&self) -> bool {
+        self.csms_crash || self.station_reboot || self.partition
+    }
+}
+
+impl fmt::Display for FaultPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = |enabled: bool| if enabled { "on" } else { "off" };
+        write!(
+            f,
+            "F1 csms-crash {} · F2 station-reboot {} · F3 partition {} · F9 telemetry-storm {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
+            on(self.csms_crash),
+            on(self.station_reboot),
+            on(self.partition),
+            on(self.telemetry_storm),
+            self.fault_phase.as_secs(),
+            self.interval_millis.0,
+            self.interval_millis.1,
+            self.outage_millis.0,
+            self.outage_millis.1,
+        )
+    }
+}
+
+/// How many faults of each kind a run injected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub csms_crashes: u64,
+    pub station_reboots: u64,
+    pub partitions: u64,
+}
+
+impl FaultCounts {
+    pub fn add(&mut self, other: &FaultCounts) {
+        self.csms_crashes += other.csms_crashes;
+        self.station_reboots += other.station_reboots;
+        self.partitions += other.partitions;
+    }
+}
