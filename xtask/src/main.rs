@@ -2,7 +2,7 @@
 //!
 //! * `test` — everything CI runs: fmt check, clippy (warnings denied), every test, and the
 //!   simulation scenarios under madsim in their own target directory.
-//! * `sim`  — the seeded simulation swarm (arrives with the simulator; until then it says so).
+//! * `sim`  — the seeded simulation swarm, or one seed (`sim run --seed S`).
 
 use std::process::{Command, ExitCode};
 
@@ -11,19 +11,16 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test    fmt check, clippy with warnings denied, unit/property/integration tests,
           and the madsim simulation scenarios
-  sim     seeded simulation swarm (not built yet: see README, 'Status')";
+  sim     the seeded simulation swarm (release build with --cfg madsim in target/sim):
+            cargo xtask sim                       default swarm, 200 seeds
+            cargo xtask sim swarm --seeds N [--first S] [--scenario X] [--jobs J]
+            cargo xtask sim run --seed S          one seed, reproducibly";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") if args.len() == 1 => run_all(&test_steps()),
-        Some("sim") => {
-            eprintln!(
-                "cargo xtask sim: the simulator is not built yet. It arrives with the simulator \
-                 issue; see README.md, 'Status'. Nothing was run."
-            );
-            ExitCode::from(2)
-        }
+        Some("sim") => simulate(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -92,6 +89,25 @@ fn test_steps() -> Vec<Step> {
             env: SIMULATION_ENV,
         },
         Step {
+            name: "simulation swarm (200 seeds, release)",
+            program: "cargo",
+            args: &[
+                "run",
+                "--quiet",
+                "--release",
+                "--locked",
+                "--package",
+                "evsource-sims",
+                "--bin",
+                "evsource-sim",
+                "--",
+                "swarm",
+                "--seeds",
+                "200",
+            ],
+            env: SIMULATION_ENV,
+        },
+        Step {
             name: "simulation lints (madsim)",
             program: "cargo",
             args: &[
@@ -107,6 +123,33 @@ fn test_steps() -> Vec<Step> {
             env: SIMULATION_ENV,
         },
     ]
+}
+
+/// Builds the simulator in release with `--cfg madsim` and runs it with `args`.
+fn simulate(args: &[String]) -> ExitCode {
+    let mut command = Command::new("cargo");
+    command
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--locked",
+            "--package",
+            "evsource-sims",
+            "--bin",
+            "evsource-sim",
+            "--",
+        ])
+        .args(args)
+        .envs(SIMULATION_ENV.iter().copied());
+    match command.status() {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(status.code().map_or(1, |code| code.clamp(1, 255) as u8)),
+        Err(error) => {
+            eprintln!("could not start cargo: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run_all(steps: &[Step]) -> ExitCode {
