@@ -82,9 +82,9 @@ fn record_ends(disk: &SimDisk, appends: usize) -> Vec<(usize, usize)> {
     let mut offset = 64usize;
     for _ in 0..appends {
         let body_len =
-            u32::from_le_bytes(bytes[offset + 8..offset + 12].try_into().unwrap()) as usize;
-        let body_end = offset + 16 + body_len;
-        offset += (16 + body_len).next_multiple_of(8);
+            u32::from_le_bytes(bytes[offset + 4..offset + 8].try_into().unwrap()) as usize;
+        let body_end = offset + 24 + body_len;
+        offset += (24 + body_len).next_multiple_of(8);
         ends.push((body_end, offset));
     }
     ends

@@ -14,6 +14,9 @@ pub struct FaultPlan {
     pub station_reboot: bool,
     /// F3: a station is cut off from the network for a while, then healed.
     pub partition: bool,
+    /// F6/F7: a slow disk — every sync takes this long, so a crash (F1) can land between a
+    /// group's write and its sync and leave a torn tail for recovery.
+    pub sync_latency_millis: Option<u64>,
     /// F9: stations heartbeat every second during commands.
     pub telemetry_storm: bool,
     /// How long faults are injected before everything heals.
@@ -31,6 +34,7 @@ impl FaultPlan {
             csms_crash: false,
             station_reboot: false,
             partition: false,
+            sync_latency_millis: None,
             telemetry_storm: false,
             fault_phase: Duration::ZERO,
             interval_millis: (1, 1),
@@ -47,6 +51,7 @@ impl FaultPlan {
             csms_crash: rng.gen_bool(0.5),
             station_reboot: rng.gen_bool(0.5),
             partition: rng.gen_bool(0.5),
+            sync_latency_millis: rng.gen_bool(0.5).then(|| rng.gen_range(1..50)),
             telemetry_storm: rng.gen_bool(0.5),
             fault_phase: Duration::from_secs(rng.gen_range(60..300)),
             interval_millis: (interval_low, interval_low * 3),
@@ -64,10 +69,12 @@ impl fmt::Display for FaultPlan {
         let on = |enabled: bool| if enabled { "on" } else { "off" };
         write!(
             f,
-            "F1 csms-crash {} · F2 station-reboot {} · F3 partition {} · F9 telemetry-storm {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
+            "F1 csms-crash {} · F2 station-reboot {} · F3 partition {} · F6/F7 slow-disk {} · F9 telemetry-storm {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
             on(self.csms_crash),
             on(self.station_reboot),
             on(self.partition),
+            self.sync_latency_millis
+                .map_or("off".to_owned(), |ms| format!("{ms} ms/sync")),
             on(self.telemetry_storm),
             self.fault_phase.as_secs(),
             self.interval_millis.0,

@@ -22,7 +22,7 @@ use evsource::oracles::{
 };
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
-use evsource::storage::SimDisk;
+use evsource::storage::{SimDisk, SimDiskFaults};
 use evsource::store::{LogConfig, LogStore};
 use madsim::net::NetSim;
 use madsim::rand::Rng;
@@ -86,6 +86,12 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     let handle = Handle::current();
     let started = tokio::time::Instant::now();
     let disk = SimDisk::new();
+    if let Some(latency) = scenario.faults.sync_latency_millis {
+        disk.set_faults(SimDiskFaults {
+            sync_latency: Duration::from_millis(latency),
+            ..SimDiskFaults::default()
+        });
+    }
     let slot: StoreSlot = Arc::new(Mutex::new(None));
     let heartbeat_interval_secs = if scenario.faults.telemetry_storm {
         1

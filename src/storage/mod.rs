@@ -25,6 +25,13 @@ pub trait Storage: Send + Sync + Debug + 'static {
     fn create(&self, name: &str, len: u64, prefix: &[u8]) -> io::Result<Arc<dyn StorageFile>>;
     /// How errors name a file: a path for real storage.
     fn describe(&self, name: &str) -> String;
+
+    /// How long a sync takes, for a simulated slow disk; the simulator's flusher lets this
+    /// much virtual time pass between a group's write and its sync. Real storage: zero
+    /// (the sync itself takes the time).
+    fn sync_latency(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// One open file. Offsets are absolute; there is no cursor.

@@ -19,6 +19,8 @@ pub struct SimDiskFaults {
     pub fail_syncs: bool,
     /// Reads that cover `(file, offset)` see that byte with its lowest bit flipped.
     pub flip_on_read: Option<(String, u64)>,
+    /// A slow disk: every sync takes this long (in the simulator's virtual time).
+    pub sync_latency: std::time::Duration,
 }
 
 /// Counters for tests that check how the log uses the disk (e.g. group commit).
@@ -166,6 +168,10 @@ impl Storage for SimDisk {
 
     fn describe(&self, name: &str) -> String {
         format!("simdisk:{name}")
+    }
+
+    fn sync_latency(&self) -> std::time::Duration {
+        self.lock().faults.sync_latency
     }
 }
 

@@ -12,11 +12,13 @@
 //!        32..36  CRC-32 of bytes 0..32
 //!        36..64  zero
 //! record  0..4   magic "EvR1"
-//!         4..8   CRC-32 of bytes 8..16+body_len (length, kind, reserved, body)
-//!         8..12  body_len
-//!        12      kind: 1 append, 2 snapshot
-//!        13..16  zero
-//!        16..    body, then zero padding to a multiple of 8
+//!         4..8   body_len
+//!         8      kind: 1 append, 2 snapshot
+//!         9..12  zero
+//!        12..16  CRC-32 of bytes 0..12 (the header vouches for its own length)
+//!        16..20  CRC-32 of the body
+//!        20..24  zero
+//!        24..    body, then zero padding to a multiple of 8
 //! append body:   first position u64, first version u64, stream (u16 len + bytes),
 //!                event count u32, events
 //! event:         id u128, flags u8 (bit0 command, bit1 causation, bit2 correlation),
@@ -27,7 +29,9 @@
 //!                state (u32 len + bytes)
 //! ```
 //!
-//! One append is one record, so a torn write loses whole appends, never part of one.
+//! One append is one record, so a torn write loses whole appends, never part of one. The
+//! header has its own checksum so that recovery can trust a record's length — or know
+//! it must not — when deciding whether damage is a torn tail (see `recovery.rs`).
 
 use crate::core::types::{
     CommandId, EventData, EventId, GlobalPosition, Metadata, Snapshot, StreamId, StreamVersion,
@@ -37,7 +41,7 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"EVSRCLOG";
 pub const FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"EvR1");
-pub const RECORD_HEADER_BYTES: usize = 16;
+pub const RECORD_HEADER_BYTES: usize = 24;
 pub const RECORD_ALIGN: usize = 8;
 pub const KIND_APPEND: u8 = 1;
 pub const KIND_SNAPSHOT: u8 = 2;
@@ -56,6 +60,7 @@ pub enum FormatError {
     BadMagic,
     UnsupportedVersion(u32),
     ChecksumMismatch,
+    HeaderChecksumMismatch,
     Truncated,
     BadLength(u64),
     UnknownKind(u8),
@@ -73,6 +78,7 @@ impl std::fmt::Display for FormatError {
                 "format version {v} is not supported (this build reads version {FORMAT_VERSION})"
             ),
             FormatError::ChecksumMismatch => f.write_str("checksum mismatch"),
+            FormatError::HeaderChecksumMismatch => f.write_str("record header checksum mismatch"),
             FormatError::Truncated => f.write_str("record truncated"),
             FormatError::BadLength(length) => write!(f, "implausible length {length}"),
             FormatError::UnknownKind(kind) => write!(f, "unknown record kind {kind}"),
@@ -147,13 +153,15 @@ pub fn event_bytes_max(event: &EventData) -> usize {
 fn encode_record(out: &mut Vec<u8>, kind: u8, write_body: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
-    out.extend_from_slice(&[0u8; 12]);
+    out.extend_from_slice(&[0u8; RECORD_HEADER_BYTES - 4]);
     write_body(out);
     let body_len = out.len() - start - RECORD_HEADER_BYTES;
-    out[start + 8..start + 12].copy_from_slice(&(body_len as u32).to_le_bytes());
-    out[start + 12] = kind;
-    let crc = crc32fast::hash(&out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&(body_len as u32).to_le_bytes());
+    out[start + 8] = kind;
+    let header_crc = crc32fast::hash(&out[start..start + 12]);
+    out[start + 12..start + 16].copy_from_slice(&header_crc.to_le_bytes());
+    let body_crc = crc32fast::hash(&out[start + RECORD_HEADER_BYTES..]);
+    out[start + 16..start + 20].copy_from_slice(&body_crc.to_le_bytes());
     out.resize(start + record_bytes(body_len), 0);
 }
 
@@ -237,30 +245,39 @@ pub fn is_end_marker(bytes: &[u8]) -> bool {
     bytes.iter().all(|&b| b == 0)
 }
 
+/// Checks a record header (magic, its own checksum, reserved bytes, length, kind).
 pub fn decode_record_header(
     bytes: &[u8; RECORD_HEADER_BYTES],
     body_len_max: u64,
 ) -> Result<RecordHeader, FormatError> {
-    let magic = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes"));
-    if magic != RECORD_MAGIC {
+    let word = |range: std::ops::Range<usize>| {
+        u32::from_le_bytes(bytes[range].try_into().expect("4 bytes"))
+    };
+    if word(0..4) != RECORD_MAGIC {
         return Err(FormatError::BadMagic);
     }
-    let body_len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if word(12..16) != crc32fast::hash(&bytes[0..12]) {
+        return Err(FormatError::HeaderChecksumMismatch);
+    }
+    if bytes[9..12].iter().chain(&bytes[20..24]).any(|&b| b != 0) {
+        return Err(FormatError::NonZeroReserved);
+    }
+    let body_len = word(4..8);
     if u64::from(body_len) > body_len_max {
         return Err(FormatError::BadLength(u64::from(body_len)));
     }
-    let kind = bytes[12];
+    let kind = bytes[8];
     if kind != KIND_APPEND && kind != KIND_SNAPSHOT {
         return Err(FormatError::UnknownKind(kind));
     }
     Ok(RecordHeader {
-        crc: u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")),
+        crc: word(16..20),
         body_len,
         kind,
     })
 }
 
-/// Verifies the checksum of a whole record (header included) and returns its body.
+/// Verifies a whole record (header and body checksums, zero padding); returns its body.
 pub fn verify_record(record: &[u8]) -> Result<&[u8], FormatError> {
     let header: &[u8; RECORD_HEADER_BYTES] = record
         .get(..RECORD_HEADER_BYTES)
@@ -271,7 +288,7 @@ pub fn verify_record(record: &[u8]) -> Result<&[u8], FormatError> {
     if record.len() < end {
         return Err(FormatError::Truncated);
     }
-    if crc32fast::hash(&record[8..end]) != parsed.crc {
+    if crc32fast::hash(&record[RECORD_HEADER_BYTES..end]) != parsed.crc {
         return Err(FormatError::ChecksumMismatch);
     }
     // Padding is not checksummed, so it must be zero: then every byte is checked.
@@ -499,7 +516,7 @@ mod tests {
             &[sample_event(1)],
         );
         let body_end =
-            RECORD_HEADER_BYTES + u32::from_le_bytes(out[8..12].try_into().unwrap()) as usize;
+            RECORD_HEADER_BYTES + u32::from_le_bytes(out[4..8].try_into().unwrap()) as usize;
         for byte in 0..body_end {
             for bit in 0..8 {
                 let mut damaged = out.clone();

@@ -364,71 +364,103 @@ impl Shared {
     /// Flushes groups until nothing is queued. Runs on a blocking thread (real I/O) or as a
     /// simulator task; never inside an appender's future, so cancelling an appender cannot
     /// strand the group.
+    #[cfg(not(madsim))]
     fn flush_until_idle(&self) {
-        loop {
-            let (chunks, group, event_count, segments) = {
-                let mut state = self.lock();
-                let open_group = state.open_group;
-                if state.queued.is_empty() && !state.waiters.iter().any(|w| w.group == open_group) {
-                    state.flushing = false;
-                    return;
-                }
-                state.open_group += 1;
-                (
-                    std::mem::take(&mut state.queued),
-                    open_group,
-                    state.index.event_count(),
-                    state.segments.clone(),
-                )
-            };
-            let written = self.write_group(&chunks, segments);
-            let mut state = self.lock();
-            let permits: usize;
-            match written {
-                Ok(new_segments) => {
-                    state.segments.extend(new_segments);
-                    state.durable_event_count = event_count;
-                    // Publish before acknowledging: an appender that got its answer must
-                    // find its events in every read, including `event_count`.
-                    self.durable_event_count.advance_to(event_count);
-                    let (done, pending): (Vec<Waiter>, Vec<Waiter>) =
-                        std::mem::take(&mut state.waiters)
-                            .into_iter()
-                            .partition(|w| w.group <= group);
-                    state.waiters = pending;
-                    permits = done.iter().map(|w| w.permits).sum();
-                    for waiter in done {
-                        complete(&mut state, waiter.reply);
-                    }
-                    drop(state);
-                }
-                Err(error) => {
-                    let message = format!("group commit failed: {error}");
-                    state.failure = Some(message.clone());
-                    state.flushing = false;
-                    state.queued.clear();
-                    let failed = std::mem::take(&mut state.waiters);
-                    drop(state);
-                    permits = failed.iter().map(|w| w.permits).sum();
-                    for waiter in failed {
-                        fail(waiter.reply, &message);
-                    }
-                    self.group_commit_permits.add_permits(permits);
-                    return;
-                }
+        while let Some(group) = self.take_group() {
+            let written = self.write_group(&group.chunks, group.segments.clone());
+            let synced = written.and_then(|written| self.sync_group(&written).map(|()| written));
+            if !self.finish_group(group, synced) {
+                return;
             }
-            self.group_commit_permits.add_permits(permits);
         }
     }
 
-    /// Writes one group: creates new segments, one write per chunk, one sync per segment.
+    /// The simulator's flusher: like [`flush_until_idle`](Self::flush_until_idle), but a
+    /// slow disk's sync latency passes in virtual time between the write and the sync —
+    /// the window in which a crash finds written but unsynced bytes.
+    #[cfg(madsim)]
+    async fn flush_until_idle_simulated(&self) {
+        while let Some(group) = self.take_group() {
+            let written = self.write_group(&group.chunks, group.segments.clone());
+            let latency = self.storage.sync_latency();
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            let synced = written.and_then(|written| self.sync_group(&written).map(|()| written));
+            if !self.finish_group(group, synced) {
+                return;
+            }
+        }
+    }
+
+    /// Takes everything queued as the next group; `None` (and no longer flushing) when
+    /// nothing is queued and nobody waits.
+    fn take_group(&self) -> Option<Group> {
+        let mut state = self.lock();
+        let open_group = state.open_group;
+        if state.queued.is_empty() && !state.waiters.iter().any(|w| w.group == open_group) {
+            state.flushing = false;
+            return None;
+        }
+        state.open_group += 1;
+        Some(Group {
+            chunks: std::mem::take(&mut state.queued),
+            number: open_group,
+            event_count: state.index.event_count(),
+            segments: state.segments.clone(),
+        })
+    }
+
+    /// Publishes a durable group and acknowledges its waiters, or poisons the log on
+    /// failure. Returns whether to go on flushing.
+    fn finish_group(&self, group: Group, synced: io::Result<Written>) -> bool {
+        let mut state = self.lock();
+        match synced {
+            Ok(written) => {
+                state.segments.extend(written.new_segments);
+                state.durable_event_count = group.event_count;
+                // Publish before acknowledging: an appender that got its answer must
+                // find its events in every read, including `event_count`.
+                self.durable_event_count.advance_to(group.event_count);
+                let (done, pending): (Vec<Waiter>, Vec<Waiter>) =
+                    std::mem::take(&mut state.waiters)
+                        .into_iter()
+                        .partition(|w| w.group <= group.number);
+                state.waiters = pending;
+                let permits = done.iter().map(|w| w.permits).sum();
+                for waiter in done {
+                    complete(&mut state, waiter.reply);
+                }
+                drop(state);
+                self.group_commit_permits.add_permits(permits);
+                true
+            }
+            Err(error) => {
+                let message = format!("group commit failed: {error}");
+                state.failure = Some(message.clone());
+                state.flushing = false;
+                state.queued.clear();
+                let failed = std::mem::take(&mut state.waiters);
+                drop(state);
+                let permits = failed.iter().map(|w| w.permits).sum();
+                for waiter in failed {
+                    fail(waiter.reply, &message);
+                }
+                self.group_commit_permits.add_permits(permits);
+                false
+            }
+        }
+    }
+
+    /// Writes one group: creates new segments and issues one write per chunk.
     fn write_group(
         &self,
         chunks: &[Chunk],
         mut segments: Vec<Arc<dyn StorageFile>>,
-    ) -> io::Result<Vec<Arc<dyn StorageFile>>> {
+    ) -> io::Result<Written> {
         let known = segments.len();
-        let mut touched: Vec<u32> = Vec::new();
+        let mut touched: Vec<Arc<dyn StorageFile>> = Vec::new();
+        let mut touched_segments: Vec<u32> = Vec::new();
         for chunk in chunks {
             if let Some(first_position) = chunk.create {
                 assert_eq!(
@@ -448,15 +480,38 @@ impl Shared {
                 );
             }
             segments[chunk.segment as usize].write_all_at(&chunk.bytes, chunk.offset)?;
-            if touched.last() != Some(&chunk.segment) {
-                touched.push(chunk.segment);
+            if touched_segments.last() != Some(&chunk.segment) {
+                touched_segments.push(chunk.segment);
+                touched.push(Arc::clone(&segments[chunk.segment as usize]));
             }
         }
-        for segment in touched {
-            segments[segment as usize].sync_data()?;
-        }
-        Ok(segments.split_off(known))
+        Ok(Written {
+            new_segments: segments.split_off(known),
+            touched,
+        })
     }
+
+    /// Makes a written group durable: one sync per segment it touched.
+    fn sync_group(&self, written: &Written) -> io::Result<()> {
+        for file in &written.touched {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// One group commit in flight.
+struct Group {
+    chunks: Vec<Chunk>,
+    number: u64,
+    event_count: u64,
+    segments: Vec<Arc<dyn StorageFile>>,
+}
+
+/// What writing a group produced.
+struct Written {
+    new_segments: Vec<Arc<dyn StorageFile>>,
+    touched: Vec<Arc<dyn StorageFile>>,
 }
 
 fn complete(state: &mut LogState, reply: Reply) {
@@ -492,7 +547,7 @@ fn spawn_flusher(shared: Arc<Shared>) {
     #[cfg(not(madsim))]
     tokio::task::spawn_blocking(move || shared.flush_until_idle());
     #[cfg(madsim)]
-    tokio::spawn(async move { shared.flush_until_idle() });
+    tokio::spawn(async move { shared.flush_until_idle_simulated().await });
 }
 
 fn unavailable_if_failed(state: &LogState) -> Result<(), String> {

@@ -212,7 +212,9 @@ impl SegmentScan<'_> {
         }
         self.ensure_nothing_valid_after(bytes, offset, &format!("a damaged record ({damage})"))?;
         // A torn write persists a prefix of the last group: past the torn record's extent
-        // (its header's length, or just the header when that is torn too) lies nothing.
+        // lies nothing. The extent is the header's length when the header's own checksum
+        // vouches for it, else just the header — so a damaged length can never make a
+        // damaged record swallow the records after it.
         let start = offset as usize;
         let header_bytes = bytes
             .get(start..start + RECORD_HEADER_BYTES)
