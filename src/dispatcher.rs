@@ -38,6 +38,20 @@ pub struct DispatcherConfig {
     pub undeliverable_after_millis: u64,
     /// Requests tracked at once; beyond it the dispatcher stops reading (backpressure).
     pub tracked_requests_max: usize,
+    /// When the checkpoint may pass a request. Only the simulator's naive design N4
+    /// changes it.
+    pub checkpoint: CheckpointPolicy,
+}
+
+/// When the dispatcher's checkpoint may pass an unlock request.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CheckpointPolicy {
+    /// Only once the request's outcome event has been read back (correct).
+    #[default]
+    AfterOutcome,
+    /// As soon as the request has been read — before the send is even confirmed. The
+    /// naive design N4 (`naive-early-checkpoint`): a crash forgets requests in flight.
+    OnRead,
 }
 
 impl Default for DispatcherConfig {
@@ -48,6 +62,7 @@ impl Default for DispatcherConfig {
             retry_max_millis: 30_000,
             undeliverable_after_millis: 300_000,
             tracked_requests_max: 10_000,
+            checkpoint: CheckpointPolicy::AfterOutcome,
         }
     }
 }
@@ -366,6 +381,7 @@ impl Dispatcher {
 
     fn advance_checkpoint(&mut self) {
         let candidate = match self.tracked.keys().next() {
+            _ if self.config.checkpoint == CheckpointPolicy::OnRead => self.last_read,
             // Everything before the oldest unresolved request is done.
             Some(oldest) => oldest.0.checked_sub(1).map(GlobalPosition),
             None => self.last_read,

@@ -17,6 +17,7 @@ fn config() -> DispatcherConfig {
         retry_max_millis: 1_000,
         undeliverable_after_millis: 10_000,
         tracked_requests_max: 100,
+        ..DispatcherConfig::default()
     }
 }
 
@@ -223,5 +224,23 @@ fn a_restart_from_the_checkpoint_sends_again_what_was_not_recorded() {
         sends(&effects(&mut restarted)).len(),
         1,
         "re-sent after the restart"
+    );
+}
+
+#[test]
+fn the_naive_early_checkpoint_passes_a_request_before_its_outcome() {
+    let mut naive = Dispatcher::new(
+        DispatcherConfig {
+            checkpoint: evsource::dispatcher::CheckpointPolicy::OnRead,
+            ..config()
+        },
+        None,
+    );
+    naive.handle_link("CP1", true, 0);
+    naive.handle_event(GlobalPosition(0), "CP1", &requested(1, "s1"), 0);
+    let effects = effects(&mut naive);
+    assert!(
+        effects.contains(&DispatchEffect::SaveCheckpoint(GlobalPosition(0))),
+        "N4 checkpoints at once: {effects:?}"
     );
 }

@@ -100,3 +100,29 @@ impl FaultCounts {
         self.partitions += other.partitions;
     }
 }
+
+/// Which design of the CSMS a run exercises (DESIGN §5). The correct design is the
+/// default; each naive one reproduces a seed document's mistake on purpose, and the swarm
+/// must find its violation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Design {
+    #[default]
+    Correct,
+    /// N4: the dispatcher advances its checkpoint before the send is confirmed.
+    NaiveEarlyCheckpoint,
+}
+
+impl Design {
+    pub const ALL: [Design; 2] = [Design::Correct, Design::NaiveEarlyCheckpoint];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Design::Correct => "correct",
+            Design::NaiveEarlyCheckpoint => "naive-early-checkpoint",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Design> {
+        Design::ALL.into_iter().find(|design| design.name() == name)
+    }
+}

@@ -24,7 +24,7 @@ mod cli {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use evsource_sims::faults::{FaultCounts, FaultPlan};
+    use evsource_sims::faults::{Design, FaultCounts, FaultPlan};
     use evsource_sims::unlock_race::{RunReport, UnlockRace, run};
 
     const USAGE: &str = "usage:
@@ -33,12 +33,13 @@ mod cli {
   evsource-sim run --seed S [--scenario X] [--design D]
 
 scenarios: unlock-race, all (today: unlock-race)
-designs:   correct (the naive designs N1-N6 are not built yet)";
+designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not built yet";
 
     #[derive(Debug)]
     struct Options {
         command: Command,
         scenario: String,
+        design: Design,
         jobs: usize,
     }
 
@@ -94,12 +95,14 @@ designs:   correct (the naive designs N1-N6 are not built yet)";
                 "unknown scenario '{scenario}'; known: unlock-race, all"
             ));
         }
-        let design = values.get("--design").copied().unwrap_or("correct");
-        if design != "correct" {
-            return Err(format!(
-                "unknown design '{design}'; only 'correct' exists yet"
-            ));
-        }
+        let design_name = values.get("--design").copied().unwrap_or("correct");
+        let design = Design::parse(design_name).ok_or_else(|| {
+            let known: Vec<&str> = Design::ALL.iter().map(|d| d.name()).collect();
+            format!(
+                "unknown design '{design_name}'; known: {}",
+                known.join(", ")
+            )
+        })?;
         let default_jobs = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let jobs = number("--jobs", Some(default_jobs))?.max(1) as usize;
         let command = if command == "run" {
@@ -115,34 +118,40 @@ designs:   correct (the naive designs N1-N6 are not built yet)";
         Ok(Options {
             command,
             scenario,
+            design,
             jobs,
         })
     }
 
     /// Runs one seed on a fresh OS thread: thread-local generators (tokio's, the rand
     /// crate's) must not carry over from a previous seed.
-    fn run_seed(seed: u64) -> (FaultPlan, RunReport) {
+    fn run_seed(seed: u64, design: Design) -> (FaultPlan, RunReport) {
         std::thread::spawn(move || {
             let runtime =
                 madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
             runtime.block_on(async {
                 let plan = FaultPlan::draw();
-                let report = run(&UnlockRace {
+                let scenario = UnlockRace {
                     faults: plan.clone(),
+                    design,
                     ..UnlockRace::default()
-                })
-                .await;
+                };
+                let report = run(&scenario).await;
                 (plan, report)
             })
         })
         .join()
-        .unwrap_or_else(|_| {
-            panic!("seed {seed} panicked; repro: cargo xtask sim run --seed {seed}")
-        })
+        .unwrap_or_else(|_| panic!("seed {seed} panicked; {}", repro(seed, design)))
     }
 
-    fn repro(seed: u64) -> String {
-        format!("repro: cargo xtask sim run --seed {seed}")
+    fn repro(seed: u64, design: Design) -> String {
+        match design {
+            Design::Correct => format!("repro: cargo xtask sim run --seed {seed}"),
+            other => format!(
+                "repro: cargo xtask sim run --seed {seed} --design {}",
+                other.name()
+            ),
+        }
     }
 
     pub fn main() -> ExitCode {
@@ -155,15 +164,24 @@ designs:   correct (the naive designs N1-N6 are not built yet)";
             }
         };
         match options.command {
-            Command::Run { seed } => run_one(seed),
-            Command::Swarm { first, seeds } => swarm(first, seeds, options.jobs, &options.scenario),
+            Command::Run { seed } => run_one(seed, options.design),
+            Command::Swarm { first, seeds } => swarm(
+                first,
+                seeds,
+                options.jobs,
+                &options.scenario,
+                options.design,
+            ),
         }
     }
 
-    fn run_one(seed: u64) -> ExitCode {
-        println!("seed {seed} · scenario unlock-race · design correct");
+    fn run_one(seed: u64, design: Design) -> ExitCode {
+        println!(
+            "seed {seed} · scenario unlock-race · design {}",
+            design.name()
+        );
         let wall = Instant::now();
-        let (plan, report) = run_seed(seed);
+        let (plan, report) = run_seed(seed, design);
         println!("faults: {plan}");
         println!(
             "injected: {} csms crashes, {} station reboots, {} partitions · simulated {:.1} s in {:.2} s wall",
@@ -187,7 +205,7 @@ designs:   correct (the naive designs N1-N6 are not built yet)";
             }
             Err(violation) => {
                 println!("FAILED: {violation}");
-                println!("{}", repro(seed));
+                println!("{}", repro(seed, design));
                 ExitCode::FAILURE
             }
         }
@@ -201,10 +219,11 @@ designs:   correct (the naive designs N1-N6 are not built yet)";
         failures: BTreeMap<&'static str, Vec<u64>>,
     }
 
-    fn swarm(first: u64, seeds: u64, jobs: usize, scenario: &str) -> ExitCode {
+    fn swarm(first: u64, seeds: u64, jobs: usize, scenario: &str, design: Design) -> ExitCode {
         println!(
-            "swarm: seeds {first}..{} · scenario {scenario} · design correct · {jobs} jobs",
-            first + seeds
+            "swarm: seeds {first}..{} · scenario {scenario} · design {} · {jobs} jobs",
+            first + seeds,
+            design.name()
         );
         let next = Arc::new(AtomicU64::new(first));
         let tally = Arc::new(Mutex::new(Tally::default()));
@@ -218,7 +237,7 @@ designs:   correct (the naive designs N1-N6 are not built yet)";
                         if seed >= first + seeds {
                             return;
                         }
-                        let (_, report) = run_seed(seed);
+                        let (_, report) = run_seed(seed, design);
                         let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
                         tally.done += 1;
                         tally.simulated += report.simulated;
@@ -261,7 +280,7 @@ designs:   correct (the naive designs N1-N6 are not built yet)";
         }
         for failing in tally.failures.values() {
             for seed in failing {
-                println!("{}", repro(*seed));
+                println!("{}", repro(*seed, design));
             }
         }
         if failed == 0 {

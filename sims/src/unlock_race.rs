@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use evsource::chargepoint::{ChargePoint, ChargePointConfig};
 use evsource::core::{CommandId, GlobalPosition, RecordedEvent};
-use evsource::dispatcher::DispatcherConfig;
+use evsource::dispatcher::{CheckpointPolicy, DispatcherConfig};
 use evsource::handler::HandlerConfig;
 use evsource::node::api::ApiCommand;
 use evsource::node::client::ApiClient;
@@ -28,7 +28,7 @@ use madsim::net::NetSim;
 use madsim::rand::Rng;
 use madsim::runtime::Handle;
 
-use crate::faults::{FaultCounts, FaultPlan};
+use crate::faults::{Design, FaultCounts, FaultPlan};
 
 /// The shape of one run.
 #[derive(Clone, Debug)]
@@ -40,6 +40,7 @@ pub struct UnlockRace {
     /// After the faults heal, every request must have its outcome within this time.
     pub liveness_deadline: Duration,
     pub faults: FaultPlan,
+    pub design: Design,
 }
 
 impl Default for UnlockRace {
@@ -51,6 +52,7 @@ impl Default for UnlockRace {
             requests_per_client: 10,
             liveness_deadline: Duration::from_secs(600),
             faults: FaultPlan::none(),
+            design: Design::Correct,
         }
     }
 }
@@ -98,6 +100,10 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     } else {
         10
     };
+    let checkpoint = match scenario.design {
+        Design::Correct => CheckpointPolicy::AfterOutcome,
+        Design::NaiveEarlyCheckpoint => CheckpointPolicy::OnRead,
+    };
 
     let csms = {
         let (disk, slot) = (disk.clone(), slot.clone());
@@ -128,6 +134,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                         },
                         dispatcher: DispatcherConfig {
                             call_timeout_millis: 5_000,
+                            checkpoint,
                             ..DispatcherConfig::default()
                         },
                         handler: HandlerConfig::default(),
