@@ -187,14 +187,7 @@ impl EventStore for MemoryStore {
             .check_snapshot(&snapshot.state)
             .map_err(SnapshotError::LimitExceeded)?;
         let actual = state.index.current_version(stream);
-        let in_stream = matches!(actual, CurrentVersion::Current(v) if snapshot.version <= v);
-        if !in_stream {
-            return Err(SnapshotError::VersionNotInStream {
-                stream: stream.clone(),
-                version: snapshot.version,
-                actual,
-            });
-        }
+        crate::store::check_snapshot_in_stream(stream, snapshot.version, actual)?;
         let existing = state.snapshots.get(stream).map(|s| s.version);
         if crate::store::snapshot_replaces(existing, snapshot.version) {
             state.snapshots.insert(stream.clone(), snapshot);

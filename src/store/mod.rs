@@ -185,6 +185,22 @@ pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     ) -> impl Future<Output = Result<Option<Snapshot>, ReadError>> + Send;
 }
 
+/// A snapshot must describe a version the stream has.
+pub(crate) fn check_snapshot_in_stream(
+    stream: &StreamId,
+    version: StreamVersion,
+    actual: CurrentVersion,
+) -> Result<(), SnapshotError> {
+    match actual {
+        CurrentVersion::Current(last) if version <= last => Ok(()),
+        _ => Err(SnapshotError::VersionNotInStream {
+            stream: stream.clone(),
+            version,
+            actual,
+        }),
+    }
+}
+
 /// Whether a snapshot at `candidate` may replace `existing`: an older snapshot never
 /// replaces a newer one (concurrent savers may race).
 pub(crate) fn snapshot_replaces(existing: Option<StreamVersion>, candidate: StreamVersion) -> bool {

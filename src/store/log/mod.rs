@@ -755,13 +755,7 @@ impl EventStore for LogStore {
                 None => CurrentVersion::NoStream,
                 Some(len) => CurrentVersion::Current(StreamVersion(len as u64 - 1)),
             };
-            if !matches!(actual, CurrentVersion::Current(v) if snapshot.version <= v) {
-                return Err(SnapshotError::VersionNotInStream {
-                    stream: stream.clone(),
-                    version: snapshot.version,
-                    actual,
-                });
-            }
+            crate::store::check_snapshot_in_stream(stream, snapshot.version, actual)?;
             let location =
                 LogStore::queue_record(&mut state, self.shared.config.segment_bytes, bytes);
             permit.forget();
