@@ -225,26 +225,34 @@ pub fn check_store_shape(events: &[RecordedEvent]) -> Result<(), Violation> {
     Ok(())
 }
 
-/// **I8** — a command id took effect at most once: all events carrying it were written by
-/// one append (one stream, consecutive positions).
+/// **I8** — a command id took effect at most once. One decision's events carry ids
+/// `EventId::derive(command, 0..n)`, so every event that is the first of a decision
+/// (index 0) — or carries an id not derived from its command at all, as a naive writer's
+/// would — counts as one application; a command may have at most one.
 pub fn check_commands_once(events: &[RecordedEvent]) -> Result<(), Violation> {
-    let mut last_seen: BTreeMap<crate::core::types::CommandId, &RecordedEvent> = BTreeMap::new();
+    const EVENTS_PER_DECISION_MAX: u32 = 1024;
+    let mut applications: BTreeMap<crate::core::types::CommandId, Vec<GlobalPosition>> =
+        BTreeMap::new();
     for event in events {
         let Some(command) = event.metadata.command_id else {
             continue;
         };
-        if let Some(previous) = last_seen.get(&command)
-            && (previous.stream != event.stream || previous.position.next() != event.position)
-        {
-            return Err(Violation {
-                invariant: "I8",
-                detail: format!(
-                    "command {command} took effect twice: at {} on {} and at {} on {}",
-                    previous.position, previous.stream, event.position, event.stream
-                ),
-            });
+        let first_of_decision = event.id == crate::core::types::EventId::derive(command, 0);
+        let derived = first_of_decision
+            || (1..EVENTS_PER_DECISION_MAX)
+                .any(|index| event.id == crate::core::types::EventId::derive(command, index));
+        if first_of_decision || !derived {
+            let positions = applications.entry(command).or_default();
+            positions.push(event.position);
+            if positions.len() > 1 {
+                return Err(Violation {
+                    invariant: "I8",
+                    detail: format!(
+                        "command {command} took effect more than once: at {positions:?}"
+                    ),
+                });
+            }
         }
-        last_seen.insert(command, event);
     }
     Ok(())
 }

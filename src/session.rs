@@ -56,7 +56,8 @@ pub enum SessionOutput {
     },
     /// The station answered the dispatcher's CALL with a CALLERROR.
     RemoteStartFailed { call_id: String },
-    /// The boot was accepted: the dispatcher may send to this station.
+    /// The station has shown on this connection that it considers its boot accepted (it
+    /// sent a CALL other than BootNotification): the dispatcher may send to it.
     Online,
 }
 
@@ -66,6 +67,8 @@ pub struct StationSession {
     station: String,
     config: SessionConfig,
     accepted: bool,
+    /// `Online` was emitted on this connection.
+    online: bool,
     /// The dispatcher's CALL in flight: message id, connector, idTag.
     outgoing: Option<(String, u32, String)>,
     answered: VecDeque<(String, String)>,
@@ -79,6 +82,7 @@ impl StationSession {
             station: station.into(),
             config,
             accepted: false,
+            online: false,
             outgoing: None,
             answered: VecDeque::new(),
             transmit: VecDeque::new(),
@@ -87,12 +91,14 @@ impl StationSession {
     }
 
     /// A new connection of a station accepted before (the mirror knows): stations do not
-    /// repeat BootNotification on a reconnect, only after a reboot, so the session starts
-    /// accepted and the dispatcher may send at once.
+    /// repeat BootNotification on a reconnect, only after a reboot, so the session accepts
+    /// its CALLs at once. It goes `Online` only when the station proves it considers itself
+    /// accepted, by sending a CALL other than BootNotification: a station that rebooted
+    /// answers every request with a refusal until its new boot is accepted, and a refused
+    /// RemoteStart must never be mistaken for the station's verdict on the request.
     pub fn resume_accepted(station: impl Into<String>, config: SessionConfig) -> StationSession {
         let mut session = StationSession::new(station, config);
         session.accepted = true;
-        session.outputs.push_back(SessionOutput::Online);
         session
     }
 
@@ -152,6 +158,10 @@ impl StationSession {
             );
             return self.answer(id, reply);
         }
+        if !self.online && !matches!(request, StationRequest::BootNotification(_)) {
+            self.online = true;
+            self.outputs.push_back(SessionOutput::Online);
+        }
         let current_time = format_rfc3339(now_millis);
         let result = match request {
             StationRequest::BootNotification(boot) => {
@@ -161,7 +171,6 @@ impl StationSession {
                         vendor: boot.charge_point_vendor,
                         model: boot.charge_point_model,
                     }));
-                self.outputs.push_back(SessionOutput::Online);
                 let conf = BootNotificationConf {
                     status: RegistrationStatus::Accepted,
                     current_time,

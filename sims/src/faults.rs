@@ -110,15 +110,26 @@ pub enum Design {
     Correct,
     /// N4: the dispatcher advances its checkpoint before the send is confirmed.
     NaiveEarlyCheckpoint,
+    /// N2: validate against a lagging read model, append without an expected version.
+    NaiveReadModel,
+    /// N3: a read-then-write version check outside the store.
+    NaiveVersionCheck,
 }
 
 impl Design {
-    pub const ALL: [Design; 2] = [Design::Correct, Design::NaiveEarlyCheckpoint];
+    pub const ALL: [Design; 4] = [
+        Design::Correct,
+        Design::NaiveEarlyCheckpoint,
+        Design::NaiveReadModel,
+        Design::NaiveVersionCheck,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Design::Correct => "correct",
             Design::NaiveEarlyCheckpoint => "naive-early-checkpoint",
+            Design::NaiveReadModel => "naive-read-model",
+            Design::NaiveVersionCheck => "naive-version-check",
         }
     }
 

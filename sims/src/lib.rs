@@ -6,6 +6,8 @@
 //! does). Without the cfg this crate is empty: the simulation cannot run on real tokio.
 
 #[cfg(madsim)]
+pub mod bank;
+#[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
 pub mod unlock_race;

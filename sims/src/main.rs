@@ -1,4 +1,4 @@
-//! `evsource-sim`: run one seed or a swarm of seeds of a simulation scenario.
+//! `evsource-sim`: run one seed or a swarm of seeds of the simulation scenarios.
 //! Usually started through `cargo xtask sim`, which builds it with `--cfg madsim`.
 
 #[cfg(not(madsim))]
@@ -18,27 +18,73 @@ fn main() -> std::process::ExitCode {
 #[cfg(madsim)]
 mod cli {
     use std::collections::BTreeMap;
-    use std::io::Write;
+    use std::io::{IsTerminal, Write};
     use std::process::ExitCode;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
+    use evsource::oracles::Violation;
+    use evsource_sims::bank::{self, BankWorkload};
     use evsource_sims::faults::{Design, FaultCounts, FaultPlan};
-    use evsource_sims::unlock_race::{RunReport, UnlockRace, run};
+    use evsource_sims::unlock_race::{self, UnlockRace};
+    use madsim::rand::Rng;
 
     const USAGE: &str = "usage:
   evsource-sim                                  default swarm: 200 seeds of all scenarios
   evsource-sim swarm --seeds N [--first S] [--scenario X] [--design D] [--jobs J]
   evsource-sim run --seed S [--scenario X] [--design D]
 
-scenarios: unlock-race, all (today: unlock-race)
-designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not built yet";
+scenarios: unlock-race, withdraw, double-submit, all (a seed-chosen mix; the default)
+designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
+           naive-read-model (N2, withdraw), naive-version-check (N3, double-submit)";
+
+    /// A scenario the simulator can run.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Scenario {
+        UnlockRace,
+        Withdraw,
+        DoubleSubmit,
+    }
+
+    impl Scenario {
+        const ALL: [Scenario; 3] = [
+            Scenario::UnlockRace,
+            Scenario::Withdraw,
+            Scenario::DoubleSubmit,
+        ];
+
+        fn name(self) -> &'static str {
+            match self {
+                Scenario::UnlockRace => "unlock-race",
+                Scenario::Withdraw => "withdraw",
+                Scenario::DoubleSubmit => "double-submit",
+            }
+        }
+
+        /// The scenario a naive design reproduces its mistake in.
+        fn of_design(design: Design) -> Option<Scenario> {
+            match design {
+                Design::Correct => None,
+                Design::NaiveEarlyCheckpoint => Some(Scenario::UnlockRace),
+                Design::NaiveReadModel => Some(Scenario::Withdraw),
+                Design::NaiveVersionCheck => Some(Scenario::DoubleSubmit),
+            }
+        }
+    }
+
+    /// Which scenarios a run may pick from.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Selection {
+        One(Scenario),
+        /// Each seed picks one.
+        All,
+    }
 
     #[derive(Debug)]
     struct Options {
         command: Command,
-        scenario: String,
+        selection: Selection,
         design: Design,
         jobs: usize,
     }
@@ -85,16 +131,6 @@ designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not
                 None => default.ok_or_else(|| format!("{flag} is required")),
             }
         };
-        let scenario = values
-            .get("--scenario")
-            .copied()
-            .unwrap_or("all")
-            .to_owned();
-        if !["all", "unlock-race"].contains(&scenario.as_str()) {
-            return Err(format!(
-                "unknown scenario '{scenario}'; known: unlock-race, all"
-            ));
-        }
         let design_name = values.get("--design").copied().unwrap_or("correct");
         let design = Design::parse(design_name).ok_or_else(|| {
             let known: Vec<&str> = Design::ALL.iter().map(|d| d.name()).collect();
@@ -103,6 +139,32 @@ designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not
                 known.join(", ")
             )
         })?;
+        let selection = match values.get("--scenario").copied().unwrap_or("all") {
+            "all" => match Scenario::of_design(design) {
+                Some(scenario) => Selection::One(scenario),
+                None => Selection::All,
+            },
+            name => {
+                let scenario = Scenario::ALL
+                    .into_iter()
+                    .find(|s| s.name() == name)
+                    .ok_or_else(|| {
+                        let known: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                        format!(
+                            "unknown scenario '{name}'; known: {}, all",
+                            known.join(", ")
+                        )
+                    })?;
+                if Scenario::of_design(design).is_some_and(|own| own != scenario) {
+                    return Err(format!(
+                        "design '{}' applies to scenario '{}', not '{name}'",
+                        design.name(),
+                        Scenario::of_design(design).map_or("", Scenario::name)
+                    ));
+                }
+                Selection::One(scenario)
+            }
+        };
         let default_jobs = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let jobs = number("--jobs", Some(default_jobs))?.max(1) as usize;
         let command = if command == "run" {
@@ -117,41 +179,70 @@ designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not
         };
         Ok(Options {
             command,
-            scenario,
+            selection,
             design,
             jobs,
         })
     }
 
+    /// What one seed did.
+    struct SeedResult {
+        scenario: Scenario,
+        plan: FaultPlan,
+        verdict: Result<String, Violation>,
+        faults: FaultCounts,
+        simulated: Duration,
+    }
+
     /// Runs one seed on a fresh OS thread: thread-local generators (tokio's, the rand
     /// crate's) must not carry over from a previous seed.
-    fn run_seed(seed: u64, design: Design) -> (FaultPlan, RunReport) {
+    fn run_seed(seed: u64, selection: Selection, design: Design) -> SeedResult {
         std::thread::spawn(move || {
-            let runtime =
-                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            runtime.block_on(async {
-                let plan = FaultPlan::draw();
-                let scenario = UnlockRace {
-                    faults: plan.clone(),
-                    design,
-                    ..UnlockRace::default()
+            let runtime = madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+            runtime.block_on(async move {
+                // Always draw, so that `--scenario X` replays exactly the run in which `all`
+                // picked X: the same draws happen in the same order.
+                let drawn = Scenario::ALL[madsim::rand::thread_rng().gen_range(0..Scenario::ALL.len())];
+                let scenario = match selection {
+                    Selection::One(scenario) => scenario,
+                    Selection::All => drawn,
                 };
-                let report = run(&scenario).await;
-                (plan, report)
+                let plan = FaultPlan::draw();
+                let started = tokio::time::Instant::now();
+                match scenario {
+                    Scenario::UnlockRace => {
+                        let report = unlock_race::run(&UnlockRace { faults: plan.clone(), design, ..UnlockRace::default() }).await;
+                        let verdict = report.verdict.map(|s| {
+                            format!(
+                                "{} requests, {} accepted, {} rejected, {} timed out, {} physical unlocks",
+                                s.requests, s.accepted, s.rejected, s.timed_out, s.actuations
+                            )
+                        });
+                        SeedResult { scenario, plan, verdict, faults: report.faults, simulated: report.simulated }
+                    }
+                    Scenario::Withdraw | Scenario::DoubleSubmit => {
+                        let workload = if scenario == Scenario::Withdraw { BankWorkload::Withdraw } else { BankWorkload::DoubleSubmit };
+                        let verdict = bank::run(workload, design, &plan).await.map(|s| {
+                            format!("{} commands, {} withdrawals applied, {} refused", s.commands, s.withdrawals_applied, s.withdrawals_refused)
+                        });
+                        SeedResult { scenario, plan, verdict, faults: FaultCounts::default(), simulated: started.elapsed() }
+                    }
+                }
             })
         })
         .join()
-        .unwrap_or_else(|_| panic!("seed {seed} panicked; {}", repro(seed, design)))
+        .unwrap_or_else(|_| panic!("seed {seed} panicked; {}", repro(seed, None, design)))
     }
 
-    fn repro(seed: u64, design: Design) -> String {
-        match design {
-            Design::Correct => format!("repro: cargo xtask sim run --seed {seed}"),
-            other => format!(
-                "repro: cargo xtask sim run --seed {seed} --design {}",
-                other.name()
-            ),
+    fn repro(seed: u64, scenario: Option<Scenario>, design: Design) -> String {
+        let mut line = format!("repro: cargo xtask sim run --seed {seed}");
+        if let Some(scenario) = scenario {
+            line.push_str(&format!(" --scenario {}", scenario.name()));
         }
+        if design != Design::Correct {
+            line.push_str(&format!(" --design {}", design.name()));
+        }
+        line
     }
 
     pub fn main() -> ExitCode {
@@ -164,48 +255,42 @@ designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not
             }
         };
         match options.command {
-            Command::Run { seed } => run_one(seed, options.design),
+            Command::Run { seed } => run_one(seed, options.selection, options.design),
             Command::Swarm { first, seeds } => swarm(
                 first,
                 seeds,
                 options.jobs,
-                &options.scenario,
+                options.selection,
                 options.design,
             ),
         }
     }
 
-    fn run_one(seed: u64, design: Design) -> ExitCode {
+    fn run_one(seed: u64, selection: Selection, design: Design) -> ExitCode {
+        let wall = Instant::now();
+        let result = run_seed(seed, selection, design);
         println!(
-            "seed {seed} · scenario unlock-race · design {}",
+            "seed {seed} · scenario {} · design {}",
+            result.scenario.name(),
             design.name()
         );
-        let wall = Instant::now();
-        let (plan, report) = run_seed(seed, design);
-        println!("faults: {plan}");
+        println!("faults: {}", result.plan);
         println!(
             "injected: {} csms crashes, {} station reboots, {} partitions · simulated {:.1} s in {:.2} s wall",
-            report.faults.csms_crashes,
-            report.faults.station_reboots,
-            report.faults.partitions,
-            report.simulated.as_secs_f64(),
+            result.faults.csms_crashes,
+            result.faults.station_reboots,
+            result.faults.partitions,
+            result.simulated.as_secs_f64(),
             wall.elapsed().as_secs_f64()
         );
-        match report.verdict {
+        match result.verdict {
             Ok(summary) => {
-                println!(
-                    "ok: {} requests, {} accepted, {} rejected, {} timed out, {} physical unlocks",
-                    summary.requests,
-                    summary.accepted,
-                    summary.rejected,
-                    summary.timed_out,
-                    summary.actuations
-                );
+                println!("ok: {summary}");
                 ExitCode::SUCCESS
             }
             Err(violation) => {
                 println!("FAILED: {violation}");
-                println!("{}", repro(seed, design));
+                println!("{}", repro(seed, Some(result.scenario), design));
                 ExitCode::FAILURE
             }
         }
@@ -216,12 +301,23 @@ designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not
         done: u64,
         simulated: Duration,
         faults: FaultCounts,
-        failures: BTreeMap<&'static str, Vec<u64>>,
+        by_scenario: BTreeMap<&'static str, u64>,
+        failures: BTreeMap<&'static str, Vec<(u64, Scenario)>>,
     }
 
-    fn swarm(first: u64, seeds: u64, jobs: usize, scenario: &str, design: Design) -> ExitCode {
+    fn swarm(
+        first: u64,
+        seeds: u64,
+        jobs: usize,
+        selection: Selection,
+        design: Design,
+    ) -> ExitCode {
+        let scenario_name = match selection {
+            Selection::One(scenario) => scenario.name(),
+            Selection::All => "all",
+        };
         println!(
-            "swarm: seeds {first}..{} · scenario {scenario} · design {} · {jobs} jobs",
+            "swarm: seeds {first}..{} · scenario {scenario_name} · design {} · {jobs} jobs",
             first + seeds,
             design.name()
         );
@@ -237,17 +333,18 @@ designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not
                         if seed >= first + seeds {
                             return;
                         }
-                        let (_, report) = run_seed(seed, design);
+                        let result = run_seed(seed, selection, design);
                         let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
                         tally.done += 1;
-                        tally.simulated += report.simulated;
-                        tally.faults.add(&report.faults);
-                        if let Err(violation) = &report.verdict {
+                        tally.simulated += result.simulated;
+                        tally.faults.add(&result.faults);
+                        *tally.by_scenario.entry(result.scenario.name()).or_default() += 1;
+                        if let Err(violation) = &result.verdict {
                             tally
                                 .failures
                                 .entry(violation.invariant)
                                 .or_default()
-                                .push(seed);
+                                .push((seed, result.scenario));
                         }
                         progress(tally.done, seeds);
                     }
@@ -257,7 +354,7 @@ designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not
         for worker in workers {
             let _ = worker.join();
         }
-        if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        if std::io::stderr().is_terminal() {
             eprintln!();
         }
         let tally = tally.lock().unwrap_or_else(|p| p.into_inner());
@@ -266,6 +363,9 @@ designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not
         println!("| measure | value |");
         println!("| --- | --- |");
         println!("| seeds run | {} |", tally.done);
+        for (scenario, count) in &tally.by_scenario {
+            println!("| … of {scenario} | {count} |");
+        }
         println!("| seeds/s | {:.1} |", tally.done as f64 / elapsed);
         println!(
             "| simulated : wall | {:.0} × |",
@@ -279,8 +379,8 @@ designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not
             println!("| {invariant} violated | {} |", failing.len());
         }
         for failing in tally.failures.values() {
-            for seed in failing {
-                println!("{}", repro(*seed, design));
+            for (seed, scenario) in failing {
+                println!("{}", repro(*seed, Some(*scenario), design));
             }
         }
         if failed == 0 {
@@ -291,7 +391,6 @@ designs:   correct (default), naive-early-checkpoint (N4); N1-N3, N5, N6 are not
     }
 
     fn progress(done: u64, total: u64) {
-        use std::io::IsTerminal;
         if !std::io::stderr().is_terminal() {
             return;
         }

@@ -101,8 +101,8 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         10
     };
     let checkpoint = match scenario.design {
-        Design::Correct => CheckpointPolicy::AfterOutcome,
         Design::NaiveEarlyCheckpoint => CheckpointPolicy::OnRead,
+        _ => CheckpointPolicy::AfterOutcome,
     };
 
     let csms = {
