@@ -1,0 +1,81 @@
+//! The CSMS side of a station connection: every CALL gets an answer (a CALLRESULT or the
+//! right CALLERROR), nothing but BootNotification is served before the boot is accepted,
+//! and the dispatcher is told the station is online only once the station itself has
+//! shown it considers its boot accepted — never on a reconnect alone.
+
+use evsource::ocpp::Frame;
+use evsource::session::{SessionConfig, SessionOutput, StationSession};
+
+fn outputs(session: &mut StationSession) -> Vec<SessionOutput> {
+    std::iter::from_fn(|| session.poll_output()).collect()
+}
+
+fn replies(session: &mut StationSession) -> Vec<Frame> {
+    std::iter::from_fn(|| session.poll_transmit())
+        .map(|t| Frame::parse(&t).unwrap())
+        .collect()
+}
+
+const BOOT: &str = r#"[2,"1","BootNotification",{"chargePointVendor":"v","chargePointModel":"m"}]"#;
+const STATUS: &str =
+    r#"[2,"2","StatusNotification",{"connectorId":1,"errorCode":"NoError","status":"Available"}]"#;
+const HEARTBEAT: &str = r#"[2,"3","Heartbeat",{}]"#;
+
+#[test]
+fn a_new_station_goes_online_after_its_boot_and_a_first_other_call() {
+    let mut session = StationSession::new("CP1", SessionConfig::default());
+    session.handle_text(HEARTBEAT, 0);
+    assert!(
+        matches!(&replies(&mut session)[..], [Frame::CallError { .. }]),
+        "no service before the boot"
+    );
+    session.handle_text(BOOT, 0);
+    assert!(matches!(
+        &replies(&mut session)[..],
+        [Frame::CallResult { .. }]
+    ));
+    assert!(
+        !outputs(&mut session).contains(&SessionOutput::Online),
+        "the station may not have our answer yet"
+    );
+    session.handle_text(STATUS, 1);
+    assert!(outputs(&mut session).contains(&SessionOutput::Online));
+    assert!(session.send_remote_start("rs-1", 1, "tag"));
+}
+
+#[test]
+fn a_reconnected_station_goes_online_only_when_it_proves_it_is_accepted() {
+    let mut session = StationSession::resume_accepted("CP1", SessionConfig::default());
+    assert!(
+        outputs(&mut session).is_empty(),
+        "a reconnect alone proves nothing: the station may have rebooted"
+    );
+    // A rebooted station boots again first; still not online.
+    session.handle_text(BOOT, 0);
+    assert!(!outputs(&mut session).contains(&SessionOutput::Online));
+    session.handle_text(HEARTBEAT, 1);
+    assert!(outputs(&mut session).contains(&SessionOutput::Online));
+    // Online is announced once per connection.
+    session.handle_text(r#"[2,"4","Heartbeat",{}]"#, 2);
+    assert!(!outputs(&mut session).contains(&SessionOutput::Online));
+}
+
+#[test]
+fn every_call_is_answered_and_a_repeated_id_gets_the_same_answer() {
+    let mut session = StationSession::resume_accepted("CP1", SessionConfig::default());
+    session.handle_text(r#"[2,"7","DataTransfer",{"vendorId":"x"}]"#, 0);
+    session.handle_text(r#"[2,"8","StatusNotification",{"connectorId":"one"}]"#, 0);
+    session.handle_text(HEARTBEAT, 0);
+    session.handle_text(HEARTBEAT, 5);
+    let answers = replies(&mut session);
+    assert!(
+        matches!(&answers[0], Frame::CallError { code, .. } if code.as_str() == "NotImplemented")
+    );
+    assert!(
+        matches!(&answers[1], Frame::CallError { code, .. } if code.as_str() == "TypeConstraintViolation")
+    );
+    assert_eq!(
+        answers[2], answers[3],
+        "a retransmission is answered identically"
+    );
+}
