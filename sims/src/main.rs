@@ -274,7 +274,16 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
             result.scenario.name(),
             design.name()
         );
-        println!("faults: {}", result.plan);
+        match result.scenario {
+            Scenario::UnlockRace => println!("faults: {}", result.plan),
+            Scenario::Withdraw | Scenario::DoubleSubmit => println!(
+                "faults: F6/F7 slow-disk {} · F8 concurrent clients (crashes, reboots and partitions do not apply to this scenario)",
+                result
+                    .plan
+                    .sync_latency_millis
+                    .map_or("off".to_owned(), |ms| format!("{ms} ms/sync"))
+            ),
+        }
         println!(
             "injected: {} csms crashes, {} station reboots, {} partitions · simulated {:.1} s in {:.2} s wall",
             result.faults.csms_crashes,
