@@ -278,3 +278,19 @@ pub fn check_acknowledged(
     }
     Ok(())
 }
+
+/// A fingerprint of a run's stored history (every event's stream, version, position, id,
+/// type, recorded time and payload). Two runs of one seed must have the same (I9).
+pub fn fingerprint(events: &[RecordedEvent]) -> u128 {
+    let mut bytes = Vec::new();
+    for event in events {
+        bytes.extend_from_slice(event.stream.as_str().as_bytes());
+        bytes.extend_from_slice(&event.version.0.to_le_bytes());
+        bytes.extend_from_slice(&event.position.0.to_le_bytes());
+        bytes.extend_from_slice(&event.id.0.to_le_bytes());
+        bytes.extend_from_slice(event.event_type.as_bytes());
+        bytes.extend_from_slice(&event.metadata.recorded_at_millis.to_le_bytes());
+        bytes.extend_from_slice(&event.payload);
+    }
+    crate::core::types::hash128(&bytes)
+}

@@ -18,7 +18,9 @@ use evsource::decider::Aggregate;
 use evsource::domain::account::{Account, AccountCommand, AccountEvent};
 use evsource::environment::FixedEnvironment;
 use evsource::handler::{CommandHandler, HandlerConfig, encode_events};
-use evsource::oracles::{Violation, check_commands_once, check_store_shape, read_all_events};
+use evsource::oracles::{
+    Violation, check_commands_once, check_store_shape, fingerprint, read_all_events,
+};
 use evsource::storage::{SimDisk, SimDiskFaults};
 use evsource::store::{EventStore, LogConfig, LogStore};
 use madsim::rand::Rng;
@@ -38,6 +40,8 @@ pub enum BankWorkload {
 /// What a bank run did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BankSummary {
+    /// Hash of the stored history: the same seed must give the same (I9).
+    pub fingerprint: u128,
     pub commands: u64,
     pub withdrawals_applied: u64,
     pub withdrawals_refused: u64,
@@ -120,6 +124,7 @@ pub async fn run(
     let events = read_all_events(&store)
         .await
         .expect("the simulated store reads");
+    summary.fingerprint = fingerprint(&events);
     check_store_shape(&events)?;
     check_balances(&events)?;
     check_commands_once(&events)?;

@@ -18,7 +18,7 @@ use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
 use evsource::oracles::{
     UnlockSummary, Violation, check_acknowledged, check_commands_once, check_store_shape,
-    check_unlocks_against, ground_truth, read_all_events,
+    check_unlocks_against, fingerprint, ground_truth, read_all_events,
 };
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
@@ -64,6 +64,8 @@ pub struct RunReport {
     pub faults: FaultCounts,
     /// Simulated time the run took.
     pub simulated: Duration,
+    /// Hash of the stored history: the same seed must give the same (I9).
+    pub fingerprint: u128,
 }
 
 const CSMS_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -238,6 +240,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         verdict,
         faults: injected,
         simulated: started.elapsed(),
+        fingerprint: fingerprint(&events),
     }
 }
 
