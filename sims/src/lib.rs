@@ -10,4 +10,6 @@ pub mod bank;
 #[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
+pub mod timeline;
+#[cfg(madsim)]
 pub mod unlock_race;

@@ -27,13 +27,14 @@ mod cli {
     use evsource::oracles::Violation;
     use evsource_sims::bank::{self, BankWorkload};
     use evsource_sims::faults::{Design, FaultCounts, FaultPlan};
+    use evsource_sims::timeline::Timeline;
     use evsource_sims::unlock_race::{self, UnlockRace};
     use madsim::rand::Rng;
 
     const USAGE: &str = "usage:
   evsource-sim                                  default swarm: 200 seeds of all scenarios
   evsource-sim swarm --seeds N [--first S] [--scenario X] [--design D] [--jobs J]
-  evsource-sim run --seed S [--scenario X] [--design D] [--check-determinism]
+  evsource-sim run --seed S [--scenario X] [--design D] [--trace FILE] [--check-determinism]
 
 scenarios: unlock-race, withdraw, double-submit, all (a seed-chosen mix; the default)
 designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
@@ -88,6 +89,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         design: Design,
         jobs: usize,
         check_determinism: bool,
+        trace: Option<String>,
     }
 
     #[derive(Debug)]
@@ -114,6 +116,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                 continue;
             }
             let known = [
+                "--trace",
                 "--seed",
                 "--seeds",
                 "--first",
@@ -193,6 +196,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
             design,
             jobs,
             check_determinism,
+            trace: values.get("--trace").map(|path| (*path).to_owned()),
         })
     }
 
@@ -303,7 +307,12 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
             Command::Run { seed } if options.check_determinism => {
                 check_determinism(seed, options.selection, options.design)
             }
-            Command::Run { seed } => run_one(seed, options.selection, options.design),
+            Command::Run { seed } => run_one(
+                seed,
+                options.selection,
+                options.design,
+                options.trace.as_deref(),
+            ),
             Command::Swarm { first, seeds } => swarm(
                 first,
                 seeds,
@@ -314,9 +323,43 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         }
     }
 
-    fn run_one(seed: u64, selection: Selection, design: Design) -> ExitCode {
+    /// Runs one seed with its timeline collected.
+    fn run_seed_traced(seed: u64, selection: Selection, design: Design) -> (SeedResult, Timeline) {
+        std::thread::spawn(move || {
+            let runtime =
+                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+            runtime.block_on(async move {
+                let timeline = Timeline::default();
+                let _collecting = timeline.install();
+                (simulate(selection, design).await, timeline)
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| panic!("seed {seed} panicked; {}", repro(seed, None, design)))
+    }
+
+    /// Station names, session ids and account streams named in a violation: what its
+    /// timeline is filtered by.
+    fn subjects(detail: &str) -> Vec<String> {
+        detail
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+            .filter(|word| {
+                let digits =
+                    |rest: &str| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit());
+                word.strip_prefix("CP").is_some_and(digits)
+                    || word.strip_prefix("account-").is_some_and(digits)
+                    || word
+                        .strip_prefix('c')
+                        .and_then(|rest| rest.split_once('n'))
+                        .is_some_and(|(a, b)| digits(a) && digits(b))
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn run_one(seed: u64, selection: Selection, design: Design, trace: Option<&str>) -> ExitCode {
         let wall = Instant::now();
-        let result = run_seed(seed, selection, design);
+        let (result, timeline) = run_seed_traced(seed, selection, design);
         println!(
             "seed {seed} · scenario {} · design {}",
             result.scenario.name(),
@@ -333,13 +376,25 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
             ),
         }
         println!(
-            "injected: {} csms crashes, {} station reboots, {} partitions · simulated {:.1} s in {:.2} s wall",
+            "injected: {} csms crashes, {} station reboots, {} partitions · simulated {:.1} s in {:.2} s wall · {} timeline events",
             result.faults.csms_crashes,
             result.faults.station_reboots,
             result.faults.partitions,
             result.simulated.as_secs_f64(),
-            wall.elapsed().as_secs_f64()
+            wall.elapsed().as_secs_f64(),
+            timeline.entries().len()
         );
+        if let Some(path) = trace {
+            match std::fs::write(path, timeline.chrome_trace()) {
+                Ok(()) => println!(
+                    "trace: {path} (Chrome Trace Event JSON; open it in Perfetto or chrome://tracing)"
+                ),
+                Err(error) => {
+                    eprintln!("error: cannot write the trace to {path}: {error}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
         match result.verdict {
             Ok(summary) => {
                 println!("ok: {summary}");
@@ -347,6 +402,22 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
             }
             Err(violation) => {
                 println!("FAILED: {violation}");
+                let words = subjects(&violation.detail);
+                let explaining = timeline.explaining(&words);
+                let shown = explaining.len().min(80);
+                println!(
+                    "timeline of {} and every fault (simulated time · node · event), last {shown} of {}:",
+                    words.join(", "),
+                    explaining.len()
+                );
+                for entry in &explaining[explaining.len() - shown..] {
+                    println!(
+                        "  {:>10.3} s  {:<12} {}",
+                        entry.at.as_secs_f64(),
+                        entry.node,
+                        entry.message
+                    );
+                }
                 println!("{}", repro(seed, Some(result.scenario), design));
                 ExitCode::FAILURE
             }

@@ -304,6 +304,14 @@ async fn run_client(
                 .await
             {
                 Ok(response) => {
+                    tracing::info!(
+                        station = %format!("CP{station}"),
+                        session = %format!("c{client}n{n}"),
+                        connector,
+                        outcome = ?response.outcome,
+                        error = ?response.error,
+                        "RequestUnlock answered"
+                    );
                     if matches!(
                         response.outcome.as_deref(),
                         Some("Applied" | "AlreadyApplied")
@@ -361,13 +369,20 @@ async fn inject_faults(
         tokio::time::sleep(Duration::from_millis(pause)).await;
         match kind {
             1 => {
+                tracing::info!(
+                    outage_ms = outage,
+                    kept_unsynced_bytes = kept_unsynced,
+                    "fault: CSMS crashed"
+                );
                 handle.kill(csms);
                 disk.crash(kept_unsynced);
                 tokio::time::sleep(Duration::from_millis(outage)).await;
+                tracing::info!("fault: CSMS restarted");
                 handle.restart(csms);
                 counts.csms_crashes += 1;
             }
             2 => {
+                tracing::info!(station = %format!("CP{station}"), "fault: station rebooted");
                 stations[station]
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -377,8 +392,10 @@ async fn inject_faults(
             }
             _ => {
                 let net = NetSim::current();
+                tracing::info!(station = %format!("CP{station}"), outage_ms = outage, "fault: station partitioned");
                 net.clog_node(station_nodes[station]);
                 tokio::time::sleep(Duration::from_millis(outage)).await;
+                tracing::info!(station = %format!("CP{station}"), "fault: partition healed");
                 net.unclog_node(station_nodes[station]);
                 counts.partitions += 1;
             }

@@ -67,6 +67,7 @@ async fn connection(
         return Ended::Disconnected;
     }
     lock(station).handle_connected(clock.now_millis());
+    tracing::info!(station = lock(station).id(), "connected to the CSMS");
     loop {
         // Send whatever the station wants to send, then wait for input or its next timer.
         let (outgoing, next_timer) = {
@@ -92,7 +93,19 @@ async fn connection(
             biased;
             _ = shutdown.wait() => return Ended::Shutdown,
             line = lines.next_line() => match line {
-                Ok(Some(text)) => lock(station).handle_text(&text, clock.now_millis()),
+                Ok(Some(text)) => {
+                    let mut station = lock(station);
+                    let before = station.actuations().len();
+                    station.handle_text(&text, clock.now_millis());
+                    for actuation in &station.actuations()[before..] {
+                        tracing::info!(
+                            station = station.id(),
+                            connector = actuation.connector,
+                            id_tag = %actuation.id_tag,
+                            "connector unlocked (physical)"
+                        );
+                    }
+                }
                 _ => return Ended::Disconnected,
             },
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {

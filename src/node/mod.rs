@@ -247,6 +247,7 @@ impl<S: EventStore> Hub<S> {
                 } else {
                     StationSession::new(station.clone(), self.session_config.clone())
                 };
+                tracing::info!(%station, connection, "station connected");
                 // A new connection replaces the old one, which closes when its outbox drops.
                 if self
                     .connections
@@ -276,6 +277,7 @@ impl<S: EventStore> Hub<S> {
                     .map(|(s, _)| s.clone())
                     .collect();
                 for station in closed {
+                    tracing::info!(%station, connection, "station disconnected");
                     self.connections.remove(&station);
                     self.dispatcher.handle_link(&station, false, now);
                     self.record_telemetry(&station, TelemetryEvent::Disconnected)
@@ -375,6 +377,7 @@ impl<S: EventStore> Hub<S> {
                 if let Some(position) = self.append_telemetry(station, &event, id).await
                     && let Some(connection) = self.connections.get_mut(station)
                 {
+                    tracing::info!(%station, transaction = transaction_id_at(position), "StartTransaction answered");
                     connection
                         .session
                         .complete_start_transaction(call_id, transaction_id_at(position));
@@ -389,14 +392,19 @@ impl<S: EventStore> Hub<S> {
                     }
                     None => UnlockEvidence::Unknown,
                 };
+                tracing::info!(%station, %call_id, ?status, ?evidence, "RemoteStartTransaction answered");
                 self.dispatcher
                     .handle_answer(station, &call_id, status, evidence, now);
             }
             SessionOutput::RemoteStartFailed { call_id } => {
+                tracing::info!(%station, %call_id, "RemoteStartTransaction refused with a CALLERROR");
                 self.calls.remove(&(station.to_owned(), call_id.clone()));
                 self.dispatcher.handle_call_error(station, &call_id, now);
             }
-            SessionOutput::Online => self.dispatcher.handle_link(station, true, now),
+            SessionOutput::Online => {
+                tracing::info!(%station, "station online: its boot is accepted");
+                self.dispatcher.handle_link(station, true, now);
+            }
         }
     }
 
@@ -413,6 +421,7 @@ impl<S: EventStore> Hub<S> {
                         .session
                         .send_remote_start(&call_id, connector, &id_tag)
                 {
+                    tracing::info!(%station, %call_id, connector, %id_tag, "RemoteStartTransaction sent");
                     self.calls.insert((station, call_id), (connector, id_tag));
                 }
             }
@@ -427,6 +436,7 @@ impl<S: EventStore> Hub<S> {
                 let command_id = CommandId(hash128(
                     format!("outcome\u{1f}{station}\u{1f}{session}").as_bytes(),
                 ));
+                tracing::info!(%station, %session, ?answer, "recording the unlock outcome");
                 let command = StationCommand::RecordAnswer { session, answer };
                 if let Err(error) = self
                     .stations
@@ -481,6 +491,7 @@ impl<S: EventStore> Hub<S> {
     /// command id derived from (station, session), so a resent StopTransaction has one
     /// effect; a session the aggregate does not hold as active is left alone.
     async fn stop_session(&mut self, station: &str, session: String) {
+        tracing::info!(%station, %session, "transaction stopped: stopping the session");
         let Ok(stream) = StreamId::new(&format!("station-{station}")) else {
             return;
         };
