@@ -8,7 +8,11 @@
 #[cfg(madsim)]
 pub mod bank;
 #[cfg(madsim)]
+pub mod decider_scenario;
+#[cfg(madsim)]
 pub mod faults;
+#[cfg(madsim)]
+pub mod seats;
 #[cfg(madsim)]
 pub mod timeline;
 #[cfg(madsim)]

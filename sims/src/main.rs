@@ -26,7 +26,9 @@ mod cli {
 
     use evsource::oracles::Violation;
     use evsource_sims::bank::{self, BankWorkload};
+    use evsource_sims::decider_scenario;
     use evsource_sims::faults::{Design, FaultCounts, FaultPlan};
+    use evsource_sims::seats::SeatBooking;
     use evsource_sims::timeline::Timeline;
     use evsource_sims::unlock_race::{self, UnlockRace};
     use madsim::rand::Rng;
@@ -36,7 +38,7 @@ mod cli {
   evsource-sim swarm --seeds N [--first S] [--scenario X] [--design D] [--jobs J]
   evsource-sim run --seed S [--scenario X] [--design D] [--trace FILE] [--check-determinism]
 
-scenarios: unlock-race, withdraw, double-submit, all (a seed-chosen mix; the default)
+scenarios: unlock-race, withdraw, double-submit, seats, all (a seed-chosen mix; the default)
 designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
            naive-read-model (N2, withdraw), naive-version-check (N3, double-submit)";
 
@@ -46,13 +48,15 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         UnlockRace,
         Withdraw,
         DoubleSubmit,
+        Seats,
     }
 
     impl Scenario {
-        const ALL: [Scenario; 3] = [
+        const ALL: [Scenario; 4] = [
             Scenario::UnlockRace,
             Scenario::Withdraw,
             Scenario::DoubleSubmit,
+            Scenario::Seats,
         ];
 
         fn name(self) -> &'static str {
@@ -60,6 +64,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                 Scenario::UnlockRace => "unlock-race",
                 Scenario::Withdraw => "withdraw",
                 Scenario::DoubleSubmit => "double-submit",
+                Scenario::Seats => "seats",
             }
         }
 
@@ -217,7 +222,10 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
     async fn simulate(selection: Selection, design: Design) -> SeedResult {
         // Always draw, so that `--scenario X` replays exactly the run in which `all`
         // picked X: the same draws happen in the same order.
-        let drawn = Scenario::ALL[madsim::rand::thread_rng().gen_range(0..Scenario::ALL.len())];
+        // Exactly one draw, whatever the number of scenarios: a run with a named scenario
+        // stays the same run when scenarios are added.
+        let draw: u64 = madsim::rand::thread_rng().r#gen();
+        let drawn = Scenario::ALL[(draw % Scenario::ALL.len() as u64) as usize];
         let scenario = match selection {
             Selection::One(scenario) => scenario,
             Selection::All => drawn,
@@ -245,6 +253,24 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                     faults: report.faults,
                     simulated: report.simulated,
                     fingerprint: report.fingerprint,
+                }
+            }
+            Scenario::Seats => {
+                let outcome = decider_scenario::run::<SeatBooking>(&plan).await;
+                let fingerprint = outcome.as_ref().map_or(0, |s| s.fingerprint);
+                let verdict = outcome.map(|s| {
+                    format!(
+                        "{} commands, {} applied, {} rejected",
+                        s.commands, s.applied, s.rejected
+                    )
+                });
+                SeedResult {
+                    scenario,
+                    plan,
+                    verdict,
+                    faults: FaultCounts::default(),
+                    simulated: started.elapsed(),
+                    fingerprint,
                 }
             }
             Scenario::Withdraw | Scenario::DoubleSubmit => {
@@ -367,7 +393,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         );
         match result.scenario {
             Scenario::UnlockRace => println!("faults: {}", result.plan),
-            Scenario::Withdraw | Scenario::DoubleSubmit => println!(
+            Scenario::Withdraw | Scenario::DoubleSubmit | Scenario::Seats => println!(
                 "faults: F6/F7 slow-disk {} · F8 concurrent clients (crashes, reboots and partitions do not apply to this scenario)",
                 result
                     .plan
