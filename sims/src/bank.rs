@@ -10,7 +10,6 @@
 //!   fresh event ids — a read-then-write race outside the store.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use evsource::core::{CommandId, EventId, ExpectedVersion, StreamId, hash128};
@@ -21,12 +20,11 @@ use evsource::handler::{CommandHandler, HandlerConfig, encode_events};
 use evsource::oracles::{
     Violation, check_commands_once, check_store_shape, fingerprint, read_all_events,
 };
-use evsource::storage::{SimDisk, SimDiskFaults};
-use evsource::store::{EventStore, LogConfig, LogStore};
+use evsource::store::{EventStore, LogStore};
 use madsim::rand::Rng;
 use madsim::runtime::Handle;
 
-use crate::faults::{Design, FaultPlan};
+use crate::faults::{Design, FaultPlan, simulated_log};
 
 /// Which bank workload to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,21 +62,7 @@ pub async fn run(
     faults: &FaultPlan,
 ) -> Result<BankSummary, Violation> {
     let handle = Handle::current();
-    let disk = SimDisk::new();
-    if let Some(latency) = faults.sync_latency_millis {
-        disk.set_faults(SimDiskFaults {
-            sync_latency: Duration::from_millis(latency),
-            ..SimDiskFaults::default()
-        });
-    }
-    let store = LogStore::open(
-        Arc::new(disk),
-        LogConfig {
-            segment_bytes: 4 * 1024 * 1024,
-            ..LogConfig::default()
-        },
-    )
-    .expect("a fresh simulated disk opens");
+    let (_disk, store) = simulated_log(faults);
     let handler: CommandHandler<LogStore, Account> =
         CommandHandler::new(store.clone(), HandlerConfig::default());
     for index in 0..ACCOUNTS {

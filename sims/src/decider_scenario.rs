@@ -7,7 +7,6 @@
 //!
 //! `sims/src/seats.rs` is a complete example in one file.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use evsource::core::{CommandId, RecordedEvent, StreamId, hash128};
@@ -17,12 +16,11 @@ use evsource::handler::{CommandHandler, HandlerConfig, Outcome};
 use evsource::oracles::{
     Violation, check_commands_once, check_store_shape, fingerprint, read_all_events,
 };
-use evsource::storage::{SimDisk, SimDiskFaults};
-use evsource::store::{LogConfig, LogStore};
+use evsource::store::LogStore;
 use madsim::rand::Rng;
 use madsim::runtime::Handle;
 
-use crate::faults::FaultPlan;
+use crate::faults::{FaultPlan, simulated_log};
 
 /// A domain to swarm-test.
 pub trait DeciderScenario {
@@ -66,21 +64,7 @@ pub struct DeciderSummary {
 /// Runs scenario `S` inside the current simulation and judges it.
 pub async fn run<S: DeciderScenario>(faults: &FaultPlan) -> Result<DeciderSummary, Violation> {
     let handle = Handle::current();
-    let disk = SimDisk::new();
-    if let Some(latency) = faults.sync_latency_millis {
-        disk.set_faults(SimDiskFaults {
-            sync_latency: Duration::from_millis(latency),
-            ..SimDiskFaults::default()
-        });
-    }
-    let store = LogStore::open(
-        Arc::new(disk),
-        LogConfig {
-            segment_bytes: 4 * 1024 * 1024,
-            ..LogConfig::default()
-        },
-    )
-    .expect("a fresh simulated disk opens");
+    let (_disk, store) = simulated_log(faults);
     let handler: CommandHandler<LogStore, S::Aggregate> =
         CommandHandler::new(store.clone(), HandlerConfig::default());
     for (index, (stream, command)) in S::setup().into_iter().enumerate() {

@@ -137,3 +137,25 @@ impl Design {
         Design::ALL.into_iter().find(|design| design.name() == name)
     }
 }
+
+/// A durable log on a fresh simulated disk, slowed down as `plan` says (F6/F7).
+pub fn simulated_log(plan: &FaultPlan) -> (evsource::storage::SimDisk, evsource::store::LogStore) {
+    let disk = evsource::storage::SimDisk::new();
+    if let Some(latency) = plan.sync_latency_millis {
+        disk.set_faults(evsource::storage::SimDiskFaults {
+            sync_latency: Duration::from_millis(latency),
+            ..evsource::storage::SimDiskFaults::default()
+        });
+    }
+    let store = evsource::store::LogStore::open(std::sync::Arc::new(disk.clone()), log_config())
+        .expect("a fresh simulated disk opens");
+    (disk, store)
+}
+
+/// The log layout every simulated store uses.
+pub fn log_config() -> evsource::store::LogConfig {
+    evsource::store::LogConfig {
+        segment_bytes: 4 * 1024 * 1024,
+        ..evsource::store::LogConfig::default()
+    }
+}

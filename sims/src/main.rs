@@ -256,22 +256,16 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                 }
             }
             Scenario::Seats => {
-                let outcome = decider_scenario::run::<SeatBooking>(&plan).await;
-                let fingerprint = outcome.as_ref().map_or(0, |s| s.fingerprint);
-                let verdict = outcome.map(|s| {
-                    format!(
-                        "{} commands, {} applied, {} rejected",
-                        s.commands, s.applied, s.rejected
+                let outcome = decider_scenario::run::<SeatBooking>(&plan).await.map(|s| {
+                    (
+                        format!(
+                            "{} commands, {} applied, {} rejected",
+                            s.commands, s.applied, s.rejected
+                        ),
+                        s.fingerprint,
                     )
                 });
-                SeedResult {
-                    scenario,
-                    plan,
-                    verdict,
-                    faults: FaultCounts::default(),
-                    simulated: started.elapsed(),
-                    fingerprint,
-                }
+                in_process_result(scenario, plan, outcome, started)
             }
             Scenario::Withdraw | Scenario::DoubleSubmit => {
                 let workload = if scenario == Scenario::Withdraw {
@@ -279,23 +273,36 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                 } else {
                     BankWorkload::DoubleSubmit
                 };
-                let outcome = bank::run(workload, design, &plan).await;
-                let fingerprint = outcome.as_ref().map_or(0, |s| s.fingerprint);
-                let verdict = outcome.map(|s| {
-                    format!(
-                        "{} commands, {} withdrawals applied, {} refused",
-                        s.commands, s.withdrawals_applied, s.withdrawals_refused
+                let outcome = bank::run(workload, design, &plan).await.map(|s| {
+                    (
+                        format!(
+                            "{} commands, {} withdrawals applied, {} refused",
+                            s.commands, s.withdrawals_applied, s.withdrawals_refused
+                        ),
+                        s.fingerprint,
                     )
                 });
-                SeedResult {
-                    scenario,
-                    plan,
-                    verdict,
-                    faults: FaultCounts::default(),
-                    simulated: started.elapsed(),
-                    fingerprint,
-                }
+                in_process_result(scenario, plan, outcome, started)
             }
+        }
+    }
+
+    /// The result of a scenario without node faults: a summary and a history fingerprint,
+    /// or a violation.
+    fn in_process_result(
+        scenario: Scenario,
+        plan: FaultPlan,
+        outcome: Result<(String, u128), Violation>,
+        started: tokio::time::Instant,
+    ) -> SeedResult {
+        let fingerprint = outcome.as_ref().map_or(0, |(_, fingerprint)| *fingerprint);
+        SeedResult {
+            scenario,
+            plan,
+            verdict: outcome.map(|(summary, _)| summary),
+            faults: FaultCounts::default(),
+            simulated: started.elapsed(),
+            fingerprint,
         }
     }
 

@@ -23,7 +23,7 @@ use evsource::oracles::{
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
 use evsource::storage::{SimDisk, SimDiskFaults};
-use evsource::store::{LogConfig, LogStore};
+use evsource::store::LogStore;
 use madsim::net::NetSim;
 use madsim::rand::Rng;
 use madsim::runtime::Handle;
@@ -117,10 +117,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                 let (disk, slot) = (disk.clone(), slot.clone());
                 async move {
                     // Every (re)start recovers the log from what the disk really holds.
-                    let log = LogConfig {
-                        segment_bytes: 4 * 1024 * 1024,
-                        ..LogConfig::default()
-                    };
+                    let log = crate::faults::log_config();
                     let store = LogStore::open(Arc::new(disk), log)
                         .expect("the log recovers from a simulated crash");
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(store.clone());
