@@ -114,14 +114,17 @@ pub enum Design {
     NaiveReadModel,
     /// N3: a read-then-write version check outside the store.
     NaiveVersionCheck,
+    /// N6: a projection's checkpoint stored apart from its state.
+    NaiveProjectionCheckpoint,
 }
 
 impl Design {
-    pub const ALL: [Design; 4] = [
+    pub const ALL: [Design; 5] = [
         Design::Correct,
         Design::NaiveEarlyCheckpoint,
         Design::NaiveReadModel,
         Design::NaiveVersionCheck,
+        Design::NaiveProjectionCheckpoint,
     ];
 
     pub fn name(self) -> &'static str {
@@ -130,6 +133,7 @@ impl Design {
             Design::NaiveEarlyCheckpoint => "naive-early-checkpoint",
             Design::NaiveReadModel => "naive-read-model",
             Design::NaiveVersionCheck => "naive-version-check",
+            Design::NaiveProjectionCheckpoint => "naive-projection-checkpoint",
         }
     }
 

@@ -12,6 +12,8 @@ pub mod decider_scenario;
 #[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
+pub mod projection_catchup;
+#[cfg(madsim)]
 pub mod seats;
 #[cfg(madsim)]
 pub mod timeline;

@@ -28,6 +28,7 @@ mod cli {
     use evsource_sims::bank::{self, BankWorkload};
     use evsource_sims::decider_scenario;
     use evsource_sims::faults::{Design, FaultCounts, FaultPlan};
+    use evsource_sims::projection_catchup;
     use evsource_sims::seats::SeatBooking;
     use evsource_sims::timeline::Timeline;
     use evsource_sims::unlock_race::{self, UnlockRace};
@@ -38,9 +39,11 @@ mod cli {
   evsource-sim swarm --seeds N [--first S] [--scenario X] [--design D] [--jobs J]
   evsource-sim run --seed S [--scenario X] [--design D] [--trace FILE] [--check-determinism]
 
-scenarios: unlock-race, withdraw, double-submit, seats, all (a seed-chosen mix; the default)
+scenarios: unlock-race, withdraw, double-submit, seats, projection-catchup,
+           all (a seed-chosen mix; the default)
 designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
-           naive-read-model (N2, withdraw), naive-version-check (N3, double-submit)";
+           naive-read-model (N2, withdraw), naive-version-check (N3, double-submit),
+           naive-projection-checkpoint (N6, projection-catchup)";
 
     /// A scenario the simulator can run.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,14 +52,16 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         Withdraw,
         DoubleSubmit,
         Seats,
+        ProjectionCatchup,
     }
 
     impl Scenario {
-        const ALL: [Scenario; 4] = [
+        const ALL: [Scenario; 5] = [
             Scenario::UnlockRace,
             Scenario::Withdraw,
             Scenario::DoubleSubmit,
             Scenario::Seats,
+            Scenario::ProjectionCatchup,
         ];
 
         fn name(self) -> &'static str {
@@ -65,6 +70,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                 Scenario::Withdraw => "withdraw",
                 Scenario::DoubleSubmit => "double-submit",
                 Scenario::Seats => "seats",
+                Scenario::ProjectionCatchup => "projection-catchup",
             }
         }
 
@@ -75,6 +81,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                 Design::NaiveEarlyCheckpoint => Some(Scenario::UnlockRace),
                 Design::NaiveReadModel => Some(Scenario::Withdraw),
                 Design::NaiveVersionCheck => Some(Scenario::DoubleSubmit),
+                Design::NaiveProjectionCheckpoint => Some(Scenario::ProjectionCatchup),
             }
         }
     }
@@ -255,6 +262,18 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                     fingerprint: report.fingerprint,
                 }
             }
+            Scenario::ProjectionCatchup => {
+                let outcome = projection_catchup::run(design, &plan).await.map(|s| {
+                    (
+                        format!(
+                            "{} events, {} projector crashes",
+                            s.events, s.projector_crashes
+                        ),
+                        s.fingerprint,
+                    )
+                });
+                in_process_result(scenario, plan, outcome, started)
+            }
             Scenario::Seats => {
                 let outcome = decider_scenario::run::<SeatBooking>(&plan).await.map(|s| {
                     (
@@ -400,7 +419,10 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         );
         match result.scenario {
             Scenario::UnlockRace => println!("faults: {}", result.plan),
-            Scenario::Withdraw | Scenario::DoubleSubmit | Scenario::Seats => println!(
+            Scenario::Withdraw
+            | Scenario::DoubleSubmit
+            | Scenario::Seats
+            | Scenario::ProjectionCatchup => println!(
                 "faults: F6/F7 slow-disk {} · F8 concurrent clients (crashes, reboots and partitions do not apply to this scenario)",
                 result
                     .plan

@@ -1,4 +1,4 @@
-//! The harness catches the naive designs (DESIGN §5): a bounded swarm of seeds under a
+//! The harness catches the naive designs N4 and N6 (DESIGN §5): a bounded swarm of seeds under a
 //! fault plan that can expose the mistake finds the predicted violation for the naive
 //! design, and the correct design passes exactly the same seeds and plans.
 #![cfg(madsim)]
@@ -63,4 +63,46 @@ fn naive_early_checkpoint_loses_unlocks_and_the_correct_design_does_not() {
     );
     let correct = swarm(Design::Correct, seeds);
     assert!(correct.is_empty(), "the correct design failed: {correct:?}");
+}
+
+/// Runs `seeds` of the projection catch-up scenario under `design`.
+fn projection_swarm(
+    design: Design,
+    seeds: std::ops::RangeInclusive<u64>,
+) -> Vec<(u64, &'static str)> {
+    let mut failures = Vec::new();
+    for seed in seeds {
+        let verdict = std::thread::spawn(move || {
+            let runtime =
+                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+            runtime.block_on(async {
+                evsource_sims::projection_catchup::run(design, &FaultPlan::draw()).await
+            })
+        })
+        .join()
+        .expect("the run does not panic");
+        if let Err(violation) = verdict {
+            failures.push((seed, violation.invariant));
+        }
+    }
+    failures
+}
+
+#[test]
+fn a_checkpoint_kept_apart_from_its_state_skips_or_doubles_events_and_the_correct_projection_does_not()
+ {
+    let naive = projection_swarm(Design::NaiveProjectionCheckpoint, 1..=12);
+    assert!(
+        !naive.is_empty(),
+        "the swarm did not catch naive-projection-checkpoint"
+    );
+    assert!(
+        naive.iter().all(|(_, invariant)| *invariant == "I7"),
+        "N6 breaks I7: {naive:?}"
+    );
+    let correct = projection_swarm(Design::Correct, 1..=12);
+    assert!(
+        correct.is_empty(),
+        "the correct projection failed: {correct:?}"
+    );
 }
