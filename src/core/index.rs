@@ -169,10 +169,13 @@ impl StoreIndex {
         expected: ExpectedVersion,
         events: &[EventData],
     ) -> Result<Option<AppendResult>, AppendError> {
-        for (index, event) in events.iter().enumerate() {
-            if events[..index].iter().any(|earlier| earlier.id == event.id) {
+        if events.len() > 1 {
+            // Sorted, a repeated id sits next to itself: O(n log n), not a pairwise scan.
+            let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+            ids.sort_unstable();
+            if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
                 return Err(AppendError::DuplicateEventId {
-                    event_id: event.id,
+                    event_id: pair[0],
                     existing: None,
                 });
             }
