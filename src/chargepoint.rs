@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::{Value, json};
 
+use crate::ocpp::answers::AnswerMemory;
 use crate::ocpp::frame::{ErrorCode, Frame};
 use crate::ocpp::messages::{
     BootNotificationConf, ChargePointErrorCode, ChargePointStatus, PayloadError, Reason,
@@ -164,7 +165,7 @@ pub struct ChargePoint {
     in_flight: Option<InFlight>,
     transmit: VecDeque<String>,
     /// Answers already given on this connection, by the CSMS's message id.
-    answered: VecDeque<(String, String)>,
+    answered: AnswerMemory,
     /// idTags recently unlocked for. Journaled in non-volatile memory with the transaction
     /// queue, as stations do so that nothing is lost across a reboot: without it, an
     /// answer lost on the wire followed by a reboot would make a second unlock unavoidable.
@@ -179,6 +180,7 @@ pub struct ChargePoint {
 impl ChargePoint {
     /// A station that has just been powered on at `now` (not yet connected).
     pub fn new(config: ChargePointConfig, now: u64) -> ChargePoint {
+        let answered = AnswerMemory::new(config.remembered_answers_max);
         let connectors = (1..=config.connectors)
             .map(|c| (c, Connector::available()))
             .collect();
@@ -192,7 +194,7 @@ impl ChargePoint {
             queued: VecDeque::new(),
             in_flight: None,
             transmit: VecDeque::new(),
-            answered: VecDeque::new(),
+            answered,
             unlocked_id_tags: VecDeque::new(),
             next_message_id: 1,
             boots: 1,
@@ -276,7 +278,7 @@ impl ChargePoint {
             queued: transactions.into_iter().chain(stops).collect(),
             in_flight: None,
             transmit: VecDeque::new(),
-            answered: VecDeque::new(),
+            answered: AnswerMemory::new(self.config.remembered_answers_max),
             // Journaled like the transaction queue: survives the reboot.
             unlocked_id_tags: std::mem::take(&mut self.unlocked_id_tags),
             next_message_id: 1, // ids repeat after a reboot, as on real stations
@@ -371,8 +373,8 @@ impl ChargePoint {
     }
 
     fn handle_call(&mut self, id: String, action: &str, payload: &Value, now: u64) {
-        if let Some((_, answer)) = self.answered.iter().find(|(seen, _)| *seen == id) {
-            self.transmit.push_back(answer.clone()); // a retransmission: same answer
+        if let Some(answer) = self.answered.answer_for(&id) {
+            self.transmit.push_back(answer.to_owned()); // a retransmission: same answer
             return;
         }
         let reply = match action {
@@ -395,10 +397,7 @@ impl ChargePoint {
             ),
         };
         let text = reply.to_text();
-        self.answered.push_back((id, text.clone()));
-        if self.answered.len() > self.config.remembered_answers_max {
-            self.answered.pop_front();
-        }
+        self.answered.remember(id, text.clone());
         self.transmit.push_back(text);
     }
 

@@ -13,6 +13,7 @@ use std::collections::VecDeque;
 use serde_json::{Value, json};
 
 use crate::mirror::TelemetryEvent;
+use crate::ocpp::answers::AnswerMemory;
 use crate::ocpp::frame::{ErrorCode, Frame};
 use crate::ocpp::messages::{
     BootNotificationConf, RegistrationStatus, RemoteStartStopStatus, RemoteStartTransactionConf,
@@ -71,20 +72,21 @@ pub struct StationSession {
     online: bool,
     /// The dispatcher's CALL in flight: message id, connector, idTag.
     outgoing: Option<(String, u32, String)>,
-    answered: VecDeque<(String, String)>,
+    answered: AnswerMemory,
     transmit: VecDeque<String>,
     outputs: VecDeque<SessionOutput>,
 }
 
 impl StationSession {
     pub fn new(station: impl Into<String>, config: SessionConfig) -> StationSession {
+        let answered = AnswerMemory::new(config.remembered_answers_max);
         StationSession {
             station: station.into(),
             config,
             accepted: false,
             online: false,
             outgoing: None,
-            answered: VecDeque::new(),
+            answered,
             transmit: VecDeque::new(),
             outputs: VecDeque::new(),
         }
@@ -139,8 +141,8 @@ impl StationSession {
     }
 
     fn handle_call(&mut self, id: String, action: &str, payload: &Value, now_millis: u64) {
-        if let Some((_, answer)) = self.answered.iter().find(|(seen, _)| *seen == id) {
-            self.transmit.push_back(answer.clone());
+        if let Some(answer) = self.answered.answer_for(&id) {
+            self.transmit.push_back(answer.to_owned());
             return;
         }
         let request = match StationRequest::decode(action, payload) {
@@ -282,10 +284,7 @@ impl StationSession {
 
     fn answer(&mut self, id: String, reply: Frame) {
         let text = reply.to_text();
-        self.answered.push_back((id, text.clone()));
-        if self.answered.len() > self.config.remembered_answers_max {
-            self.answered.pop_front();
-        }
+        self.answered.remember(id, text.clone());
         self.transmit.push_back(text);
     }
 }

@@ -2,6 +2,7 @@
 //! speak. Pure: text in, typed values out, and a typed error — never a panic — for
 //! anything malformed.
 
+pub mod answers;
 pub mod frame;
 pub mod messages;
 pub mod time;
