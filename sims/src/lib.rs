@@ -19,3 +19,21 @@ pub mod seats;
 pub mod timeline;
 #[cfg(madsim)]
 pub mod unlock_race;
+
+/// Runs the simulation `make` builds under `seed`, in a fresh runtime on a fresh OS
+/// thread: thread-local generators (tokio's, the rand crate's) must not carry over from
+/// one seed to the next, or the same seed stops giving the same run. `Err` if it panicked.
+#[cfg(madsim)]
+pub fn on_fresh_thread<F, Fut>(seed: u64, make: F) -> std::thread::Result<Fut::Output>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        let runtime =
+            madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        runtime.block_on(make())
+    })
+    .join()
+}

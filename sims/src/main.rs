@@ -223,8 +223,6 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         fingerprint: u128,
     }
 
-    /// Runs one seed on a fresh OS thread: thread-local generators (tokio's, the rand
-    /// crate's) must not carry over from a previous seed.
     /// One run inside the current simulation runtime.
     async fn simulate(selection: Selection, design: Design) -> SeedResult {
         // Always draw, so that `--scenario X` replays exactly the run in which `all`
@@ -325,14 +323,10 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         }
     }
 
+    /// Runs one seed (see [`evsource_sims::on_fresh_thread`] for why a fresh thread).
     fn run_seed(seed: u64, selection: Selection, design: Design) -> SeedResult {
-        std::thread::spawn(move || {
-            let runtime =
-                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            runtime.block_on(simulate(selection, design))
-        })
-        .join()
-        .unwrap_or_else(|_| panic!("seed {seed} panicked; {}", repro(seed, None, design)))
+        evsource_sims::on_fresh_thread(seed, move || simulate(selection, design))
+            .unwrap_or_else(|_| panic!("seed {seed} panicked; {}", repro(seed, None, design)))
     }
 
     fn repro(seed: u64, scenario: Option<Scenario>, design: Design) -> String {
@@ -377,16 +371,11 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
 
     /// Runs one seed with its timeline collected.
     fn run_seed_traced(seed: u64, selection: Selection, design: Design) -> (SeedResult, Timeline) {
-        std::thread::spawn(move || {
-            let runtime =
-                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            runtime.block_on(async move {
-                let timeline = Timeline::default();
-                let _collecting = timeline.install();
-                (simulate(selection, design).await, timeline)
-            })
+        evsource_sims::on_fresh_thread(seed, move || async move {
+            let timeline = Timeline::default();
+            let _collecting = timeline.install();
+            (simulate(selection, design).await, timeline)
         })
-        .join()
         .unwrap_or_else(|_| panic!("seed {seed} panicked; {}", repro(seed, None, design)))
     }
 

@@ -17,12 +17,9 @@ fn swarm(
     let mut failures = Vec::new();
     let mut applied = 0;
     for seed in seeds {
-        let verdict = std::thread::spawn(move || {
-            let runtime =
-                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            runtime.block_on(async { run(workload, design, &FaultPlan::draw()).await })
+        let verdict = evsource_sims::on_fresh_thread(seed, move || async move {
+            run(workload, design, &FaultPlan::draw()).await
         })
-        .join()
         .expect("the run does not panic");
         match verdict {
             Ok(summary) => applied += summary.withdrawals_applied,

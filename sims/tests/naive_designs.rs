@@ -28,19 +28,14 @@ fn crash_while_partitioned() -> FaultPlan {
 fn swarm(design: Design, seeds: std::ops::RangeInclusive<u64>) -> Vec<(u64, &'static str)> {
     let mut failures = Vec::new();
     for seed in seeds {
-        let verdict = std::thread::spawn(move || {
-            let runtime =
-                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            runtime.block_on(async {
-                let scenario = UnlockRace {
-                    faults: crash_while_partitioned(),
-                    design,
-                    ..UnlockRace::default()
-                };
-                run(&scenario).await.verdict
-            })
+        let verdict = evsource_sims::on_fresh_thread(seed, move || async move {
+            let scenario = UnlockRace {
+                faults: crash_while_partitioned(),
+                design,
+                ..UnlockRace::default()
+            };
+            run(&scenario).await.verdict
         })
-        .join()
         .expect("the run does not panic");
         if let Err(violation) = verdict {
             failures.push((seed, violation.invariant));
@@ -72,14 +67,9 @@ fn projection_swarm(
 ) -> Vec<(u64, &'static str)> {
     let mut failures = Vec::new();
     for seed in seeds {
-        let verdict = std::thread::spawn(move || {
-            let runtime =
-                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            runtime.block_on(async {
-                evsource_sims::projection_catchup::run(design, &FaultPlan::draw()).await
-            })
+        let verdict = evsource_sims::on_fresh_thread(seed, move || async move {
+            evsource_sims::projection_catchup::run(design, &FaultPlan::draw()).await
         })
-        .join()
         .expect("the run does not panic");
         if let Err(violation) = verdict {
             failures.push((seed, violation.invariant));

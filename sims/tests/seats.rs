@@ -12,12 +12,9 @@ fn seat_booking_is_never_overbooked_across_seeds() {
     let mut applied = 0;
     let mut rejected = 0;
     for seed in 1..=10 {
-        let summary = std::thread::spawn(move || {
-            let runtime =
-                madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
-            runtime.block_on(async { run::<SeatBooking>(&FaultPlan::draw()).await })
+        let summary = evsource_sims::on_fresh_thread(seed, move || async move {
+            run::<SeatBooking>(&FaultPlan::draw()).await
         })
-        .join()
         .expect("the run does not panic")
         .unwrap_or_else(|violation| panic!("seed {seed}: {violation}"));
         applied += summary.applied;

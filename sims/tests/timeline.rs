@@ -8,23 +8,19 @@ use evsource_sims::unlock_race::{UnlockRace, run};
 
 #[test]
 fn a_run_timeline_names_nodes_orders_time_and_exports_a_trace() {
-    let timeline = std::thread::spawn(|| {
-        let runtime = madsim::runtime::Runtime::with_seed_and_config(3, madsim::Config::default());
-        runtime.block_on(async {
-            let timeline = Timeline::default();
-            let _collecting = timeline.install();
-            let report = run(&UnlockRace {
-                requests_per_client: 3,
-                ..UnlockRace::default()
-            })
-            .await;
-            report
-                .verdict
-                .expect("a fault-free run holds the invariants");
-            timeline
+    let timeline = evsource_sims::on_fresh_thread(3, move || async move {
+        let timeline = Timeline::default();
+        let _collecting = timeline.install();
+        let report = run(&UnlockRace {
+            requests_per_client: 3,
+            ..UnlockRace::default()
         })
+        .await;
+        report
+            .verdict
+            .expect("a fault-free run holds the invariants");
+        timeline
     })
-    .join()
     .expect("the run does not panic");
     let entries = timeline.entries();
     let nodes: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.node.as_str()).collect();
