@@ -81,7 +81,8 @@ impl Storage for DirStorage {
             .truncate(true)
             .open(&temp_path)?;
         // Real zeros, not a sparse file: overwriting allocated blocks syncs without a
-        // metadata update, which doubles durable throughput (measured: ARCHITECTURE.md).
+        // metadata update, which roughly doubled durable throughput in the design measurements
+        // (ARCHITECTURE.md, "The durable log").
         file.write_all(prefix)?;
         let zeros = vec![0u8; ZERO_CHUNK_BYTES];
         let mut remaining = len - prefix.len() as u64;
