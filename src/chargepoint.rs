@@ -501,12 +501,15 @@ impl ChargePoint {
         }
         if self.boot == Boot::Accepted && self.next_heartbeat_at.is_some_and(|at| at <= now) {
             self.next_heartbeat_at = Some(now + self.heartbeat_interval_millis);
-            self.enqueue(OutgoingCall {
-                action: "Heartbeat",
-                payload: json!({}),
-                must_deliver: false,
-                connector: None,
-            });
+            // A heartbeat only says "still here": one waiting in the queue is enough.
+            if !self.queued.iter().any(|c| c.action == "Heartbeat") {
+                self.enqueue(OutgoingCall {
+                    action: "Heartbeat",
+                    payload: json!({}),
+                    must_deliver: false,
+                    connector: None,
+                });
+            }
         }
         let connectors: Vec<u32> = self.connectors.keys().copied().collect();
         for connector in connectors {
@@ -516,7 +519,9 @@ impl ChargePoint {
 
     fn connector_timers(&mut self, connector: u32, now: u64) {
         let state = &self.connectors[&connector];
+        // The EV leaves only once the transaction is known: a StopTransaction needs its id.
         if state.status == ChargePointStatus::Charging
+            && state.transaction_id.is_some()
             && state.unplug_at.is_some_and(|at| at <= now)
         {
             self.handle_unplug(connector, now);
@@ -620,7 +625,7 @@ impl ChargePoint {
             .values()
             .flat_map(|c| match c.status {
                 ChargePointStatus::Preparing => [c.plug_in_at, c.give_up_at],
-                ChargePointStatus::Charging => [c.unplug_at, None],
+                ChargePointStatus::Charging if c.transaction_id.is_some() => [c.unplug_at, None],
                 _ => [None, None],
             })
             .flatten();

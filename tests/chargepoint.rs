@@ -417,3 +417,75 @@ fn an_unavailable_connector_refuses_remote_starts_until_back_in_service() {
     );
     assert_eq!(station.actuations().len(), 1);
 }
+
+/// An EV that leaves before the CSMS has answered StartTransaction waits for the
+/// transaction id: no StopTransaction without one, and no timer that stays due (a driver
+/// would spin on it), then the stop goes out once the id arrives.
+#[test]
+fn an_unplug_before_the_transaction_id_is_known_waits_for_it() {
+    let mut config = ChargePointConfig::new("CP1", 1);
+    config.plug_in_delay_millis = 1_000;
+    config.charging_millis = Some(1_000);
+    let mut station = ChargePoint::new(config, T0);
+    station.handle_connected(T0);
+    serve(&mut station, T0);
+    assert_eq!(
+        remote_start(&mut station, "m-1", 1, "req-1", T0),
+        json!("Accepted")
+    );
+    station.handle_timeout(T0 + 1_000);
+    let start = drain(&mut station, T0 + 1_000);
+    assert_eq!(call(&start[0]).1, "StartTransaction");
+    // The answer is slow; the charging time runs out meanwhile.
+    let later = T0 + 5_000;
+    station.handle_timeout(later);
+    assert!(
+        station.poll_timeout().is_none_or(|at| at > later),
+        "no timer may stay due after handle_timeout: {:?}",
+        station.poll_timeout()
+    );
+    assert_eq!(
+        station.connector(1).unwrap().status,
+        ChargePointStatus::Charging
+    );
+    answer(&mut station, start.into_iter().next().unwrap(), later);
+    assert_eq!(
+        station.poll_timeout(),
+        Some(T0 + 2_000),
+        "the unplug is due now"
+    );
+    station.handle_timeout(later);
+    let sent = serve(&mut station, later);
+    let actions: Vec<&str> = sent.iter().map(|(a, _)| a.as_str()).collect();
+    assert!(
+        actions.contains(&"StopTransaction"),
+        "stopped once the id is known: {actions:?}"
+    );
+    assert_eq!(
+        station.connector(1).unwrap().status,
+        ChargePointStatus::Available
+    );
+}
+
+/// Heartbeats coalesce while the CSMS is slow to answer: one queued heartbeat is enough,
+/// so a stalled link does not fill the station's queue with them.
+#[test]
+fn heartbeats_do_not_pile_up_behind_an_unanswered_call() {
+    let mut station = booted(1);
+    let interval = 60_000;
+    // Remote start, then hold the StartTransaction unanswered for ten intervals.
+    remote_start(&mut station, "m-1", 1, "req-1", T0);
+    station.handle_timeout(T0 + 2_000);
+    let held = drain(&mut station, T0 + 2_000);
+    assert_eq!(call(&held[0]).1, "StartTransaction");
+    for beat in 1..=10 {
+        station.handle_timeout(T0 + beat * interval);
+    }
+    // Answer it (within the call timeout is not required: it is retried if late).
+    for frame in held {
+        answer(&mut station, frame, T0 + 10 * interval);
+    }
+    let sent = serve(&mut station, T0 + 10 * interval);
+    let heartbeats = sent.iter().filter(|(a, _)| a == "Heartbeat").count();
+    assert_eq!(heartbeats, 1, "one heartbeat waited, not ten: {sent:?}");
+}

@@ -14,6 +14,12 @@ pub struct FaultPlan {
     pub station_reboot: bool,
     /// F3: a station is cut off from the network for a while, then healed.
     pub partition: bool,
+    /// F4: frames between stations and the CSMS are lost, duplicated and delayed past each
+    /// other, at these rates, for the whole run.
+    pub messages: Option<MessageFaults>,
+    /// F5: each station's clock is off by up to this many milliseconds either way, and
+    /// drifts by up to a twentieth.
+    pub clock_skew_max_millis: Option<u64>,
     /// F6/F7: a slow disk — every sync takes this long, so a crash (F1) can land between a
     /// group's write and its sync and leave a torn tail for recovery.
     pub sync_latency_millis: Option<u64>,
@@ -34,6 +40,8 @@ impl FaultPlan {
             csms_crash: false,
             station_reboot: false,
             partition: false,
+            messages: None,
+            clock_skew_max_millis: None,
             sync_latency_millis: None,
             telemetry_storm: false,
             fault_phase: Duration::ZERO,
@@ -51,6 +59,12 @@ impl FaultPlan {
             csms_crash: rng.gen_bool(0.5),
             station_reboot: rng.gen_bool(0.5),
             partition: rng.gen_bool(0.5),
+            messages: rng.gen_bool(0.5).then(|| MessageFaults {
+                loss_per_mille: rng.gen_range(0..50),
+                duplicate_per_mille: rng.gen_range(0..50),
+                delay_max_millis: rng.gen_range(0..3_000),
+            }),
+            clock_skew_max_millis: rng.gen_bool(0.5).then(|| rng.gen_range(1..600_000)),
             sync_latency_millis: rng.gen_bool(0.5).then(|| rng.gen_range(1..50)),
             telemetry_storm: rng.gen_bool(0.5),
             fault_phase: Duration::from_secs(rng.gen_range(60..300)),
@@ -69,10 +83,16 @@ impl fmt::Display for FaultPlan {
         let on = |enabled: bool| if enabled { "on" } else { "off" };
         write!(
             f,
-            "F1 csms-crash {} · F2 station-reboot {} · F3 partition {} · F6/F7 slow-disk {} · F9 telemetry-storm {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
+            "F1 csms-crash {} · F2 station-reboot {} · F3 partition {} · F4 messages {} · F5 clock-skew {} · F6/F7 slow-disk {} · F9 telemetry-storm {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
             on(self.csms_crash),
             on(self.station_reboot),
             on(self.partition),
+            self.messages.map_or("off".to_owned(), |m| format!(
+                "loss {}‰ dup {}‰ delay ≤{} ms",
+                m.loss_per_mille, m.duplicate_per_mille, m.delay_max_millis
+            )),
+            self.clock_skew_max_millis
+                .map_or("off".to_owned(), |ms| format!("±{ms} ms")),
             self.sync_latency_millis
                 .map_or("off".to_owned(), |ms| format!("{ms} ms/sync")),
             on(self.telemetry_storm),
@@ -85,12 +105,45 @@ impl fmt::Display for FaultPlan {
     }
 }
 
+/// F4 rates: per mille of frames lost and duplicated, and the longest delay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageFaults {
+    pub loss_per_mille: u32,
+    pub duplicate_per_mille: u32,
+    pub delay_max_millis: u64,
+}
+
+impl FaultPlan {
+    /// The faults of one station's link and clock, drawn from the simulator's generator.
+    pub fn draw_link(&self) -> evsource::node::driver::LinkFaults {
+        let mut rng = madsim::rand::thread_rng();
+        let mut link = evsource::node::driver::LinkFaults {
+            seed: rng.r#gen(),
+            ..evsource::node::driver::LinkFaults::default()
+        };
+        if let Some(messages) = self.messages {
+            link.loss = f64::from(messages.loss_per_mille) / 1_000.0;
+            link.duplicate = f64::from(messages.duplicate_per_mille) / 1_000.0;
+            link.delay_max_millis = messages.delay_max_millis;
+        }
+        if let Some(max) = self.clock_skew_max_millis {
+            let max = max as i64;
+            link.clock_offset_millis = rng.gen_range(-max..=max);
+            link.clock_drift_per_mille = rng.gen_range(-50..=50);
+        }
+        link
+    }
+}
+
 /// How many faults of each kind a run injected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FaultCounts {
     pub csms_crashes: u64,
     pub station_reboots: u64,
     pub partitions: u64,
+    pub frames_lost: u64,
+    pub frames_duplicated: u64,
+    pub frames_delayed: u64,
 }
 
 impl FaultCounts {
@@ -98,6 +151,9 @@ impl FaultCounts {
         self.csms_crashes += other.csms_crashes;
         self.station_reboots += other.station_reboots;
         self.partitions += other.partitions;
+        self.frames_lost += other.frames_lost;
+        self.frames_duplicated += other.frames_duplicated;
+        self.frames_delayed += other.frames_delayed;
     }
 }
 

@@ -420,10 +420,13 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
             ),
         }
         println!(
-            "injected: {} csms crashes, {} station reboots, {} partitions · simulated {:.1} s in {:.2} s wall · {} timeline events",
+            "injected: {} csms crashes, {} station reboots, {} partitions, {} frames lost, {} duplicated, {} delayed · simulated {:.1} s in {:.2} s wall · {} timeline events",
             result.faults.csms_crashes,
             result.faults.station_reboots,
             result.faults.partitions,
+            result.faults.frames_lost,
+            result.faults.frames_duplicated,
+            result.faults.frames_delayed,
             result.simulated.as_secs_f64(),
             wall.elapsed().as_secs_f64(),
             timeline.entries().len()
@@ -622,6 +625,12 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         println!("| F1 csms crashes | {} |", tally.faults.csms_crashes);
         println!("| F2 station reboots | {} |", tally.faults.station_reboots);
         println!("| F3 partitions | {} |", tally.faults.partitions);
+        println!("| F4 frames lost | {} |", tally.faults.frames_lost);
+        println!(
+            "| F4 frames duplicated | {} |",
+            tally.faults.frames_duplicated
+        );
+        println!("| F4 frames delayed | {} |", tally.faults.frames_delayed);
         println!("| failed seeds | {failed} |");
         for (invariant, failing) in &tally.failures {
             println!("| {invariant} violated | {} |", failing.len());

@@ -5,6 +5,7 @@
 //! I1, I2, I3, I4, I5 and I8.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,7 +15,7 @@ use evsource::dispatcher::{CheckpointPolicy, DispatcherConfig};
 use evsource::handler::HandlerConfig;
 use evsource::node::api::ApiCommand;
 use evsource::node::client::ApiClient;
-use evsource::node::driver::{SharedChargePoint, run_station};
+use evsource::node::driver::{LinkCounters, SharedChargePoint, run_station_with_faults};
 use evsource::node::{CsmsNode, NodeConfig};
 use evsource::oracles::{
     UnlockSummary, Violation, check_acknowledged, check_commands_once, check_store_shape,
@@ -153,6 +154,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
 
     let mut stations: Vec<SharedChargePoint> = Vec::new();
     let mut station_nodes = Vec::new();
+    let link_counters = Arc::new(LinkCounters::default());
     for index in 0..scenario.stations {
         let mut config = ChargePointConfig::new(format!("CP{index}"), scenario.connectors);
         {
@@ -160,18 +162,25 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             config.plug_in_delay_millis = rng.gen_range(500..60_000);
             config.charging_millis = Some(rng.gen_range(5_000..120_000));
         }
+        let link = scenario.faults.draw_link();
+        if link != Default::default() {
+            tracing::info!(station = %config.id, link = ?link, "link and clock faults");
+        }
         let station = Arc::new(Mutex::new(ChargePoint::new(config, now_millis())));
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 1, index as u8 + 1));
         let driven = station.clone();
+        let counters = link_counters.clone();
         let node = handle
             .create_node()
             .name(format!("station-{index}"))
             .ip(ip)
             .init(move || {
-                run_station(
+                run_station_with_faults(
                     driven.clone(),
                     station_addr,
                     Duration::from_secs(1),
+                    link.clone(),
+                    counters.clone(),
                     Shutdown::new(),
                 )
             })
@@ -192,7 +201,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         clients.push(node.spawn(run_client(client, scenario, api_addr)));
     }
 
-    let injected = inject_faults(
+    let mut injected = inject_faults(
         &scenario.faults,
         &handle,
         csms.id(),
@@ -231,6 +240,9 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    injected.frames_lost = link_counters.lost.load(Ordering::Relaxed);
+    injected.frames_duplicated = link_counters.duplicated.load(Ordering::Relaxed);
+    injected.frames_delayed = link_counters.delayed.load(Ordering::Relaxed);
     let truth = ground_truth(&stations);
     let verdict = judge(&events, &acknowledged, &truth);
     RunReport {

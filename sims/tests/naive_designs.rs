@@ -14,12 +14,10 @@ fn crash_while_partitioned() -> FaultPlan {
     FaultPlan {
         csms_crash: true,
         partition: true,
-        station_reboot: false,
-        sync_latency_millis: None,
-        telemetry_storm: false,
         fault_phase: Duration::from_secs(200),
         interval_millis: (2_000, 6_000),
         outage_millis: (500, 20_000),
+        ..FaultPlan::none()
     }
 }
 

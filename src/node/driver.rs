@@ -2,8 +2,14 @@
 //! the sans-IO station. It only moves lines and timers; the station decides everything.
 //! The station is shared behind a mutex so that a test or the simulator can inject
 //! physical events and read the ground truth while it runs.
+//!
+//! The simulator also injects faults here, between the station and its socket: frames
+//! lost, duplicated and delayed past each other (F4), and a station clock that is off and
+//! drifts (F5). Every such choice comes from [`LinkFaults::seed`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -11,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::chargepoint::ChargePoint;
-use crate::environment::{Environment, SystemEnvironment};
+use crate::environment::{Environment, SplitMix64, SystemEnvironment};
 use crate::signal::Shutdown;
 
 /// A charge point shared between its driver and whoever watches it.
@@ -21,6 +27,37 @@ fn lock(station: &SharedChargePoint) -> MutexGuard<'_, ChargePoint> {
     station.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Faults on one station's link (F4) and clock (F5). The default injects nothing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LinkFaults {
+    /// Probability that a frame, in either direction, is lost.
+    pub loss: f64,
+    /// Probability that a frame is delivered twice.
+    pub duplicate: f64,
+    /// Every frame is held back a random time up to this long, so frames overtake each other.
+    pub delay_max_millis: u64,
+    /// The station's clock runs this far ahead of the CSMS's (negative: behind).
+    pub clock_offset_millis: i64,
+    /// …and gains this many milliseconds per second of real time (negative: loses).
+    pub clock_drift_per_mille: i64,
+    /// Seeds every loss, duplication and delay.
+    pub seed: u64,
+}
+
+impl LinkFaults {
+    fn any_message_fault(&self) -> bool {
+        self.loss > 0.0 || self.duplicate > 0.0 || self.delay_max_millis > 0
+    }
+}
+
+/// What a link's faults did, for the simulator's summary.
+#[derive(Debug, Default)]
+pub struct LinkCounters {
+    pub lost: AtomicU64,
+    pub duplicated: AtomicU64,
+    pub delayed: AtomicU64,
+}
+
 /// Connects, speaks, and reconnects after `reconnect_delay` until shutdown.
 pub async fn run_station(
     station: SharedChargePoint,
@@ -28,13 +65,36 @@ pub async fn run_station(
     reconnect_delay: Duration,
     shutdown: Shutdown,
 ) {
-    let clock = SystemEnvironment::new(0);
+    let link = Link::new(LinkFaults::default(), Arc::default());
+    run_station_over(station, csms, reconnect_delay, link, shutdown).await;
+}
+
+/// [`run_station`] with faults injected on the link and the clock.
+pub async fn run_station_with_faults(
+    station: SharedChargePoint,
+    csms: SocketAddr,
+    reconnect_delay: Duration,
+    faults: LinkFaults,
+    counters: Arc<LinkCounters>,
+    shutdown: Shutdown,
+) {
+    let link = Link::new(faults, counters);
+    run_station_over(station, csms, reconnect_delay, link, shutdown).await;
+}
+
+async fn run_station_over(
+    station: SharedChargePoint,
+    csms: SocketAddr,
+    reconnect_delay: Duration,
+    mut link: Link,
+    shutdown: Shutdown,
+) {
     loop {
         if shutdown.is_triggered() {
             return;
         }
         if let Ok(stream) = TcpStream::connect(csms).await {
-            let ended = connection(&station, stream, &clock, &shutdown).await;
+            let ended = connection(&station, stream, &mut link, &shutdown).await;
             lock(&station).handle_disconnected();
             if ended == Ended::Shutdown {
                 return;
@@ -48,6 +108,121 @@ pub async fn run_station(
     }
 }
 
+/// The station's clock and the frames held back on its link.
+struct Link {
+    faults: LinkFaults,
+    counters: Arc<LinkCounters>,
+    rng: SplitMix64,
+    system: SystemEnvironment,
+    started_millis: u64,
+    /// Frames on their way, keyed by (delivery time, sequence number).
+    to_csms: BTreeMap<(u64, u64), String>,
+    to_station: BTreeMap<(u64, u64), String>,
+    sequence: u64,
+}
+
+impl Link {
+    fn new(faults: LinkFaults, counters: Arc<LinkCounters>) -> Link {
+        let system = SystemEnvironment::new(0);
+        Link {
+            rng: SplitMix64::new(faults.seed),
+            started_millis: system.now_millis(),
+            system,
+            faults,
+            counters,
+            to_csms: BTreeMap::new(),
+            to_station: BTreeMap::new(),
+            sequence: 0,
+        }
+    }
+
+    /// The CSMS's time: what the link's delays are measured in.
+    fn real_now(&self) -> u64 {
+        self.system.now_millis()
+    }
+
+    /// The station's own clock: offset and drifting (F5).
+    fn station_now(&self) -> u64 {
+        let real = self.real_now();
+        let elapsed = real.saturating_sub(self.started_millis) as i64;
+        let skew =
+            self.faults.clock_offset_millis + elapsed * self.faults.clock_drift_per_mille / 1_000;
+        real.saturating_add_signed(skew)
+    }
+
+    fn chance(&mut self, probability: f64) -> bool {
+        probability > 0.0 && (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= probability
+    }
+
+    /// Puts `text` on its way (F4: maybe lost, duplicated, delayed).
+    fn send(&mut self, text: String, to_csms: bool) {
+        if !self.faults.any_message_fault() {
+            let now = self.real_now();
+            self.enqueue(text, now, to_csms);
+            return;
+        }
+        if self.chance(self.faults.loss) {
+            self.counters.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(to_csms, frame = %text, "fault: frame lost");
+            return;
+        }
+        let copies = if self.chance(self.faults.duplicate) {
+            self.counters.duplicated.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(to_csms, frame = %text, "fault: frame duplicated");
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = match self.faults.delay_max_millis {
+                0 => 0,
+                max => self.rng.below(max + 1),
+            };
+            if delay > 0 {
+                self.counters.delayed.fetch_add(1, Ordering::Relaxed);
+            }
+            let at = self.real_now() + delay;
+            self.enqueue(text.clone(), at, to_csms);
+        }
+    }
+
+    fn enqueue(&mut self, text: String, at: u64, to_csms: bool) {
+        self.sequence += 1;
+        let queue = if to_csms {
+            &mut self.to_csms
+        } else {
+            &mut self.to_station
+        };
+        queue.insert((at, self.sequence), text);
+    }
+
+    /// Frames due by now, in delivery order.
+    fn due(&mut self, to_csms: bool) -> Vec<String> {
+        let now = self.real_now();
+        let queue = if to_csms {
+            &mut self.to_csms
+        } else {
+            &mut self.to_station
+        };
+        let later = queue.split_off(&(now + 1, 0));
+        std::mem::replace(queue, later).into_values().collect()
+    }
+
+    fn next_delivery(&self) -> Option<u64> {
+        let first = |queue: &BTreeMap<(u64, u64), String>| queue.keys().next().map(|k| k.0);
+        [first(&self.to_csms), first(&self.to_station)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// A dropped connection loses whatever was still on its way.
+    fn disconnect(&mut self) {
+        self.to_csms.clear();
+        self.to_station.clear();
+    }
+}
+
 #[derive(PartialEq, Eq)]
 enum Ended {
     Shutdown,
@@ -57,7 +232,18 @@ enum Ended {
 async fn connection(
     station: &SharedChargePoint,
     stream: TcpStream,
-    clock: &SystemEnvironment,
+    link: &mut Link,
+    shutdown: &Shutdown,
+) -> Ended {
+    let ended = speak(station, stream, link, shutdown).await;
+    link.disconnect();
+    ended
+}
+
+async fn speak(
+    station: &SharedChargePoint,
+    stream: TcpStream,
+    link: &mut Link,
     shutdown: &Shutdown,
 ) -> Ended {
     let (reader, mut writer) = tokio::io::split(stream);
@@ -66,17 +252,23 @@ async fn connection(
     if writer.write_all(hello.as_bytes()).await.is_err() || writer.flush().await.is_err() {
         return Ended::Disconnected;
     }
-    lock(station).handle_connected(clock.now_millis());
+    lock(station).handle_connected(link.station_now());
     tracing::info!(station = lock(station).id(), "connected to the CSMS");
     loop {
-        // Send whatever the station wants to send, then wait for input or its next timer.
-        let (outgoing, next_timer) = {
+        // Deliver what arrived, let the station speak, then send what is due.
+        let (next_timer, id) = {
             let mut station = lock(station);
-            let now = clock.now_millis();
+            for text in link.due(false) {
+                deliver(&mut station, &text, link.station_now());
+            }
+            let now = link.station_now();
             let outgoing: Vec<String> = std::iter::from_fn(|| station.poll_transmit(now)).collect();
-            (outgoing, station.poll_timeout())
+            for text in outgoing {
+                link.send(text, true);
+            }
+            (station.poll_timeout(), station.id().to_owned())
         };
-        for text in outgoing {
+        for text in link.due(true) {
             let sent = async {
                 writer.write_all(text.as_bytes()).await?;
                 writer.write_all(b"\n").await?;
@@ -86,35 +278,42 @@ async fn connection(
                 return Ended::Disconnected;
             }
         }
-        let wait = next_timer
-            .map_or(1_000, |at| at.saturating_sub(clock.now_millis()))
-            .min(1_000);
+        let timer_wait = next_timer.map_or(1_000, |at| at.saturating_sub(link.station_now()));
+        let delivery_wait = link
+            .next_delivery()
+            .map_or(1_000, |at| at.saturating_sub(link.real_now()));
+        let wait = timer_wait.min(delivery_wait).min(1_000);
         tokio::select! {
             biased;
             _ = shutdown.wait() => return Ended::Shutdown,
             line = lines.next_line() => match line {
-                Ok(Some(text)) => {
-                    let mut station = lock(station);
-                    let before = station.actuations().len();
-                    station.handle_text(&text, clock.now_millis());
-                    for actuation in &station.actuations()[before..] {
-                        tracing::info!(
-                            station = station.id(),
-                            connector = actuation.connector,
-                            id_tag = %actuation.id_tag,
-                            "connector unlocked (physical)"
-                        );
-                    }
+                Ok(Some(text)) => link.send(text, false),
+                _ => {
+                    tracing::info!(station = %id, "connection to the CSMS closed");
+                    return Ended::Disconnected;
                 }
-                _ => return Ended::Disconnected,
             },
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {
-                let now = clock.now_millis();
+                let now = link.station_now();
                 let mut station = lock(station);
                 if station.poll_timeout().is_some_and(|at| at <= now) {
                     station.handle_timeout(now);
                 }
             }
         }
+    }
+}
+
+/// Hands one frame to the station and logs any unlock it caused.
+fn deliver(station: &mut ChargePoint, text: &str, now: u64) {
+    let before = station.actuations().len();
+    station.handle_text(text, now);
+    for actuation in &station.actuations()[before..] {
+        tracing::info!(
+            station = station.id(),
+            connector = actuation.connector,
+            id_tag = %actuation.id_tag,
+            "connector unlocked (physical)"
+        );
     }
 }
