@@ -206,6 +206,54 @@ proptest! {
     }
 }
 
+/// fsyncgate: after a failed sync the kernel may drop the failed writes from its dirty
+/// set, so they read back but never reach the disk. A process that restarts, reopens the
+/// log and keeps appending must not build acknowledged events on bytes that a power loss
+/// will take away: reopening makes what it accepted durable, and a crash afterwards loses
+/// nothing that was acknowledged.
+#[test]
+fn after_a_failed_sync_a_restart_makes_what_it_reads_durable() {
+    let runtime = runtime();
+    let disk = SimDisk::new();
+    let store = LogStore::open(Arc::new(disk.clone()), config()).unwrap();
+    write_appends(&runtime, &store, &[1, 2]);
+    disk.set_faults(SimDiskFaults {
+        fail_syncs: true,
+        ..SimDiskFaults::default()
+    });
+    let failed =
+        runtime.block_on(store.append(&stream("x"), ExpectedVersion::Any, vec![event(500)]));
+    assert!(
+        matches!(failed, Err(AppendError::OutcomeUnknown(_))),
+        "{failed:?}"
+    );
+    disk.set_faults(SimDiskFaults::default());
+    drop(store);
+    // The process restarts (the machine does not): the failed write still reads back.
+    let restarted = LogStore::open(Arc::new(disk.clone()), config()).unwrap();
+    assert_eq!(read_everything(&runtime, &restarted).len(), 4);
+    runtime
+        .block_on(restarted.append(&stream("y"), ExpectedVersion::Any, vec![event(600)]))
+        .expect("acknowledged");
+    drop(restarted);
+    // Power loss: everything acknowledged must still be there, and the log must open.
+    disk.crash(0);
+    let reopened = LogStore::open(Arc::new(disk.clone()), config())
+        .expect("no hole under acknowledged events");
+    let ids: Vec<u128> = read_everything(&runtime, &reopened)
+        .iter()
+        .map(|e| e.id.0)
+        .collect();
+    assert!(
+        ids.contains(&600),
+        "the acknowledged event survived: {ids:?}"
+    );
+    assert!(
+        ids.contains(&500),
+        "what the restart accepted was made durable: {ids:?}"
+    );
+}
+
 #[test]
 fn a_failed_sync_poisons_the_log_until_it_is_reopened() {
     let runtime = runtime();

@@ -15,7 +15,8 @@ use super::{Storage, StorageFile};
 /// Faults that stay in force until changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SimDiskFaults {
-    /// Every sync fails (and makes nothing durable) while set.
+    /// Every sync fails while set, and the writes it should have made durable never will
+    /// be: they read back until a crash, then they are gone (the "fsyncgate" semantics).
     pub fail_syncs: bool,
     /// Reads that cover `(file, offset)` see that byte with its lowest bit flipped.
     pub flip_on_read: Option<(String, u64)>,
@@ -243,6 +244,10 @@ impl StorageFile for SimFileHandle {
         self.with_file(|file, faults, stats| {
             stats.syncs += 1;
             if faults.fail_syncs {
+                // As Linux does after a writeback error: the failed pages are marked
+                // clean. They still read back, but no later sync writes them, and a
+                // crash loses them.
+                file.unsynced.clear();
                 return Err(io::Error::other("simulated fsync failure"));
             }
             for (offset, data) in std::mem::take(&mut file.unsynced) {

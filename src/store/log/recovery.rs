@@ -5,6 +5,13 @@
 //! torn tail only when it is in the last segment and no valid record follows it anywhere;
 //! otherwise the log refuses to open and names the file and offset. An acknowledged record
 //! is therefore never silently dropped from the middle, and a damaged one is never read.
+//!
+//! What recovery accepts it then makes durable. After a failed fsync a kernel may mark the
+//! failed pages clean: they still read back, but no later fsync writes them, so the next
+//! power loss would punch a hole under everything appended since (PostgreSQL's
+//! "fsyncgate"). Only the last group can be in that state, and a group holds at most
+//! `group_commit_bytes_max` bytes, so open writes those last bytes again — the very bytes
+//! whose checksums it just verified — and syncs them before anything can build on them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,6 +63,9 @@ pub(super) fn recover(storage: &dyn Storage, config: &LogConfig) -> Result<Recov
         segments: Vec::new(),
         tail_offset: None,
     };
+    // The verified bytes at the end of each recent segment: (file, offset, bytes).
+    let mut tails: Vec<(Arc<dyn StorageFile>, u64, Vec<u8>)> = Vec::new();
+    let budget = config.group_commit_bytes_max as u64;
     for (position_in_list, name) in names.iter().enumerate() {
         let file_name = storage.describe(name);
         let expected_index = position_in_list as u32;
@@ -77,13 +87,54 @@ pub(super) fn recover(storage: &dyn Storage, config: &LogConfig) -> Result<Recov
             segment_index: expected_index,
             is_last,
         };
-        let tail = segment.scan(&mut recovered)?;
+        let (tail, tail_start, tail_bytes) = segment.scan(&mut recovered, budget)?;
+        tails.push((file.clone(), tail_start, tail_bytes));
+        // Older segments are needed only while the newer ones hold less than a group.
+        while tails.len() > 1 && tails[1..].iter().map(|t| t.2.len() as u64).sum::<u64>() >= budget
+        {
+            tails.remove(0);
+        }
         recovered.segments.push(file);
         if is_last {
             recovered.tail_offset = Some(tail);
         }
     }
+    persist_tail(storage, &names, &tails, budget)?;
     Ok(recovered)
+}
+
+/// `end`, and the last `keep` bytes of records before it with their offset.
+fn tail_of(bytes: &[u8], end: u64, keep: u64) -> (u64, u64, Vec<u8>) {
+    let start = end.saturating_sub(keep).max(SEGMENT_HEADER_BYTES).min(end);
+    (end, start, bytes[start as usize..end as usize].to_vec())
+}
+
+/// Writes the last `budget` bytes of accepted records again and syncs them (see the module
+/// documentation). `tails` holds each recent segment's verified end bytes, oldest first.
+fn persist_tail(
+    storage: &dyn Storage,
+    names: &[String],
+    tails: &[(Arc<dyn StorageFile>, u64, Vec<u8>)],
+    mut budget: u64,
+) -> Result<(), OpenError> {
+    let first_name = names.len() - tails.len();
+    for (index, (file, start, bytes)) in tails.iter().enumerate().rev() {
+        if budget == 0 {
+            break;
+        }
+        let skip = (bytes.len() as u64).saturating_sub(budget) as usize;
+        if skip == bytes.len() {
+            continue;
+        }
+        file.write_all_at(&bytes[skip..], start + skip as u64)
+            .and_then(|()| file.sync_data())
+            .map_err(|source| OpenError::Io {
+                file: storage.describe(&names[first_name + index]),
+                source,
+            })?;
+        budget -= (bytes.len() - skip) as u64;
+    }
+    Ok(())
 }
 
 struct SegmentScan<'a> {
@@ -109,8 +160,9 @@ impl SegmentScan<'_> {
         }
     }
 
-    /// Applies the segment's records to `recovered`; returns the offset after the last one.
-    fn scan(&self, recovered: &mut Recovered) -> Result<u64, OpenError> {
+    /// Applies the segment's records to `recovered`; returns the offset after the last one,
+    /// and the last `keep` bytes of records before it with their offset.
+    fn scan(&self, recovered: &mut Recovered, keep: u64) -> Result<(u64, u64, Vec<u8>), OpenError> {
         let length = self.file.size_bytes().map_err(|e| self.io(e))?;
         let mut bytes = vec![0u8; length as usize];
         self.file
@@ -152,7 +204,8 @@ impl SegmentScan<'_> {
                 Ok(Some(next)) => offset = next,
                 Ok(None) => break,
                 Err(damage) => {
-                    return self.handle_damage(&bytes, offset, &damage);
+                    let end = self.handle_damage(&bytes, offset, &damage)?;
+                    return Ok(tail_of(&bytes, end, keep));
                 }
             }
         }
@@ -162,7 +215,7 @@ impl SegmentScan<'_> {
         if self.is_last {
             self.zero_garbage(&bytes, offset)?;
         }
-        Ok(offset)
+        Ok(tail_of(&bytes, offset, keep))
     }
 
     /// Reads the record at `offset`. `Ok(None)` at the end of the data.
