@@ -457,3 +457,34 @@ fn concurrent_appenders_share_syncs() {
         "{syncs} syncs for {appenders} appends: no group commit"
     );
 }
+
+/// A transient read fault at open, on the last record: indistinguishable from a torn
+/// write on one read. Recovery decides on two reads, so it refuses this once (with the file
+/// and offset) instead of cutting an acknowledged record, and the next open keeps it.
+#[test]
+fn a_transient_read_fault_on_the_last_record_does_not_cut_it() {
+    let runtime = runtime();
+    let disk = SimDisk::new();
+    let store = LogStore::open(Arc::new(disk.clone()), config()).unwrap();
+    write_appends(&runtime, &store, &[1, 1, 1]);
+    drop(store);
+    let ends = record_ends(&disk, 3);
+    disk.set_faults(SimDiskFaults {
+        flip_next_read: Some((SEGMENT.into(), ends[1].1 as u64 + 30)),
+        ..SimDiskFaults::default()
+    });
+    let Err(refused) = LogStore::open(Arc::new(disk.clone()), config()) else {
+        panic!("refused while two reads disagree");
+    };
+    let message = refused.to_string();
+    assert!(
+        message.contains(SEGMENT) && message.contains("transient read fault"),
+        "{message}"
+    );
+    let reopened = LogStore::open(Arc::new(disk.clone()), config()).unwrap();
+    assert_eq!(
+        read_everything(&runtime, &reopened).len(),
+        3,
+        "the acknowledged last record was kept"
+    );
+}

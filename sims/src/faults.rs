@@ -20,6 +20,10 @@ pub struct FaultPlan {
     /// F5: each station's clock is off by up to this many milliseconds either way, and
     /// drifts by up to a twentieth.
     pub clock_skew_max_millis: Option<u64>,
+    /// F6 in the running node: syncs fail for a while (the log poisons itself and the node
+    /// must restart), or one read returns a flipped bit (detected by the checksum, never
+    /// misread).
+    pub disk_faults: bool,
     /// F6/F7: a slow disk — every sync takes this long, so a crash (F1) can land between a
     /// group's write and its sync and leave a torn tail for recovery.
     pub sync_latency_millis: Option<u64>,
@@ -42,6 +46,7 @@ impl FaultPlan {
             partition: false,
             messages: None,
             clock_skew_max_millis: None,
+            disk_faults: false,
             sync_latency_millis: None,
             telemetry_storm: false,
             fault_phase: Duration::ZERO,
@@ -65,6 +70,7 @@ impl FaultPlan {
                 delay_max_millis: rng.gen_range(0..3_000),
             }),
             clock_skew_max_millis: rng.gen_bool(0.5).then(|| rng.gen_range(1..600_000)),
+            disk_faults: rng.gen_bool(0.5),
             sync_latency_millis: rng.gen_bool(0.5).then(|| rng.gen_range(1..50)),
             telemetry_storm: rng.gen_bool(0.5),
             fault_phase: Duration::from_secs(rng.gen_range(60..300)),
@@ -74,7 +80,7 @@ impl FaultPlan {
     }
 
     pub fn any(&self) -> bool {
-        self.csms_crash || self.station_reboot || self.partition
+        self.csms_crash || self.station_reboot || self.partition || self.disk_faults
     }
 }
 
@@ -83,7 +89,7 @@ impl fmt::Display for FaultPlan {
         let on = |enabled: bool| if enabled { "on" } else { "off" };
         write!(
             f,
-            "F1 csms-crash {} · F2 station-reboot {} · F3 partition {} · F4 messages {} · F5 clock-skew {} · F6/F7 slow-disk {} · F9 telemetry-storm {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
+            "F1 csms-crash {} · F2 station-reboot {} · F3 partition {} · F4 messages {} · F5 clock-skew {} · F6 disk-faults {} · F6/F7 slow-disk {} · F9 telemetry-storm {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
             on(self.csms_crash),
             on(self.station_reboot),
             on(self.partition),
@@ -93,6 +99,7 @@ impl fmt::Display for FaultPlan {
             )),
             self.clock_skew_max_millis
                 .map_or("off".to_owned(), |ms| format!("±{ms} ms")),
+            on(self.disk_faults),
             self.sync_latency_millis
                 .map_or("off".to_owned(), |ms| format!("{ms} ms/sync")),
             on(self.telemetry_storm),
@@ -144,6 +151,10 @@ pub struct FaultCounts {
     pub frames_lost: u64,
     pub frames_duplicated: u64,
     pub frames_delayed: u64,
+    pub failed_syncs: u64,
+    pub read_flips: u64,
+    /// Restarts of a node that stopped itself (poisoned log, failed task).
+    pub node_failures: u64,
 }
 
 impl FaultCounts {
@@ -154,6 +165,9 @@ impl FaultCounts {
         self.frames_lost += other.frames_lost;
         self.frames_duplicated += other.frames_duplicated;
         self.frames_delayed += other.frames_delayed;
+        self.failed_syncs += other.failed_syncs;
+        self.read_flips += other.read_flips;
+        self.node_failures += other.node_failures;
     }
 }
 

@@ -420,13 +420,16 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
             ),
         }
         println!(
-            "injected: {} csms crashes, {} station reboots, {} partitions, {} frames lost, {} duplicated, {} delayed · simulated {:.1} s in {:.2} s wall · {} timeline events",
+            "injected: {} csms crashes, {} station reboots, {} partitions, {} frames lost, {} duplicated, {} delayed, {} failed-sync windows, {} read flips, {} self-stops · simulated {:.1} s in {:.2} s wall · {} timeline events",
             result.faults.csms_crashes,
             result.faults.station_reboots,
             result.faults.partitions,
             result.faults.frames_lost,
             result.faults.frames_duplicated,
             result.faults.frames_delayed,
+            result.faults.failed_syncs,
+            result.faults.read_flips,
+            result.faults.node_failures,
             result.simulated.as_secs_f64(),
             wall.elapsed().as_secs_f64(),
             timeline.entries().len()
@@ -631,6 +634,12 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
             tally.faults.frames_duplicated
         );
         println!("| F4 frames delayed | {} |", tally.faults.frames_delayed);
+        println!("| F6 failed-sync windows | {} |", tally.faults.failed_syncs);
+        println!("| F6 read flips | {} |", tally.faults.read_flips);
+        println!(
+            "| node self-stops (restarted) | {} |",
+            tally.faults.node_failures
+        );
         println!("| failed seeds | {failed} |");
         for (invariant, failing) in &tally.failures {
             println!("| {invariant} violated | {} |", failing.len());

@@ -79,11 +79,16 @@ fn now_millis() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The live store of the current CSMS incarnation, for the checker to read.
-type StoreSlot = Arc<Mutex<Option<LogStore>>>;
+/// The live store of the current CSMS incarnation and its failure signal, for the checker
+/// and the supervisor. Emptied whenever the node goes down.
+type StoreSlot = Arc<Mutex<Option<(LogStore, Shutdown)>>>;
+
+fn lock_slot(slot: &StoreSlot) -> std::sync::MutexGuard<'_, Option<(LogStore, Shutdown)>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn current_store(slot: &StoreSlot) -> Option<LogStore> {
-    slot.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    lock_slot(slot).as_ref().map(|(store, _)| store.clone())
 }
 
 /// Runs the scenario inside the current madsim runtime and judges it.
@@ -117,11 +122,19 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             .init(move || {
                 let (disk, slot) = (disk.clone(), slot.clone());
                 async move {
-                    // Every (re)start recovers the log from what the disk really holds.
-                    let log = crate::faults::log_config();
-                    let store = LogStore::open(Arc::new(disk), log)
-                        .expect("the log recovers from a simulated crash");
-                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(store.clone());
+                    // Every (re)start recovers the log from what the disk really holds. An
+                    // open refused for a transient read fault is retried, as a process
+                    // supervisor would; damage that stays keeps the node down, and the
+                    // liveness check reports it.
+                    let store = loop {
+                        match LogStore::open(Arc::new(disk.clone()), crate::faults::log_config()) {
+                            Ok(store) => break store,
+                            Err(error) => {
+                                tracing::warn!(%error, "the log did not open; retrying");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    };
                     let config = NodeConfig {
                         station_listen: SocketAddr::new(
                             IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -141,9 +154,10 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                         seed: madsim::rand::thread_rng().r#gen(),
                         projection_save_every_events: 50,
                     };
-                    let _node = CsmsNode::start(store, config)
+                    let node = CsmsNode::start(store.clone(), config)
                         .await
                         .expect("the node starts");
+                    *lock_slot(&slot) = Some((store, node.failed()));
                     std::future::pending::<()>().await;
                 }
             })
@@ -201,11 +215,19 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         clients.push(node.spawn(run_client(client, scenario, api_addr)));
     }
 
+    let finished = Shutdown::new();
+    let supervisor = tokio::spawn(supervise(
+        handle.clone(),
+        csms.id(),
+        slot.clone(),
+        finished.clone(),
+    ));
     let mut injected = inject_faults(
         &scenario.faults,
         &handle,
         csms.id(),
         &disk,
+        &slot,
         &stations,
         &station_nodes,
     )
@@ -240,6 +262,8 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     };
+    finished.trigger();
+    injected.node_failures = supervisor.await.expect("the supervisor ends");
     injected.frames_lost = link_counters.lost.load(Ordering::Relaxed);
     injected.frames_duplicated = link_counters.duplicated.load(Ordering::Relaxed);
     injected.frames_delayed = link_counters.delayed.load(Ordering::Relaxed);
@@ -348,6 +372,7 @@ async fn inject_faults(
     handle: &Handle,
     csms: madsim::task::NodeId,
     disk: &SimDisk,
+    slot: &StoreSlot,
     stations: &[SharedChargePoint],
     station_nodes: &[madsim::task::NodeId],
 ) -> FaultCounts {
@@ -360,12 +385,13 @@ async fn inject_faults(
         (plan.csms_crash, 1u8),
         (plan.station_reboot, 2),
         (plan.partition, 3),
+        (plan.disk_faults, 4),
     ]
     .into_iter()
     .filter_map(|(on, kind)| on.then_some(kind))
     .collect();
     while started.elapsed() < plan.fault_phase {
-        let (pause, kind, station, outage, kept_unsynced) = {
+        let (pause, kind, station, outage, kept_unsynced, flip) = {
             let mut rng = madsim::rand::thread_rng();
             (
                 rng.gen_range(plan.interval_millis.0..=plan.interval_millis.1),
@@ -373,6 +399,7 @@ async fn inject_faults(
                 rng.gen_range(0..stations.len()),
                 rng.gen_range(plan.outage_millis.0..=plan.outage_millis.1),
                 rng.gen_range(0..4096u64),
+                rng.gen_bool(0.5).then(|| rng.r#gen::<u64>()),
             )
         };
         tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -383,6 +410,7 @@ async fn inject_faults(
                     kept_unsynced_bytes = kept_unsynced,
                     "fault: CSMS crashed"
                 );
+                *lock_slot(slot) = None;
                 handle.kill(csms);
                 disk.crash(kept_unsynced);
                 tokio::time::sleep(Duration::from_millis(outage)).await;
@@ -399,6 +427,29 @@ async fn inject_faults(
                 handle.restart(station_nodes[station]);
                 counts.station_reboots += 1;
             }
+            4 => {
+                let mut faults = disk.faults();
+                match flip.and_then(|draw| flip_target(disk, draw)) {
+                    // Armed until a read strikes it (or the fault phase ends).
+                    Some((file, offset)) => {
+                        tracing::info!(%file, offset, "fault: the next read of a byte flips a bit");
+                        faults.flip_next_read = Some((file, offset));
+                        disk.set_faults(faults);
+                        counts.read_flips += 1;
+                    }
+                    None => {
+                        tracing::info!(outage_ms = outage / 10, "fault: syncs fail");
+                        faults.fail_syncs = true;
+                        disk.set_faults(faults);
+                        counts.failed_syncs += 1;
+                        tokio::time::sleep(Duration::from_millis(outage / 10)).await;
+                        let mut faults = disk.faults();
+                        faults.fail_syncs = false;
+                        disk.set_faults(faults);
+                        tracing::info!("fault: syncs work again");
+                    }
+                }
+            }
             _ => {
                 let net = NetSim::current();
                 tracing::info!(station = %format!("CP{station}"), outage_ms = outage, "fault: station partitioned");
@@ -410,5 +461,49 @@ async fn inject_faults(
             }
         }
     }
+    let mut faults = disk.faults();
+    faults.flip_next_read = None;
+    disk.set_faults(faults);
     counts
+}
+
+/// A byte among the newest 16 KiB of written data — what readers are about to read — of
+/// the newest segment, chosen by `draw`.
+fn flip_target(disk: &SimDisk, draw: u64) -> Option<(String, u64)> {
+    let file = disk
+        .file_names()
+        .into_iter()
+        .rfind(|name| name.ends_with(".evlog"))?;
+    let bytes = disk.file_bytes(&file)?;
+    let written = bytes.iter().rposition(|&b| b != 0)? as u64 + 1;
+    let window = written.min(16 * 1024);
+    Some((file, written - 1 - draw % window))
+}
+
+/// The process supervisor: a node that stopped itself — its log poisoned by a failed
+/// sync, or a task failed — is crashed and restarted (its page cache survives: no power
+/// loss). Returns how many times that happened.
+async fn supervise(
+    handle: Handle,
+    csms: madsim::task::NodeId,
+    slot: StoreSlot,
+    finished: Shutdown,
+) -> u64 {
+    let mut restarts = 0;
+    while !finished.is_triggered() {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let reason = lock_slot(&slot).as_ref().and_then(|(store, failed)| {
+            store
+                .failure()
+                .or_else(|| failed.is_triggered().then(|| "a task failed".to_owned()))
+        });
+        if let Some(reason) = reason {
+            tracing::info!(%reason, "the CSMS stopped itself; restarting it");
+            *lock_slot(&slot) = None;
+            handle.kill(csms);
+            handle.restart(csms);
+            restarts += 1;
+        }
+    }
+    restarts
 }

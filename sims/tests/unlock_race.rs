@@ -78,6 +78,41 @@ async fn unlock_race_survives_a_lossy_reordering_link_and_skewed_clocks() {
     );
 }
 
+/// F6 in the running node, often: windows in which every sync fails (the log poisons
+/// itself, the node stops and its supervisor restarts it; the failed writes are never made
+/// durable by a later sync) and one-shot read flips near the tail (the checksum catches
+/// them; a node that cannot record an outcome stops rather than forget it). Nothing
+/// acknowledged is lost and every request still gets its one true outcome.
+#[madsim::test]
+async fn unlock_race_survives_failed_syncs_and_read_flips_in_the_running_node() {
+    let faults = FaultPlan {
+        disk_faults: true,
+        fault_phase: std::time::Duration::from_secs(240),
+        interval_millis: (1_000, 4_000),
+        outage_millis: (2_000, 10_000),
+        ..FaultPlan::none()
+    };
+    let report = run(&UnlockRace {
+        faults: faults.clone(),
+        ..UnlockRace::default()
+    })
+    .await;
+    let summary = report
+        .verdict
+        .unwrap_or_else(|violation| panic!("{violation} under {faults}"));
+    assert!(
+        report.faults.failed_syncs > 0 && report.faults.read_flips > 0,
+        "both disk faults struck: {:?}",
+        report.faults
+    );
+    assert!(
+        report.faults.node_failures > 0,
+        "the node really stopped itself and was restarted: {:?}",
+        report.faults
+    );
+    assert!(summary.accepted >= 1, "{summary:?}");
+}
+
 /// Runs each seed twice and compares every random draw (madsim's determinism checker).
 /// Several seeds, because a leak of outside randomness (tokio's own RNG, a HashMap's
 /// order) shows on most seeds but not necessarily on one.

@@ -10,6 +10,10 @@
 //! * **hub** — owns every [`StationSession`], the [`Dispatcher`], the [`StationMirror`] and
 //!   one catch-up subscription; handles their inputs one at a time, so its behaviour
 //!   depends only on the order of inputs.
+//!
+//! The node is crash-only: a task that cannot go on (the store refuses reads, a projection
+//! meets an event it cannot apply) does not limp along — it raises [`CsmsNode::failed`],
+//! and the owner exits the process. The next start recovers from the store.
 
 pub mod api;
 pub mod client;
@@ -30,7 +34,7 @@ use crate::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
 use crate::domain::board::UnlockBoard;
 use crate::domain::station::{Station, StationCommand};
 use crate::environment::{Environment, SystemEnvironment};
-use crate::handler::{CommandHandler, HandlerConfig, Outcome};
+use crate::handler::{CommandHandler, HandleError, HandlerConfig, Outcome};
 use crate::mirror::{
     StationMirror, TelemetryEvent, UnlockEvidence, transaction_id_at, transaction_started,
 };
@@ -67,6 +71,7 @@ pub struct CsmsNode {
     pub station_addr: SocketAddr,
     pub api_addr: SocketAddr,
     shutdown: Shutdown,
+    failed: Shutdown,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -78,9 +83,10 @@ impl CsmsNode {
         let station_addr = station_listener.local_addr()?;
         let api_addr = api_listener.local_addr()?;
         let shutdown = Shutdown::new();
+        let failed = Shutdown::new();
         let (hub_inputs, hub_receiver) = mpsc::channel(HUB_QUEUE_MAX);
         let checkpoint = load_checkpoint(&store).await?;
-        let hub = Hub::new(store.clone(), &config, checkpoint);
+        let hub = Hub::new(store.clone(), &config, checkpoint, failed.clone());
         let board: ProjectionRunner<S, UnlockBoard> = ProjectionRunner::load(store.clone())
             .await
             .map_err(io::Error::other)?;
@@ -90,6 +96,7 @@ impl CsmsNode {
                 board,
                 config.projection_save_every_events,
                 shutdown.clone(),
+                failed.clone(),
             )),
             tokio::spawn(accept_stations(
                 station_listener,
@@ -109,8 +116,15 @@ impl CsmsNode {
             station_addr,
             api_addr,
             shutdown,
+            failed,
             tasks,
         })
+    }
+
+    /// Raised when a task of the node stopped on an error it cannot recover from. The
+    /// owner should then exit (or, in the simulator, crash the node): a restart recovers.
+    pub fn failed(&self) -> Shutdown {
+        self.failed.clone()
     }
 
     /// Stops accepting, closes connections and waits for every task to end.
@@ -179,10 +193,17 @@ struct Hub<S> {
     telemetry_count: u64,
     /// Connector and idTag of each CALL in flight, for the mirror's evidence.
     calls: BTreeMap<(String, String), (u32, String)>,
+    /// Raised when the hub cannot go on (crash-only: the owner restarts the node).
+    failed: Shutdown,
 }
 
 impl<S: EventStore> Hub<S> {
-    fn new(store: S, config: &NodeConfig, checkpoint: Option<GlobalPosition>) -> Hub<S> {
+    fn new(
+        store: S,
+        config: &NodeConfig,
+        checkpoint: Option<GlobalPosition>,
+        failed: Shutdown,
+    ) -> Hub<S> {
         let mut env = SystemEnvironment::new(config.seed);
         let telemetry_nonce = env.random_u64();
         Hub {
@@ -197,6 +218,7 @@ impl<S: EventStore> Hub<S> {
             telemetry_nonce,
             telemetry_count: 0,
             calls: BTreeMap::new(),
+            failed,
         }
     }
 
@@ -218,6 +240,7 @@ impl<S: EventStore> Hub<S> {
                     Ok(event) => self.handle_event(&event),
                     Err(error) => {
                         tracing::error!(%error, "hub subscription failed");
+                        self.failed.trigger();
                         break;
                     }
                 },
@@ -438,12 +461,24 @@ impl<S: EventStore> Hub<S> {
                 ));
                 tracing::info!(%station, %session, ?answer, "recording the unlock outcome");
                 let command = StationCommand::RecordAnswer { session, answer };
-                if let Err(error) = self
+                match self
                     .stations
                     .handle(&mut self.env, &stream, command_id, &command)
                     .await
                 {
-                    tracing::error!(%station, %error, "recording an unlock outcome failed");
+                    Ok(_) => {}
+                    // Definitive answers: the outcome is already there, or cannot be.
+                    Err(
+                        error @ (HandleError::Rejected(_) | HandleError::CommandIdReused { .. }),
+                    ) => {
+                        tracing::warn!(%station, %error, "unlock outcome not recorded");
+                    }
+                    // The outcome is not durably known, and this incarnation would never
+                    // retry it: stop, so that a restart re-dispatches from the checkpoint.
+                    Err(error) => {
+                        tracing::error!(%station, %error, "recording an unlock outcome failed; the node stops");
+                        self.failed.trigger();
+                    }
                 }
             }
             DispatchEffect::SaveCheckpoint(position) => {
@@ -546,6 +581,7 @@ async fn run_projection<S: EventStore, P: Projection>(
     mut runner: ProjectionRunner<S, P>,
     save_every: u64,
     shutdown: Shutdown,
+    failed: Shutdown,
 ) {
     let clock = SystemEnvironment::new(0);
     let mut unsaved = 0u64;
@@ -554,6 +590,7 @@ async fn run_projection<S: EventStore, P: Projection>(
             Ok(applied) => unsaved += applied,
             Err(error) => {
                 tracing::error!(projection = P::NAME, %error, "projection stopped");
+                failed.trigger();
                 return;
             }
         }

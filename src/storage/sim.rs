@@ -20,6 +20,9 @@ pub struct SimDiskFaults {
     pub fail_syncs: bool,
     /// Reads that cover `(file, offset)` see that byte with its lowest bit flipped.
     pub flip_on_read: Option<(String, u64)>,
+    /// Like `flip_on_read`, but only the next read that covers the byte: a transient
+    /// read fault. The fault clears itself once it has struck.
+    pub flip_next_read: Option<(String, u64)>,
     /// A slow disk: every sync takes this long (in the simulator's virtual time).
     pub sync_latency: std::time::Duration,
 }
@@ -78,6 +81,11 @@ impl SimDisk {
 
     pub fn set_faults(&self, faults: SimDiskFaults) {
         self.lock().faults = faults;
+    }
+
+    /// The faults in force now (a one-shot flip that struck is gone).
+    pub fn faults(&self) -> SimDiskFaults {
+        self.lock().faults.clone()
     }
 
     pub fn stats(&self) -> SimDiskStats {
@@ -186,7 +194,7 @@ struct SimFileHandle {
 impl SimFileHandle {
     fn with_file<T>(
         &self,
-        f: impl FnOnce(&mut SimFile, &SimDiskFaults, &mut SimDiskStats) -> io::Result<T>,
+        f: impl FnOnce(&mut SimFile, &mut SimDiskFaults, &mut SimDiskStats) -> io::Result<T>,
     ) -> io::Result<T> {
         let mut state = self.disk.lock();
         if state.generation != self.generation {
@@ -226,6 +234,13 @@ impl StorageFile for SimFileHandle {
                 && (offset..end as u64).contains(flip_offset)
             {
                 buf[(flip_offset - offset) as usize] ^= 1;
+            }
+            if let Some((flip_name, flip_offset)) = &faults.flip_next_read
+                && *flip_name == name
+                && (offset..end as u64).contains(flip_offset)
+            {
+                buf[(flip_offset - offset) as usize] ^= 1;
+                faults.flip_next_read = None;
             }
             Ok(())
         })

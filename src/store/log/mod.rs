@@ -233,6 +233,13 @@ impl LogStore {
         })
     }
 
+    /// Why the log stopped accepting writes (a failed write or sync), if it did. A poisoned
+    /// log stays poisoned: the owner should exit and reopen — recovery decides from what is
+    /// really on disk (crash-only).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.lock().failure.clone()
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.shared.config.limits
     }

@@ -264,6 +264,17 @@ impl SegmentScan<'_> {
             ));
         }
         self.ensure_nothing_valid_after(bytes, offset, &format!("a damaged record ({damage})"))?;
+        // Cutting a torn tail is irreversible; decide it on two reads, so a transient read
+        // fault cannot pass an acknowledged record off as torn.
+        let mut again = vec![0u8; bytes.len() - offset as usize];
+        self.file
+            .read_exact_at(&mut again, offset)
+            .map_err(|e| self.io(e))?;
+        if again != bytes[offset as usize..] {
+            return Err(self.io(std::io::Error::other(format!(
+                "two reads from offset {offset} disagree: a transient read fault; not deciding whether the record there is torn"
+            ))));
+        }
         // A torn write persists a prefix of the last group: past the torn record's extent
         // lies nothing. The extent is the header's length when the header's own checksum
         // vouches for it, else just the header — so a damaged length can never make a
