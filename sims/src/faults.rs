@@ -79,6 +79,39 @@ impl FaultPlan {
         }
     }
 
+    /// Fault kinds a run can switch off by name, as `--without` and the shrinker do.
+    pub const KINDS: [&'static str; 8] = ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "F9"];
+
+    /// Whether fault kind `kind` (one of [`FaultPlan::KINDS`]) is on in this plan.
+    pub fn has(&self, kind: &str) -> bool {
+        match kind {
+            "F1" => self.csms_crash,
+            "F2" => self.station_reboot,
+            "F3" => self.partition,
+            "F4" => self.messages.is_some(),
+            "F5" => self.clock_skew_max_millis.is_some(),
+            "F6" => self.disk_faults,
+            "F7" => self.sync_latency_millis.is_some(),
+            "F9" => self.telemetry_storm,
+            _ => false,
+        }
+    }
+
+    /// Switches fault kind `kind` off.
+    pub fn switch_off(&mut self, kind: &str) {
+        match kind {
+            "F1" => self.csms_crash = false,
+            "F2" => self.station_reboot = false,
+            "F3" => self.partition = false,
+            "F4" => self.messages = None,
+            "F5" => self.clock_skew_max_millis = None,
+            "F6" => self.disk_faults = false,
+            "F7" => self.sync_latency_millis = None,
+            "F9" => self.telemetry_storm = false,
+            _ => {}
+        }
+    }
+
     pub fn any(&self) -> bool {
         self.csms_crash || self.station_reboot || self.partition || self.disk_faults
     }

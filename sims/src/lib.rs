@@ -37,3 +37,28 @@ where
     })
     .join()
 }
+
+/// [`on_fresh_thread`] with `timeline` collecting every event of the run: installed on the
+/// fresh thread before the runtime exists, started when the simulation starts.
+#[cfg(madsim)]
+pub fn on_fresh_thread_traced<F, Fut>(
+    seed: u64,
+    timeline: timeline::Timeline,
+    make: F,
+) -> std::thread::Result<Fut::Output>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future + 'static,
+    Fut::Output: Send + 'static,
+{
+    std::thread::spawn(move || {
+        let _collecting = timeline.install();
+        let runtime =
+            madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
+        runtime.block_on(async move {
+            timeline.start();
+            make().await
+        })
+    })
+    .join()
+}

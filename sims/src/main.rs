@@ -37,7 +37,14 @@ mod cli {
     const USAGE: &str = "usage:
   evsource-sim                                  default swarm: 200 seeds of all scenarios
   evsource-sim swarm --seeds N [--first S] [--scenario X] [--design D] [--jobs J]
-  evsource-sim run --seed S [--scenario X] [--design D] [--trace FILE] [--check-determinism]
+  evsource-sim run --seed S [--scenario X] [--design D] [SHAPE] [--trace FILE] [--check-determinism]
+  evsource-sim shrink --seed S [--scenario X] [--design D]
+                                                smallest shape in which seed S still fails
+
+SHAPE (what `shrink` prints; each narrows the seed's own run):
+  --without F1,F4,…   switch fault kinds off (F1 F2 F3 F4 F5 F6 F7 F9)
+  --fault-phase SECS  inject faults for at most this long
+  --clients N  --requests N  --stations N      (unlock-race) a smaller workload
 
 scenarios: unlock-race, withdraw, double-submit, seats, projection-catchup,
            all (a seed-chosen mix; the default)
@@ -94,11 +101,65 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         All,
     }
 
+    /// Narrows a seed's run: fewer faults, a shorter fault phase, a smaller workload. The
+    /// seed still draws everything it would; the shape is applied to what it drew.
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    struct Shape {
+        without: std::collections::BTreeSet<&'static str>,
+        fault_phase_secs: Option<u64>,
+        clients: Option<u64>,
+        requests: Option<u64>,
+        stations: Option<usize>,
+    }
+
+    impl Shape {
+        fn apply_to_plan(&self, plan: &mut FaultPlan) {
+            for kind in &self.without {
+                plan.switch_off(kind);
+            }
+            if let Some(secs) = self.fault_phase_secs {
+                plan.fault_phase = plan.fault_phase.min(Duration::from_secs(secs));
+            }
+        }
+
+        fn apply_to_race(&self, race: &mut UnlockRace) {
+            if let Some(clients) = self.clients {
+                race.clients = clients;
+            }
+            if let Some(requests) = self.requests {
+                race.requests_per_client = requests;
+            }
+            if let Some(stations) = self.stations {
+                race.stations = stations;
+            }
+        }
+
+        /// The command-line flags that give this shape.
+        fn flags(&self) -> String {
+            let mut flags = String::new();
+            if !self.without.is_empty() {
+                let kinds: Vec<&str> = self.without.iter().copied().collect();
+                flags.push_str(&format!(" --without {}", kinds.join(",")));
+            }
+            let mut number = |flag: &str, value: Option<u64>| {
+                if let Some(value) = value {
+                    flags.push_str(&format!(" {flag} {value}"));
+                }
+            };
+            number("--fault-phase", self.fault_phase_secs);
+            number("--clients", self.clients);
+            number("--requests", self.requests);
+            number("--stations", self.stations.map(|s| s as u64));
+            flags
+        }
+    }
+
     #[derive(Debug)]
     struct Options {
         command: Command,
         selection: Selection,
         design: Design,
+        shape: Shape,
         jobs: usize,
         check_determinism: bool,
         trace: Option<String>,
@@ -107,6 +168,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
     #[derive(Debug)]
     enum Command {
         Run { seed: u64 },
+        Shrink { seed: u64 },
         Swarm { first: u64, seeds: u64 },
     }
 
@@ -114,6 +176,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         let (command, rest) = match args.first().map(String::as_str) {
             None => ("swarm", &args[..0]),
             Some("run") => ("run", &args[1..]),
+            Some("shrink") => ("shrink", &args[1..]),
             Some("swarm") => ("swarm", &args[1..]),
             Some(other) => return Err(format!("unknown command '{other}'")),
         };
@@ -135,6 +198,11 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                 "--scenario",
                 "--design",
                 "--jobs",
+                "--without",
+                "--fault-phase",
+                "--clients",
+                "--requests",
+                "--stations",
             ];
             if !known.contains(&flag) {
                 return Err(format!("unknown option '{flag}'"));
@@ -189,8 +257,43 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         };
         let default_jobs = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let jobs = number("--jobs", Some(default_jobs))?.max(1) as usize;
+        let mut shape = Shape::default();
+        if let Some(list) = values.get("--without") {
+            for kind in list.split(',') {
+                let known = FaultPlan::KINDS
+                    .into_iter()
+                    .find(|k| k.eq_ignore_ascii_case(kind.trim()))
+                    .ok_or_else(|| {
+                        format!(
+                            "--without takes fault kinds ({}), not '{kind}'",
+                            FaultPlan::KINDS.join(" ")
+                        )
+                    })?;
+                shape.without.insert(known);
+            }
+        }
+        let positive = |flag: &str| -> Result<Option<u64>, String> {
+            match values.get(flag) {
+                None => Ok(None),
+                Some(_) => match number(flag, None)? {
+                    0 => Err(format!("{flag} must be at least 1")),
+                    n => Ok(Some(n)),
+                },
+            }
+        };
+        shape.fault_phase_secs = positive("--fault-phase")?;
+        shape.clients = positive("--clients")?;
+        shape.requests = positive("--requests")?;
+        shape.stations = positive("--stations")?.map(|n| n.min(200) as usize);
         let command = if command == "run" {
             Command::Run {
+                seed: number("--seed", None)?,
+            }
+        } else if command == "shrink" {
+            if shape != Shape::default() {
+                return Err("shrink starts from the seed's full run; drop the shape flags".into());
+            }
+            Command::Shrink {
                 seed: number("--seed", None)?,
             }
         } else {
@@ -202,10 +305,14 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         if check_determinism && !matches!(command, Command::Run { .. }) {
             return Err("--check-determinism goes with `run --seed S`".into());
         }
+        if matches!(command, Command::Swarm { .. }) && shape != Shape::default() {
+            return Err("shape flags go with `run --seed S`".into());
+        }
         Ok(Options {
             command,
             selection,
             design,
+            shape,
             jobs,
             check_determinism,
             trace: values.get("--trace").map(|path| (*path).to_owned()),
@@ -224,7 +331,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
     }
 
     /// One run inside the current simulation runtime.
-    async fn simulate(selection: Selection, design: Design) -> SeedResult {
+    async fn simulate(selection: Selection, design: Design, shape: Shape) -> SeedResult {
         // Always draw, so that `--scenario X` replays exactly the run in which `all`
         // picked X: the same draws happen in the same order.
         // Exactly one draw, whatever the number of scenarios: a run with a named scenario
@@ -235,16 +342,18 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
             Selection::One(scenario) => scenario,
             Selection::All => drawn,
         };
-        let plan = FaultPlan::draw();
+        let mut plan = FaultPlan::draw();
+        shape.apply_to_plan(&mut plan);
         let started = tokio::time::Instant::now();
         match scenario {
             Scenario::UnlockRace => {
-                let report = unlock_race::run(&UnlockRace {
+                let mut race = UnlockRace {
                     faults: plan.clone(),
                     design,
                     ..UnlockRace::default()
-                })
-                .await;
+                };
+                shape.apply_to_race(&mut race);
+                let report = unlock_race::run(&race).await;
                 let verdict = report.verdict.map(|s| {
                     format!(
                         "{} requests, {} accepted, {} rejected, {} timed out, {} physical unlocks",
@@ -324,19 +433,32 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
     }
 
     /// Runs one seed (see [`evsource_sims::on_fresh_thread`] for why a fresh thread).
-    fn run_seed(seed: u64, selection: Selection, design: Design) -> SeedResult {
-        evsource_sims::on_fresh_thread(seed, move || simulate(selection, design))
-            .unwrap_or_else(|_| panic!("seed {seed} panicked; {}", repro(seed, None, design)))
+    fn run_seed(seed: u64, selection: Selection, design: Design, shape: &Shape) -> SeedResult {
+        let owned = shape.clone();
+        evsource_sims::on_fresh_thread(seed, move || simulate(selection, design, owned))
+            .unwrap_or_else(|_| {
+                panic!("seed {seed} panicked; {}", repro(seed, None, design, shape))
+            })
     }
 
-    fn repro(seed: u64, scenario: Option<Scenario>, design: Design) -> String {
-        let mut line = format!("repro: cargo xtask sim run --seed {seed}");
+    fn repro(seed: u64, scenario: Option<Scenario>, design: Design, shape: &Shape) -> String {
+        format!("repro: {}", command_line(seed, scenario, design, shape))
+    }
+
+    fn command_line(
+        seed: u64,
+        scenario: Option<Scenario>,
+        design: Design,
+        shape: &Shape,
+    ) -> String {
+        let mut line = format!("cargo xtask sim run --seed {seed}");
         if let Some(scenario) = scenario {
             line.push_str(&format!(" --scenario {}", scenario.name()));
         }
         if design != Design::Correct {
             line.push_str(&format!(" --design {}", design.name()));
         }
+        line.push_str(&shape.flags());
         line
     }
 
@@ -351,14 +473,16 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         };
         match options.command {
             Command::Run { seed } if options.check_determinism => {
-                check_determinism(seed, options.selection, options.design)
+                check_determinism(seed, options.selection, options.design, &options.shape)
             }
             Command::Run { seed } => run_one(
                 seed,
                 options.selection,
                 options.design,
+                &options.shape,
                 options.trace.as_deref(),
             ),
+            Command::Shrink { seed } => shrink(seed, options.selection, options.design),
             Command::Swarm { first, seeds } => swarm(
                 first,
                 seeds,
@@ -370,13 +494,19 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
     }
 
     /// Runs one seed with its timeline collected.
-    fn run_seed_traced(seed: u64, selection: Selection, design: Design) -> (SeedResult, Timeline) {
-        evsource_sims::on_fresh_thread(seed, move || async move {
-            let timeline = Timeline::default();
-            let _collecting = timeline.install();
-            (simulate(selection, design).await, timeline)
+    fn run_seed_traced(
+        seed: u64,
+        selection: Selection,
+        design: Design,
+        shape: &Shape,
+    ) -> (SeedResult, Timeline) {
+        let owned = shape.clone();
+        let timeline = Timeline::default();
+        let collected = timeline.clone();
+        evsource_sims::on_fresh_thread_traced(seed, timeline, move || async move {
+            (simulate(selection, design, owned).await, collected)
         })
-        .unwrap_or_else(|_| panic!("seed {seed} panicked; {}", repro(seed, None, design)))
+        .unwrap_or_else(|_| panic!("seed {seed} panicked; {}", repro(seed, None, design, shape)))
     }
 
     /// Station names, session ids and account streams named in a violation: what its
@@ -398,9 +528,15 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
             .collect()
     }
 
-    fn run_one(seed: u64, selection: Selection, design: Design, trace: Option<&str>) -> ExitCode {
+    fn run_one(
+        seed: u64,
+        selection: Selection,
+        design: Design,
+        shape: &Shape,
+        trace: Option<&str>,
+    ) -> ExitCode {
         let wall = Instant::now();
-        let (result, timeline) = run_seed_traced(seed, selection, design);
+        let (result, timeline) = run_seed_traced(seed, selection, design, shape);
         println!(
             "seed {seed} · scenario {} · design {}",
             result.scenario.name(),
@@ -468,7 +604,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                         entry.message
                     );
                 }
-                println!("{}", repro(seed, Some(result.scenario), design));
+                println!("{}", repro(seed, Some(result.scenario), design, shape));
                 ExitCode::FAILURE
             }
         }
@@ -478,10 +614,23 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
     /// the scenario and design travel through these (set once, before the check).
     static CHECKED_SELECTION: AtomicUsize = AtomicUsize::new(0);
     static CHECKED_DESIGN: AtomicUsize = AtomicUsize::new(0);
+    static CHECKED_SHAPE: Mutex<Shape> = Mutex::new(Shape {
+        without: std::collections::BTreeSet::new(),
+        fault_phase_secs: None,
+        clients: None,
+        requests: None,
+        stations: None,
+    });
 
     /// Runs the seed twice with madsim's checker, which records every random draw of the
     /// first run and compares the second against it, draw by draw (I9).
-    fn check_determinism(seed: u64, selection: Selection, design: Design) -> ExitCode {
+    fn check_determinism(
+        seed: u64,
+        selection: Selection,
+        design: Design,
+        shape: &Shape,
+    ) -> ExitCode {
+        *CHECKED_SHAPE.lock().unwrap_or_else(|p| p.into_inner()) = shape.clone();
         println!("seed {seed} · running twice, comparing every random draw");
         let selection_index = match selection {
             Selection::All => 0,
@@ -507,7 +656,11 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                     index => Selection::One(Scenario::ALL[index - 1]),
                 };
                 let design = Design::ALL[CHECKED_DESIGN.load(Ordering::SeqCst)];
-                simulate(selection, design).await.scenario.name()
+                let shape = CHECKED_SHAPE
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                simulate(selection, design, shape).await.scenario.name()
             })
         });
         if let Err(payload) = checked {
@@ -517,13 +670,13 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
                 .unwrap_or_else(|| "the second run diverged".to_owned());
             println!("NOT deterministic (random draws): {message}");
-            println!("{}", repro(seed, None, design));
+            println!("{}", repro(seed, None, design, shape));
             return ExitCode::FAILURE;
         }
         // madsim compares the generator's state draw by draw; a leak that only re-routes
         // draws passes that check, so also compare what two fresh runs produced.
-        let first = run_seed(seed, selection, design);
-        let second = run_seed(seed, selection, design);
+        let first = run_seed(seed, selection, design, shape);
+        let second = run_seed(seed, selection, design, shape);
         let observed = |r: &SeedResult| {
             (
                 r.verdict.as_ref().map_err(ToString::to_string).cloned(),
@@ -545,9 +698,105 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                 observed(&first),
                 observed(&second)
             );
-            println!("{}", repro(seed, Some(first.scenario), design));
+            println!("{}", repro(seed, Some(first.scenario), design, shape));
             ExitCode::FAILURE
         }
+    }
+
+    /// Searches for the smallest shape in which `seed` still breaks the same invariant:
+    /// greedily switches fault kinds off, halves the fault phase and the workload, and keeps
+    /// every step after which the run still fails. Each trial is one deterministic run.
+    fn shrink(seed: u64, selection: Selection, design: Design) -> ExitCode {
+        const TRIALS_MAX: u32 = 200;
+        let (first, timeline) = run_seed_traced(seed, selection, design, &Shape::default());
+        let Err(violation) = &first.verdict else {
+            println!(
+                "seed {seed} passes ({}): nothing to shrink",
+                first.scenario.name()
+            );
+            return ExitCode::from(2);
+        };
+        let invariant = violation.invariant;
+        let scenario = first.scenario;
+        let selection = Selection::One(scenario);
+        println!(
+            "seed {seed} · scenario {} · fails {invariant} · trace {} events",
+            scenario.name(),
+            timeline.entries().len()
+        );
+        println!("faults: {}", first.plan);
+        let race = UnlockRace::default();
+        let mut best = Shape::default();
+        let mut best_events = timeline.entries().len();
+        let mut trials = 0u32;
+        loop {
+            let mut candidates: Vec<(String, Shape)> = Vec::new();
+            for kind in FaultPlan::KINDS {
+                if first.plan.has(kind) && !best.without.contains(kind) {
+                    let mut next = best.clone();
+                    next.without.insert(kind);
+                    candidates.push((format!("without {kind}"), next));
+                }
+            }
+            let phase = best
+                .fault_phase_secs
+                .unwrap_or(first.plan.fault_phase.as_secs());
+            if phase > 5 && first.plan.any() {
+                let mut next = best.clone();
+                next.fault_phase_secs = Some((phase / 2).max(5));
+                candidates.push((format!("fault phase → {} s", (phase / 2).max(5)), next));
+            }
+            if scenario == Scenario::UnlockRace {
+                let halve = |n: u64| (n > 1).then_some(n / 2);
+                if let Some(n) = halve(best.clients.unwrap_or(race.clients)) {
+                    let mut next = best.clone();
+                    next.clients = Some(n);
+                    candidates.push((format!("clients → {n}"), next));
+                }
+                if let Some(n) = halve(best.requests.unwrap_or(race.requests_per_client)) {
+                    let mut next = best.clone();
+                    next.requests = Some(n);
+                    candidates.push((format!("requests per client → {n}"), next));
+                }
+                if let Some(n) = halve(best.stations.unwrap_or(race.stations) as u64) {
+                    let mut next = best.clone();
+                    next.stations = Some(n as usize);
+                    candidates.push((format!("stations → {n}"), next));
+                }
+            }
+            let mut improved = false;
+            for (step, candidate) in candidates {
+                if trials >= TRIALS_MAX {
+                    break;
+                }
+                trials += 1;
+                let (result, timeline) = run_seed_traced(seed, selection, design, &candidate);
+                let still = matches!(&result.verdict, Err(v) if v.invariant == invariant);
+                println!(
+                    "  try {step:<28} {}",
+                    if still {
+                        "still fails: kept"
+                    } else {
+                        "passes: undone"
+                    }
+                );
+                if still {
+                    best = candidate;
+                    best_events = timeline.entries().len();
+                    improved = true;
+                    break;
+                }
+            }
+            if !improved || trials >= TRIALS_MAX {
+                break;
+            }
+        }
+        println!(
+            "smallest after {trials} trials: fails {invariant} with a trace of {best_events} events (from {})",
+            timeline.entries().len()
+        );
+        println!("{}", repro(seed, Some(scenario), design, &best));
+        ExitCode::FAILURE
     }
 
     #[derive(Default)]
@@ -587,7 +836,7 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                         if seed >= first + seeds {
                             return;
                         }
-                        let result = run_seed(seed, selection, design);
+                        let result = run_seed(seed, selection, design, &Shape::default());
                         let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
                         tally.done += 1;
                         tally.simulated += result.simulated;
@@ -646,7 +895,10 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         }
         for failing in tally.failures.values() {
             for (seed, scenario) in failing {
-                println!("{}", repro(*seed, Some(*scenario), design));
+                println!(
+                    "{}",
+                    repro(*seed, Some(*scenario), design, &Shape::default())
+                );
             }
         }
         if failed == 0 {

@@ -32,6 +32,8 @@ pub const ENTRIES_MAX: usize = 200_000;
 pub struct Timeline {
     entries: Arc<Mutex<Vec<Entry>>>,
     dropped: Arc<Mutex<u64>>,
+    /// When the run started, in simulated time (set by [`Timeline::start`]).
+    started: Arc<std::sync::OnceLock<tokio::time::Instant>>,
 }
 
 impl Timeline {
@@ -56,13 +58,19 @@ impl Timeline {
     }
 
     /// Installs the collector for the current thread (one seed runs on one thread) until
-    /// the guard is dropped. Call it inside the simulation: times count from here.
+    /// the guard is dropped. Install it before the runtime is built, so that every span
+    /// the simulator creates belongs to this subscriber ([`crate::on_fresh_thread_traced`]
+    /// does); a span made under no subscriber breaks the next run on this process.
     pub fn install(&self) -> tracing::subscriber::DefaultGuard {
         let layer = Collector {
             timeline: self.clone(),
-            started: tokio::time::Instant::now(),
         };
         tracing::subscriber::set_default(tracing_subscriber::registry().with(layer))
+    }
+
+    /// Marks the start of the run, inside the simulation: times count from here.
+    pub fn start(&self) {
+        let _ = self.started.set(tokio::time::Instant::now());
     }
 
     /// Entries that mention any of `words`, plus every injected fault, in order.
@@ -106,7 +114,6 @@ struct NodeName(String);
 
 struct Collector {
     timeline: Timeline,
-    started: tokio::time::Instant,
 }
 
 /// Renders an event's fields as `message key=value …`.
@@ -152,6 +159,12 @@ where
         let mut fields = Fields::default();
         attributes.record(&mut fields);
         if let (Some(name), Some(span)) = (fields.name, ctx.span(id)) {
+            // The simulator's own main node is where the harness runs.
+            let name = if name == "madsim-main" {
+                "harness".to_owned()
+            } else {
+                name
+            };
             span.extensions_mut().insert(NodeName(name));
         }
     }
@@ -171,8 +184,13 @@ where
             .unwrap_or_else(|| "harness".to_owned());
         let mut fields = Fields::default();
         event.record(&mut fields);
+        let at = self
+            .timeline
+            .started
+            .get()
+            .map_or(Duration::ZERO, |started| started.elapsed());
         self.timeline.push(Entry {
-            at: self.started.elapsed(),
+            at,
             node,
             message: format!("{}{}", fields.message, fields.rest),
         });

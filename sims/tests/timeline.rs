@@ -8,9 +8,9 @@ use evsource_sims::unlock_race::{UnlockRace, run};
 
 #[test]
 fn a_run_timeline_names_nodes_orders_time_and_exports_a_trace() {
-    let timeline = evsource_sims::on_fresh_thread(3, move || async move {
-        let timeline = Timeline::default();
-        let _collecting = timeline.install();
+    let timeline = Timeline::default();
+    let collected = timeline.clone();
+    let timeline = evsource_sims::on_fresh_thread_traced(3, collected, move || async move {
         let report = run(&UnlockRace {
             requests_per_client: 3,
             ..UnlockRace::default()
@@ -44,4 +44,32 @@ fn a_run_timeline_names_nodes_orders_time_and_exports_a_trace() {
     let tracks = events.iter().filter(|e| e["ph"] == "M").count();
     assert_eq!(tracks, nodes.len(), "one named track per node");
     assert_eq!(events.len() - tracks, entries.len());
+}
+
+/// Traced runs one after another in one process (as `sim shrink` does): a span the
+/// simulator made under no subscriber once broke every later run; each run now collects
+/// its own complete timeline.
+#[test]
+fn traced_runs_follow_each_other_in_one_process() {
+    let mut lengths = Vec::new();
+    for _ in 0..3 {
+        let timeline = Timeline::default();
+        let collected = timeline.clone();
+        evsource_sims::on_fresh_thread_traced(5, collected, || async {
+            run(&UnlockRace {
+                requests_per_client: 2,
+                ..UnlockRace::default()
+            })
+            .await
+            .verdict
+            .expect("a fault-free run holds the invariants");
+        })
+        .expect("no run panics");
+        lengths.push(timeline.entries().len());
+    }
+    assert!(lengths[0] > 0, "events were collected: {lengths:?}");
+    assert!(
+        lengths.windows(2).all(|w| w[0] == w[1]),
+        "the same seed gives the same timeline every time: {lengths:?}"
+    );
 }

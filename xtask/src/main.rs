@@ -2,7 +2,8 @@
 //!
 //! * `test` — everything CI runs: fmt check, clippy (warnings denied), every test, and the
 //!   simulation scenarios under madsim in their own target directory.
-//! * `sim`  — the seeded simulation swarm, or one seed (`sim run --seed S`).
+//! * `sim`  — the seeded simulation swarm, one seed (`sim run --seed S`), or the
+//!   smallest failing shape of a seed (`sim shrink --seed S`).
 
 use std::process::{Command, ExitCode};
 
@@ -14,7 +15,8 @@ commands:
   sim     the seeded simulation swarm (release build with --cfg madsim in target/sim):
             cargo xtask sim                       default swarm, 200 seeds
             cargo xtask sim swarm --seeds N [--first S] [--scenario X] [--jobs J]
-            cargo xtask sim run --seed S          one seed, reproducibly";
+            cargo xtask sim run --seed S          one seed, reproducibly
+            cargo xtask sim shrink --seed S       the smallest run in which it still fails";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -1,0 +1,110 @@
+//! The `evsource-sim` command line, run as users run it: a failing seed found by a swarm
+//! shrinks to a smaller run that still breaks the same invariant, and its repro line does
+//! reproduce it; bad arguments are refused with the usage.
+#![cfg(madsim)]
+
+use std::process::Command;
+
+fn sim(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_evsource-sim"))
+        .args(args)
+        .output()
+        .expect("the simulator runs");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// The arguments of a `repro: cargo xtask sim run …` line.
+fn repro_args(line: &str) -> Vec<String> {
+    line.trim()
+        .strip_prefix("repro: cargo xtask sim ")
+        .expect("a repro line")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn trace_events(output: &str) -> usize {
+    output
+        .lines()
+        .find_map(|line| {
+            let before = line.split(" timeline events").next()?;
+            line.contains(" timeline events")
+                .then(|| before.rsplit(' ').next()?.parse().ok())?
+        })
+        .expect("the run reports its timeline length")
+}
+
+#[test]
+fn a_failing_seed_shrinks_to_a_smaller_run_that_still_fails() {
+    let (passed, swarm) = sim(&[
+        "swarm",
+        "--seeds",
+        "60",
+        "--design",
+        "naive-early-checkpoint",
+        "--jobs",
+        "2",
+    ]);
+    assert!(!passed, "the swarm finds N4's lost unlock:\n{swarm}");
+    let first = swarm
+        .lines()
+        .find(|l| l.starts_with("repro: "))
+        .expect("a repro line");
+    let args = repro_args(first);
+    let seed = args[args.iter().position(|a| a == "--seed").unwrap() + 1].clone();
+
+    let (_, original) = sim(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(original.contains("FAILED: I4 violated"), "{original}");
+
+    let (shrink_passed, shrunk) = sim(&[
+        "shrink",
+        "--seed",
+        &seed,
+        "--design",
+        "naive-early-checkpoint",
+    ]);
+    assert!(
+        !shrink_passed,
+        "shrink exits non-zero: the seed still fails"
+    );
+    let smallest = shrunk
+        .lines()
+        .rfind(|l| l.starts_with("repro: "))
+        .expect("shrink prints the smallest repro line");
+    let smaller = repro_args(smallest);
+    assert!(
+        smaller.len() > args.len(),
+        "the shrunk run is narrower than the seed's own: {smallest}"
+    );
+    let (_, replayed) = sim(&smaller.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        replayed.contains("FAILED: I4 violated"),
+        "the shrunk repro line reproduces the same invariant:\n{replayed}"
+    );
+    assert!(
+        trace_events(&replayed) < trace_events(&original),
+        "a shorter trace: {} vs {}",
+        trace_events(&replayed),
+        trace_events(&original)
+    );
+}
+
+#[test]
+fn bad_arguments_are_refused_with_the_usage() {
+    for args in [
+        &["run", "--seed", "1", "--without", "F8"][..],
+        &["run", "--seed", "x"],
+        &["run", "--seed", "1", "--clients", "0"],
+        &["swarm", "--clients", "2"],
+        &["run", "--seed", "1", "--scenario", "nope"],
+    ] {
+        let (passed, output) = sim(args);
+        assert!(!passed, "{args:?} is refused");
+        assert!(
+            output.contains("error: ") && output.contains("usage:"),
+            "{args:?} explains itself:\n{output}"
+        );
+    }
+}
