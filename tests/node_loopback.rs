@@ -48,6 +48,7 @@ fn node_config() -> NodeConfig {
         },
         handler: HandlerConfig::default(),
         seed: 1,
+        unlock_path: evsource::node::UnlockPath::Outbox,
         projection_save_every_events: 50,
     }
 }

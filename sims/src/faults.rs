@@ -211,6 +211,8 @@ impl FaultCounts {
 pub enum Design {
     #[default]
     Correct,
+    /// N1: the unlock is sent inside the command, before the append.
+    NaiveSideEffect,
     /// N4: the dispatcher advances its checkpoint before the send is confirmed.
     NaiveEarlyCheckpoint,
     /// N2: validate against a lagging read model, append without an expected version.
@@ -222,8 +224,9 @@ pub enum Design {
 }
 
 impl Design {
-    pub const ALL: [Design; 5] = [
+    pub const ALL: [Design; 6] = [
         Design::Correct,
+        Design::NaiveSideEffect,
         Design::NaiveEarlyCheckpoint,
         Design::NaiveReadModel,
         Design::NaiveVersionCheck,
@@ -233,6 +236,7 @@ impl Design {
     pub fn name(self) -> &'static str {
         match self {
             Design::Correct => "correct",
+            Design::NaiveSideEffect => "naive-side-effect",
             Design::NaiveEarlyCheckpoint => "naive-early-checkpoint",
             Design::NaiveReadModel => "naive-read-model",
             Design::NaiveVersionCheck => "naive-version-check",

@@ -48,7 +48,8 @@ SHAPE (what `shrink` prints; each narrows the seed's own run):
 
 scenarios: unlock-race, withdraw, double-submit, seats, projection-catchup,
            all (a seed-chosen mix; the default)
-designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
+designs:   correct (default); naive-side-effect (N1, unlock-race),
+           naive-early-checkpoint (N4, unlock-race),
            naive-read-model (N2, withdraw), naive-version-check (N3, double-submit),
            naive-projection-checkpoint (N6, projection-catchup)";
 
@@ -85,7 +86,9 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
         fn of_design(design: Design) -> Option<Scenario> {
             match design {
                 Design::Correct => None,
-                Design::NaiveEarlyCheckpoint => Some(Scenario::UnlockRace),
+                Design::NaiveEarlyCheckpoint | Design::NaiveSideEffect => {
+                    Some(Scenario::UnlockRace)
+                }
                 Design::NaiveReadModel => Some(Scenario::Withdraw),
                 Design::NaiveVersionCheck => Some(Scenario::DoubleSubmit),
                 Design::NaiveProjectionCheckpoint => Some(Scenario::ProjectionCatchup),
@@ -525,7 +528,12 @@ designs:   correct (default); naive-early-checkpoint (N4, unlock-race),
                         .is_some_and(|(a, b)| digits(a) && digits(b))
             })
             .map(str::to_owned)
-            .collect()
+            .fold(Vec::new(), |mut words, word| {
+                if !words.contains(&word) {
+                    words.push(word);
+                }
+                words
+            })
     }
 
     fn run_one(

@@ -16,7 +16,7 @@ use evsource::handler::HandlerConfig;
 use evsource::node::api::ApiCommand;
 use evsource::node::client::ApiClient;
 use evsource::node::driver::{LinkCounters, SharedChargePoint, run_station_with_faults};
-use evsource::node::{CsmsNode, NodeConfig};
+use evsource::node::{CsmsNode, NodeConfig, UnlockPath};
 use evsource::oracles::{
     UnlockSummary, Violation, check_acknowledged, check_commands_once, check_store_shape,
     check_unlocks_against, fingerprint, ground_truth, read_all_events,
@@ -112,6 +112,10 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         Design::NaiveEarlyCheckpoint => CheckpointPolicy::OnRead,
         _ => CheckpointPolicy::AfterOutcome,
     };
+    let unlock_path = match scenario.design {
+        Design::NaiveSideEffect => UnlockPath::SideEffectFirst,
+        _ => UnlockPath::Outbox,
+    };
 
     let csms = {
         let (disk, slot) = (disk.clone(), slot.clone());
@@ -153,6 +157,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                         handler: HandlerConfig::default(),
                         seed: madsim::rand::thread_rng().r#gen(),
                         projection_save_every_events: 50,
+                        unlock_path,
                     };
                     let node = CsmsNode::start(store.clone(), config)
                         .await
@@ -177,7 +182,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             config.charging_millis = Some(rng.gen_range(5_000..120_000));
         }
         let link = scenario.faults.draw_link();
-        if link != Default::default() {
+        if scenario.faults.messages.is_some() || scenario.faults.clock_skew_max_millis.is_some() {
             tracing::info!(station = %config.id, link = ?link, "link and clock faults");
         }
         let station = Arc::new(Mutex::new(ChargePoint::new(config, now_millis())));

@@ -1,4 +1,4 @@
-//! The harness catches the naive designs N4 and N6 (DESIGN §5): a bounded swarm of seeds under a
+//! The harness catches the naive designs N1, N4 and N6 (DESIGN §5): a bounded swarm of seeds under a
 //! fault plan that can expose the mistake finds the predicted violation for the naive
 //! design, and the correct design passes exactly the same seeds and plans.
 #![cfg(madsim)]
@@ -23,12 +23,16 @@ fn crash_while_partitioned() -> FaultPlan {
 
 /// Runs `seeds` for `design`, each on a fresh thread; returns the violated invariant per
 /// failing seed.
-fn swarm(design: Design, seeds: std::ops::RangeInclusive<u64>) -> Vec<(u64, &'static str)> {
+fn swarm(
+    design: Design,
+    faults: fn() -> FaultPlan,
+    seeds: std::ops::RangeInclusive<u64>,
+) -> Vec<(u64, &'static str)> {
     let mut failures = Vec::new();
     for seed in seeds {
         let verdict = evsource_sims::on_fresh_thread(seed, move || async move {
             let scenario = UnlockRace {
-                faults: crash_while_partitioned(),
+                faults: faults(),
                 design,
                 ..UnlockRace::default()
             };
@@ -45,7 +49,11 @@ fn swarm(design: Design, seeds: std::ops::RangeInclusive<u64>) -> Vec<(u64, &'st
 #[test]
 fn naive_early_checkpoint_loses_unlocks_and_the_correct_design_does_not() {
     let seeds = 1..=24;
-    let naive = swarm(Design::NaiveEarlyCheckpoint, seeds.clone());
+    let naive = swarm(
+        Design::NaiveEarlyCheckpoint,
+        crash_while_partitioned,
+        seeds.clone(),
+    );
     assert!(
         !naive.is_empty(),
         "the swarm did not catch naive-early-checkpoint on seeds {seeds:?}"
@@ -54,7 +62,29 @@ fn naive_early_checkpoint_loses_unlocks_and_the_correct_design_does_not() {
         naive.iter().all(|(_, invariant)| *invariant == "I4"),
         "N4 loses unlocks (I4): {naive:?}"
     );
-    let correct = swarm(Design::Correct, seeds);
+    let correct = swarm(Design::Correct, crash_while_partitioned, seeds);
+    assert!(correct.is_empty(), "the correct design failed: {correct:?}");
+}
+
+/// N1 (seed 000's design): the RemoteStartTransaction goes out inside the command, before
+/// the append. Concurrent clients on shared connectors (F8) are enough, with no other
+/// fault: a command whose append then loses the race leaves a physical unlock that no
+/// recorded request asked for (I1). The outbox design passes the same seeds.
+#[test]
+fn naive_side_effect_unlocks_what_nobody_recorded_and_the_outbox_does_not() {
+    let seeds = 1..=8;
+    let naive = swarm(Design::NaiveSideEffect, FaultPlan::none, seeds.clone());
+    assert!(
+        !naive.is_empty(),
+        "the swarm did not catch naive-side-effect on seeds {seeds:?}"
+    );
+    assert!(
+        naive
+            .iter()
+            .all(|(_, invariant)| ["I1", "I4", "I5"].contains(invariant)),
+        "N1 gives double, orphan or unrecorded unlocks (I1, I4, I5): {naive:?}"
+    );
+    let correct = swarm(Design::Correct, FaultPlan::none, seeds);
     assert!(correct.is_empty(), "the correct design failed: {correct:?}");
 }
 

@@ -32,7 +32,7 @@ use crate::core::types::{CommandId, EventId, ExpectedVersion, GlobalPosition, St
 use crate::decider::Aggregate;
 use crate::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
 use crate::domain::board::UnlockBoard;
-use crate::domain::station::{Station, StationCommand};
+use crate::domain::station::{Station, StationAnswer, StationCommand};
 use crate::environment::{Environment, SystemEnvironment};
 use crate::handler::{CommandHandler, HandleError, HandlerConfig, Outcome};
 use crate::mirror::{
@@ -63,6 +63,21 @@ pub struct NodeConfig {
     pub seed: u64,
     /// Projections save state and checkpoint after this many new events (and at shutdown).
     pub projection_save_every_events: u64,
+    /// How an unlock reaches the station. Only the simulator's naive design N1 changes it.
+    pub unlock_path: UnlockPath,
+}
+
+/// How a requested unlock reaches the station.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnlockPath {
+    /// The request is appended; the outbox dispatcher sends it once it is durable (correct).
+    #[default]
+    Outbox,
+    /// The naive design N1 (`naive-side-effect`, seed 000): the API sends the
+    /// RemoteStartTransaction inside the command, before anything is appended, then appends
+    /// the request and the answer. A crash or a lost answer in between leaves an unlock
+    /// nobody recorded, or a request with no outcome.
+    SideEffectFirst,
 }
 
 /// A running node.
@@ -100,14 +115,19 @@ impl CsmsNode {
             )),
             tokio::spawn(accept_stations(
                 station_listener,
-                hub_inputs,
+                hub_inputs.clone(),
                 shutdown.clone(),
             )),
             tokio::spawn(accept_clients(
                 api_listener,
                 store,
-                config.handler.clone(),
-                config.seed,
+                ClientContext {
+                    handler: config.handler.clone(),
+                    seed: config.seed,
+                    hub: (config.unlock_path == UnlockPath::SideEffectFirst)
+                        .then(|| hub_inputs.clone()),
+                    call_timeout_millis: config.dispatcher.call_timeout_millis,
+                },
                 shutdown.clone(),
             )),
         ];
@@ -171,6 +191,13 @@ enum HubInput {
     Closed {
         connection: u64,
     },
+    /// N1 only: send a RemoteStartTransaction now and report the station's answer.
+    SendDirect {
+        station: String,
+        connector: u32,
+        id_tag: String,
+        answer: tokio::sync::oneshot::Sender<crate::ocpp::messages::RemoteStartStopStatus>,
+    },
 }
 
 #[derive(Debug)]
@@ -195,6 +222,13 @@ struct Hub<S> {
     calls: BTreeMap<(String, String), (u32, String)>,
     /// Raised when the hub cannot go on (crash-only: the owner restarts the node).
     failed: Shutdown,
+    unlock_path: UnlockPath,
+    /// N1 only: API tasks waiting for the answer to a CALL sent directly.
+    direct: BTreeMap<
+        (String, String),
+        tokio::sync::oneshot::Sender<crate::ocpp::messages::RemoteStartStopStatus>,
+    >,
+    direct_calls: u64,
 }
 
 impl<S: EventStore> Hub<S> {
@@ -219,6 +253,9 @@ impl<S: EventStore> Hub<S> {
             telemetry_count: 0,
             calls: BTreeMap::new(),
             failed,
+            unlock_path: config.unlock_path,
+            direct: BTreeMap::new(),
+            direct_calls: 0,
         }
     }
 
@@ -307,6 +344,24 @@ impl<S: EventStore> Hub<S> {
                         .await;
                 }
             }
+            HubInput::SendDirect {
+                station,
+                connector,
+                id_tag,
+                answer,
+            } => {
+                self.direct_calls += 1;
+                let call_id = format!("n1-{}", self.direct_calls);
+                if let Some(connection) = self.connections.get_mut(&station)
+                    && connection
+                        .session
+                        .send_remote_start(&call_id, connector, &id_tag)
+                {
+                    tracing::info!(%station, %call_id, connector, %id_tag, "RemoteStartTransaction sent inside the command (N1)");
+                    self.direct.insert((station, call_id), answer);
+                }
+                // Otherwise the sender is dropped: the API task hears "not sent".
+            }
         }
     }
 
@@ -326,6 +381,7 @@ impl<S: EventStore> Hub<S> {
             && self
                 .checkpoint
                 .is_none_or(|checkpoint| event.position > checkpoint)
+            && self.unlock_path == UnlockPath::Outbox
             && let Ok(decoded) = Station::decode_event(&event.event_type, &event.payload)
         {
             self.dispatcher
@@ -406,6 +462,15 @@ impl<S: EventStore> Hub<S> {
                         .complete_start_transaction(call_id, transaction_id_at(position));
                 }
             }
+            SessionOutput::RemoteStartAnswered { call_id, status }
+                if self
+                    .direct
+                    .contains_key(&(station.to_owned(), call_id.clone())) =>
+            {
+                if let Some(waiting) = self.direct.remove(&(station.to_owned(), call_id)) {
+                    let _ = waiting.send(status);
+                }
+            }
             SessionOutput::RemoteStartAnswered { call_id, status } => {
                 // Evidence must include everything recorded so far.
                 self.catch_up(subscription).await;
@@ -418,6 +483,13 @@ impl<S: EventStore> Hub<S> {
                 tracing::info!(%station, %call_id, ?status, ?evidence, "RemoteStartTransaction answered");
                 self.dispatcher
                     .handle_answer(station, &call_id, status, evidence, now);
+            }
+            SessionOutput::RemoteStartFailed { call_id }
+                if self
+                    .direct
+                    .contains_key(&(station.to_owned(), call_id.clone())) =>
+            {
+                self.direct.remove(&(station.to_owned(), call_id));
             }
             SessionOutput::RemoteStartFailed { call_id } => {
                 tracing::info!(%station, %call_id, "RemoteStartTransaction refused with a CALLERROR");
@@ -456,9 +528,7 @@ impl<S: EventStore> Hub<S> {
                 let Ok(stream) = StreamId::new(&format!("station-{station}")) else {
                     return;
                 };
-                let command_id = CommandId(hash128(
-                    format!("outcome\u{1f}{station}\u{1f}{session}").as_bytes(),
-                ));
+                let command_id = outcome_command_id(&station, &session);
                 tracing::info!(%station, %session, ?answer, "recording the unlock outcome");
                 let command = StationCommand::RecordAnswer { session, answer };
                 match self
@@ -698,14 +768,28 @@ async fn serve_station(
     let _ = hub.send(HubInput::Closed { connection }).await;
 }
 
+/// What every client connection task needs.
+struct ClientContext {
+    handler: HandlerConfig,
+    seed: u64,
+    /// Set only for the naive design N1: unlocks are sent from the API task itself.
+    hub: Option<mpsc::Sender<HubInput>>,
+    call_timeout_millis: u64,
+}
+
 /// Accepts client connections until shutdown.
 async fn accept_clients<S: EventStore>(
     listener: TcpListener,
     store: S,
-    handler: HandlerConfig,
-    seed: u64,
+    context: ClientContext,
     shutdown: Shutdown,
 ) {
+    let ClientContext {
+        handler,
+        seed,
+        hub,
+        call_timeout_millis,
+    } = context;
     let handler: CommandHandler<S, Station> = CommandHandler::new(store, handler);
     let mut next_client = 1u64;
     loop {
@@ -716,7 +800,8 @@ async fn accept_clients<S: EventStore>(
                 Ok((stream, _)) => {
                     let env = SystemEnvironment::new(seed ^ next_client.rotate_left(17));
                     next_client += 1;
-                    tokio::spawn(serve_client(stream, handler.clone(), env, shutdown.clone()));
+                    let naive = hub.clone().map(|hub| (hub, call_timeout_millis));
+                    tokio::spawn(serve_client(stream, handler.clone(), env, naive, shutdown.clone()));
                 }
                 Err(error) => tracing::warn!(%error, "accepting a client failed"),
             }
@@ -728,6 +813,7 @@ async fn serve_client<S: EventStore>(
     stream: TcpStream,
     handler: CommandHandler<S, Station>,
     mut env: SystemEnvironment,
+    naive: Option<(mpsc::Sender<HubInput>, u64)>,
     shutdown: Shutdown,
 ) {
     let (reader, mut writer) = tokio::io::split(stream);
@@ -741,6 +827,10 @@ async fn serve_client<S: EventStore>(
         let Ok(Some(line)) = line else { return };
         let response = match api::parse_request(&line) {
             Err(response) => response,
+            Ok(request) if naive.is_some() => {
+                let (hub, timeout) = naive.as_ref().expect("checked");
+                side_effect_first(&handler, &mut env, hub, *timeout, request).await
+            }
             Ok(request) => {
                 let command_id = format!("{}", request.command_id);
                 match handler
@@ -763,6 +853,75 @@ async fn serve_client<S: EventStore>(
             return;
         }
     }
+}
+
+/// The naive design N1, on purpose: the side effect first, inside the command, and only
+/// then the append of the request and its answer. Retries repeat the side effect; a crash
+/// or a lost answer in between leaves what the store does not know.
+async fn side_effect_first<S: EventStore>(
+    handler: &CommandHandler<S, Station>,
+    env: &mut SystemEnvironment,
+    hub: &mpsc::Sender<HubInput>,
+    timeout_millis: u64,
+    request: api::ParsedRequest,
+) -> api::ApiResponse {
+    let command_id = format!("{}", request.command_id);
+    let StationCommand::RequestUnlock { connector, session } = &request.command else {
+        return api::ApiResponse::error(command_id, "only unlocks are served".to_owned());
+    };
+    let station = request
+        .stream
+        .as_str()
+        .strip_prefix("station-")
+        .unwrap_or_default()
+        .to_owned();
+    let (answer, heard) = tokio::sync::oneshot::channel();
+    let input = HubInput::SendDirect {
+        station: station.clone(),
+        connector: *connector,
+        id_tag: session.clone(),
+        answer,
+    };
+    if hub.send(input).await.is_err() {
+        return api::ApiResponse::error(command_id, "node stopping".to_owned());
+    }
+    let status = match tokio::time::timeout(std::time::Duration::from_millis(timeout_millis), heard)
+        .await
+    {
+        Ok(Ok(status)) => status,
+        _ => return api::ApiResponse::error(command_id, "the station did not answer".to_owned()),
+    };
+    let outcome = match handler
+        .handle(env, &request.stream, request.command_id, &request.command)
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(error) => return api::ApiResponse::error(command_id, error.to_string()),
+    };
+    let answer = match status {
+        crate::ocpp::messages::RemoteStartStopStatus::Accepted => StationAnswer::Accepted,
+        crate::ocpp::messages::RemoteStartStopStatus::Rejected => StationAnswer::Rejected,
+    };
+    let record = StationCommand::RecordAnswer {
+        session: session.clone(),
+        answer,
+    };
+    let record_id = outcome_command_id(&station, session);
+    if let Err(error) = handler
+        .handle(env, &request.stream, record_id, &record)
+        .await
+    {
+        tracing::warn!(%station, %error, "N1: the answer was not recorded");
+    }
+    outcome_response(command_id, &outcome)
+}
+
+/// The command id under which the answer to `session`'s unlock is recorded: one per
+/// request, so recording it twice takes effect once.
+fn outcome_command_id(station: &str, session: &str) -> CommandId {
+    CommandId(hash128(
+        format!("outcome\u{1f}{station}\u{1f}{session}").as_bytes(),
+    ))
 }
 
 fn outcome_response(command_id: String, outcome: &Outcome) -> api::ApiResponse {
