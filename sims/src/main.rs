@@ -36,15 +36,15 @@ mod cli {
 
     const USAGE: &str = "usage:
   evsource-sim                                  default swarm: 200 seeds of all scenarios
-  evsource-sim swarm --seeds N [--first S] [--scenario X] [--design D] [--jobs J]
+  evsource-sim swarm --seeds N [--first S] [--scenario X] [--design D] [--jobs J] [SHAPE]
   evsource-sim run --seed S [--scenario X] [--design D] [SHAPE] [--trace FILE] [--check-determinism]
   evsource-sim shrink --seed S [--scenario X] [--design D]
                                                 smallest shape in which seed S still fails
 
-SHAPE (what `shrink` prints; each narrows the seed's own run):
+SHAPE (what `shrink` prints; each narrows or resizes the seed's own run):
   --without F1,F4,…   switch fault kinds off (F1 F2 F3 F4 F5 F6 F7 F9)
   --fault-phase SECS  inject faults for at most this long
-  --clients N  --requests N  --stations N      (unlock-race) a smaller workload
+  --clients N  --requests N  --stations N      (unlock-race) the workload's size
 
 scenarios: unlock-race, withdraw, double-submit, seats, projection-catchup,
            all (a seed-chosen mix; the default)
@@ -308,9 +308,6 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         if check_determinism && !matches!(command, Command::Run { .. }) {
             return Err("--check-determinism goes with `run --seed S`".into());
         }
-        if matches!(command, Command::Swarm { .. }) && shape != Shape::default() {
-            return Err("shape flags go with `run --seed S`".into());
-        }
         Ok(Options {
             command,
             selection,
@@ -492,6 +489,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                 options.jobs,
                 options.selection,
                 options.design,
+                &options.shape,
             ),
         }
     }
@@ -822,29 +820,31 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         jobs: usize,
         selection: Selection,
         design: Design,
+        shape: &Shape,
     ) -> ExitCode {
         let scenario_name = match selection {
             Selection::One(scenario) => scenario.name(),
             Selection::All => "all",
         };
         println!(
-            "swarm: seeds {first}..{} · scenario {scenario_name} · design {} · {jobs} jobs",
+            "swarm: seeds {first}..{} · scenario {scenario_name} · design {} · {jobs} jobs{}",
             first + seeds,
-            design.name()
+            design.name(),
+            shape.flags()
         );
         let next = Arc::new(AtomicU64::new(first));
         let tally = Arc::new(Mutex::new(Tally::default()));
         let wall = Instant::now();
         let workers: Vec<_> = (0..jobs)
             .map(|_| {
-                let (next, tally) = (next.clone(), tally.clone());
+                let (next, tally, shape) = (next.clone(), tally.clone(), shape.clone());
                 std::thread::spawn(move || {
                     loop {
                         let seed = next.fetch_add(1, Ordering::SeqCst);
                         if seed >= first + seeds {
                             return;
                         }
-                        let result = run_seed(seed, selection, design, &Shape::default());
+                        let result = run_seed(seed, selection, design, &shape);
                         let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
                         tally.done += 1;
                         tally.simulated += result.simulated;
@@ -879,6 +879,10 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         }
         println!("| seeds/s | {:.1} |", tally.done as f64 / elapsed);
         println!(
+            "| simulated per seed (mean) | {:.0} s |",
+            tally.simulated.as_secs_f64() / tally.done.max(1) as f64
+        );
+        println!(
             "| simulated : wall | {:.0} × |",
             tally.simulated.as_secs_f64() / elapsed
         );
@@ -903,10 +907,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         }
         for failing in tally.failures.values() {
             for (seed, scenario) in failing {
-                println!(
-                    "{}",
-                    repro(*seed, Some(*scenario), design, &Shape::default())
-                );
+                println!("{}", repro(*seed, Some(*scenario), design, shape));
             }
         }
         if failed == 0 {

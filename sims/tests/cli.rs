@@ -97,7 +97,7 @@ fn bad_arguments_are_refused_with_the_usage() {
         &["run", "--seed", "1", "--without", "F8"][..],
         &["run", "--seed", "x"],
         &["run", "--seed", "1", "--clients", "0"],
-        &["swarm", "--clients", "2"],
+        &["swarm", "--clients", "x"],
         &["run", "--seed", "1", "--scenario", "nope"],
     ] {
         let (passed, output) = sim(args);
