@@ -1,6 +1,6 @@
-//! stateright models of the append protocol and the outbox (DESIGN §2.11).
-//!
-//! Not written yet: see README.md, "Status". The models will drive the same pure code as
-//! the implementation — re-exported here so that the dependency is already in place.
+//! stateright models of the append protocol and the outbox (DESIGN §2.11). Their
+//! transitions call the project's own pure code — deciders, the expected-version rule,
+//! event-id derivation — so what the checker proves is about the code that runs.
 
-pub use evsource::core::{StoreIndex, expected_version_matches};
+pub mod append;
+pub mod report;

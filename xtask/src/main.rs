@@ -4,6 +4,7 @@
 //!   simulation scenarios under madsim in their own target directory.
 //! * `sim`  — the seeded simulation swarm, one seed (`sim run --seed S`), or the
 //!   smallest failing shape of a seed (`sim shrink --seed S`).
+//! * `models` — the stateright models: `models check append …`, `models explore append`.
 
 use std::process::{Command, ExitCode};
 
@@ -16,13 +17,17 @@ commands:
             cargo xtask sim                       default swarm, 200 seeds
             cargo xtask sim swarm --seeds N [--first S] [--scenario X] [--jobs J]
             cargo xtask sim run --seed S          one seed, reproducibly
-            cargo xtask sim shrink --seed S       the smallest run in which it still fails";
+            cargo xtask sim shrink --seed S       the smallest run in which it still fails
+  models  the stateright models (release build):
+            cargo xtask models check append [--handlers K] [--commands M] [--crashes C] [--design D]
+            cargo xtask models explore append     stateright's Explorer on 127.0.0.1:3000";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") if args.len() == 1 => run_all(&test_steps()),
         Some("sim") => simulate(&args[1..]),
+        Some("models") => check_models(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -144,6 +149,29 @@ fn simulate(args: &[String]) -> ExitCode {
         ])
         .args(args)
         .envs(SIMULATION_ENV.iter().copied());
+    exit_code_of(command)
+}
+
+/// Builds the model checker in release and runs it with `args`.
+fn check_models(args: &[String]) -> ExitCode {
+    let mut command = Command::new("cargo");
+    command
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--locked",
+            "--package",
+            "evsource-models",
+            "--bin",
+            "evsource-models",
+            "--",
+        ])
+        .args(args);
+    exit_code_of(command)
+}
+
+fn exit_code_of(mut command: Command) -> ExitCode {
     match command.status() {
         Ok(status) if status.success() => ExitCode::SUCCESS,
         Ok(status) => ExitCode::from(status.code().map_or(1, |code| code.clamp(1, 255) as u8)),

@@ -1,0 +1,474 @@
+//! The append protocol: K command handlers, each running M withdrawals on one account
+//! through load → decide → append, against one stream. Every transition calls the
+//! project's own pure code: the account decider ([`Account::decide`], [`Account::fold`]),
+//! the store's expected-version rule ([`expected_version_matches`]) and its event-id
+//! derivation ([`EventId::derive`]). A handler may crash at any step (within a budget) and
+//! then restarts its command with the same command id, as a retrying client would.
+//!
+//! Designs (DESIGN §5): `correct` appends with `Exact(loaded version)` and checks the
+//! command id first; `naive-read-model` (N2) appends with `Any` after validating what it
+//! loaded; `naive-version-check` (N3) compares versions itself, then appends with `Any` in a
+//! separate step, and gives each attempt fresh event ids.
+
+use std::fmt;
+
+use evsource::core::expected_version_matches;
+use evsource::core::{CommandId, CurrentVersion, EventId, ExpectedVersion, StreamVersion};
+use evsource::decider::Decider;
+use evsource::domain::account::{Account, AccountCommand, AccountEvent, AccountState};
+use stateright::{Model, Property};
+
+/// Which append protocol the handlers follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AppendDesign {
+    #[default]
+    Correct,
+    /// N2: validate against what was loaded, append without an expected version.
+    NaiveReadModel,
+    /// N3: a read-then-write version check outside the store, fresh ids per attempt.
+    NaiveVersionCheck,
+}
+
+impl AppendDesign {
+    pub const ALL: [AppendDesign; 3] = [
+        AppendDesign::Correct,
+        AppendDesign::NaiveReadModel,
+        AppendDesign::NaiveVersionCheck,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AppendDesign::Correct => "correct",
+            AppendDesign::NaiveReadModel => "naive-read-model",
+            AppendDesign::NaiveVersionCheck => "naive-version-check",
+        }
+    }
+}
+
+/// The bounds and design of one check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendModel {
+    pub handlers: u8,
+    pub commands: u8,
+    /// Crashes allowed in a run, over all handlers.
+    pub crashes: u8,
+    pub design: AppendDesign,
+    /// The account's opening deposit and each withdrawal: chosen so that not every
+    /// withdrawal fits.
+    pub opening: u64,
+    pub amount: u64,
+}
+
+impl AppendModel {
+    /// The CI bound: 2 handlers × 2 commands, one crash.
+    pub fn new(handlers: u8, commands: u8, crashes: u8, design: AppendDesign) -> AppendModel {
+        AppendModel {
+            handlers,
+            commands,
+            crashes,
+            design,
+            opening: 100,
+            amount: 60,
+        }
+    }
+
+    /// Attempts per command: with this many, a handler can lose every race and still not
+    /// give up, because each lost race is some other command's success.
+    pub fn attempts_max(&self) -> u8 {
+        self.handlers.saturating_mul(self.commands).max(1)
+    }
+
+    fn command_id(handler: u8, command: u8) -> CommandId {
+        CommandId(1 + (u128::from(handler) << 8) + u128::from(command))
+    }
+}
+
+/// One stored event: the account event, its id, and which command decided it (or `None`
+/// for the opening deposit).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Stored {
+    pub event: Withdrawal,
+    pub id: EventId,
+    pub command: Option<(u8, u8)>,
+}
+
+/// The account events the model stores (a Hash-able mirror of [`AccountEvent`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Withdrawal {
+    Deposited(u64),
+    Withdrawn(u64),
+}
+
+impl Withdrawal {
+    fn to_event(self) -> AccountEvent {
+        match self {
+            Withdrawal::Deposited(amount) => AccountEvent::Deposited { amount },
+            Withdrawal::Withdrawn(amount) => AccountEvent::Withdrawn { amount },
+        }
+    }
+
+    fn from_event(event: &AccountEvent) -> Withdrawal {
+        match *event {
+            AccountEvent::Deposited { amount } => Withdrawal::Deposited(amount),
+            AccountEvent::Withdrawn { amount } => Withdrawal::Withdrawn(amount),
+        }
+    }
+}
+
+/// Where a handler is in its current command.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// About to load for command `next` (all done when `next == commands`).
+    Ready { next: u8, attempt: u8 },
+    /// Loaded the stream at `version` with the folded `balance`.
+    Loaded {
+        next: u8,
+        attempt: u8,
+        version: Option<u64>,
+        balance: u64,
+    },
+    /// N3 only: its own version check passed; the append (with `Any`) is still to come.
+    Checked { next: u8, attempt: u8, balance: u64 },
+    /// Appended; the command's acknowledgement is still to come (a crash here retries).
+    Appended { next: u8 },
+}
+
+/// How each command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Applied,
+    AlreadyApplied,
+    Rejected,
+    GaveUp,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    pub stream: Vec<Stored>,
+    pub handlers: Vec<Step>,
+    pub outcomes: Vec<Vec<Outcome>>,
+    pub crashes_left: u8,
+    /// Appends refused for a version conflict and then retried.
+    pub retried: u8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    Load(u8),
+    CheckVersion(u8),
+    Append(u8),
+    Acknowledge(u8),
+    Crash(u8),
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Load(h) => write!(f, "handler {h} loads the stream"),
+            Action::CheckVersion(h) => write!(f, "handler {h} compares versions itself"),
+            Action::Append(h) => write!(f, "handler {h} decides and appends"),
+            Action::Acknowledge(h) => write!(f, "handler {h} acknowledges its command"),
+            Action::Crash(h) => write!(f, "handler {h} crashes and restarts its command"),
+        }
+    }
+}
+
+impl State {
+    /// The balance the stored history adds up to; negative if the history is impossible.
+    pub fn signed_balance(&self) -> i128 {
+        self.stream
+            .iter()
+            .map(|s| match s.event {
+                Withdrawal::Deposited(a) => i128::from(a),
+                Withdrawal::Withdrawn(a) => -i128::from(a),
+            })
+            .sum()
+    }
+
+    fn version(&self) -> CurrentVersion {
+        match self.stream.len() {
+            0 => CurrentVersion::NoStream,
+            n => CurrentVersion::Current(StreamVersion(n as u64 - 1)),
+        }
+    }
+
+    fn has_event(&self, id: EventId) -> bool {
+        self.stream.iter().any(|s| s.id == id)
+    }
+}
+
+impl AppendModel {
+    fn finish(&self, state: &mut State, handler: u8, next: u8, outcome: Outcome) {
+        state.outcomes[handler as usize].push(outcome);
+        state.handlers[handler as usize] = Step::Ready {
+            next: next + 1,
+            attempt: 0,
+        };
+    }
+
+    /// A lost race: retry from a fresh load, or give up once the attempts are spent.
+    fn conflict(&self, state: &mut State, handler: u8, next: u8, attempt: u8) {
+        if attempt + 1 < self.attempts_max() {
+            state.retried = state.retried.saturating_add(1);
+            state.handlers[handler as usize] = Step::Ready {
+                next,
+                attempt: attempt + 1,
+            };
+        } else {
+            self.finish(state, handler, next, Outcome::GaveUp);
+        }
+    }
+
+    /// Appends the decided events, with ids derived from the command (correct, N2) or
+    /// fresh ones (N3's writer knows nothing of command ids). As in the real store, an
+    /// append of ids already stored is an idempotent success that writes nothing.
+    fn write(&self, state: &mut State, handler: u8, next: u8, events: &[AccountEvent]) {
+        let command = Self::command_id(handler, next);
+        let fresh = state.stream.len() as u32;
+        let ids: Vec<EventId> = (0..events.len() as u32)
+            .map(|index| match self.design {
+                AppendDesign::NaiveVersionCheck => EventId::derive(command, 1_000 + fresh + index),
+                _ => EventId::derive(command, index),
+            })
+            .collect();
+        if !ids.iter().any(|id| state.has_event(*id)) {
+            for (event, id) in events.iter().zip(ids) {
+                state.stream.push(Stored {
+                    event: Withdrawal::from_event(event),
+                    id,
+                    command: Some((handler, next)),
+                });
+            }
+        }
+        state.handlers[handler as usize] = Step::Appended { next };
+    }
+}
+
+impl Model for AppendModel {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        let opening = Stored {
+            event: Withdrawal::Deposited(self.opening),
+            id: EventId::derive(CommandId(0), 0),
+            command: None,
+        };
+        vec![State {
+            stream: vec![opening],
+            handlers: vec![
+                Step::Ready {
+                    next: 0,
+                    attempt: 0
+                };
+                self.handlers as usize
+            ],
+            outcomes: vec![Vec::new(); self.handlers as usize],
+            crashes_left: self.crashes,
+            retried: 0,
+        }]
+    }
+
+    fn actions(&self, state: &State, actions: &mut Vec<Action>) {
+        for (index, step) in state.handlers.iter().enumerate() {
+            let h = index as u8;
+            let busy = match step {
+                Step::Ready { next, .. } => {
+                    if *next < self.commands {
+                        actions.push(Action::Load(h));
+                    }
+                    *next < self.commands
+                }
+                Step::Loaded { .. } => {
+                    actions.push(match self.design {
+                        AppendDesign::NaiveVersionCheck => Action::CheckVersion(h),
+                        _ => Action::Append(h),
+                    });
+                    true
+                }
+                Step::Checked { .. } => {
+                    actions.push(Action::Append(h));
+                    true
+                }
+                Step::Appended { .. } => {
+                    actions.push(Action::Acknowledge(h));
+                    true
+                }
+            };
+            if busy && state.crashes_left > 0 && !matches!(step, Step::Ready { .. }) {
+                actions.push(Action::Crash(h));
+            }
+        }
+    }
+
+    fn next_state(&self, last: &State, action: Action) -> Option<State> {
+        let mut state = last.clone();
+        match action {
+            Action::Load(h) => {
+                let Step::Ready { next, attempt } = state.handlers[h as usize] else {
+                    return None;
+                };
+                // The correct handler first asks whether this command took effect already.
+                let first_id = EventId::derive(Self::command_id(h, next), 0);
+                if self.design == AppendDesign::Correct && state.has_event(first_id) {
+                    self.finish(&mut state, h, next, Outcome::AlreadyApplied);
+                    return Some(state);
+                }
+                // A history a naive design made impossible (overdrawn) cannot be folded —
+                // the decider refuses to evolve past it; such a state already violates I6.
+                let folded = if state.signed_balance() < 0 {
+                    AccountState { balance: 0 }
+                } else {
+                    let events: Vec<AccountEvent> =
+                        state.stream.iter().map(|s| s.event.to_event()).collect();
+                    Account::fold(events.iter())
+                };
+                let version = match state.version() {
+                    CurrentVersion::Current(v) => Some(v.0),
+                    CurrentVersion::NoStream => None,
+                };
+                state.handlers[h as usize] = Step::Loaded {
+                    next,
+                    attempt,
+                    version,
+                    balance: folded.balance,
+                };
+            }
+            Action::CheckVersion(h) => {
+                let Step::Loaded {
+                    next,
+                    attempt,
+                    version,
+                    balance,
+                } = state.handlers[h as usize]
+                else {
+                    return None;
+                };
+                let expected = version.map_or(ExpectedVersion::NoStream, |v| {
+                    ExpectedVersion::Exact(StreamVersion(v))
+                });
+                if expected_version_matches(expected, state.version()) {
+                    state.handlers[h as usize] = Step::Checked {
+                        next,
+                        attempt,
+                        balance,
+                    };
+                } else {
+                    self.conflict(&mut state, h, next, attempt);
+                }
+            }
+            Action::Append(h) => {
+                let (next, attempt, version, balance) = match state.handlers[h as usize] {
+                    Step::Loaded {
+                        next,
+                        attempt,
+                        version,
+                        balance,
+                    } => (next, attempt, version, balance),
+                    Step::Checked {
+                        next,
+                        attempt,
+                        balance,
+                    } => (next, attempt, None, balance),
+                    _ => return None,
+                };
+                let command = AccountCommand::Withdraw {
+                    amount: self.amount,
+                };
+                let events = match Account::decide(&AccountState { balance }, &command) {
+                    Ok(events) => events,
+                    Err(_) => {
+                        self.finish(&mut state, h, next, Outcome::Rejected);
+                        return Some(state);
+                    }
+                };
+                let expected = match self.design {
+                    AppendDesign::Correct => version.map_or(ExpectedVersion::NoStream, |v| {
+                        ExpectedVersion::Exact(StreamVersion(v))
+                    }),
+                    AppendDesign::NaiveReadModel | AppendDesign::NaiveVersionCheck => {
+                        ExpectedVersion::Any
+                    }
+                };
+                if expected_version_matches(expected, state.version()) {
+                    self.write(&mut state, h, next, &events);
+                } else {
+                    self.conflict(&mut state, h, next, attempt);
+                }
+            }
+            Action::Acknowledge(h) => {
+                let Step::Appended { next } = state.handlers[h as usize] else {
+                    return None;
+                };
+                self.finish(&mut state, h, next, Outcome::Applied);
+            }
+            Action::Crash(h) => {
+                let next = match state.handlers[h as usize] {
+                    Step::Loaded { next, .. }
+                    | Step::Checked { next, .. }
+                    | Step::Appended { next } => next,
+                    Step::Ready { .. } => return None,
+                };
+                state.crashes_left -= 1;
+                state.handlers[h as usize] = Step::Ready { next, attempt: 0 };
+            }
+        }
+        Some(state)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        vec![
+            Property::always("I6 the balance never goes negative", |_, s: &State| {
+                s.signed_balance() >= 0
+            }),
+            Property::always(
+                "I8 a command takes effect at most once",
+                |m: &AppendModel, s: &State| {
+                    (0..m.handlers).all(|h| {
+                        (0..m.commands).all(|c| {
+                            s.stream
+                                .iter()
+                                .filter(|e| e.command == Some((h, c)))
+                                .count()
+                                <= 1
+                        })
+                    })
+                },
+            ),
+            Property::always("I3 no event id is stored twice", |_, s: &State| {
+                let mut ids: Vec<u128> = s.stream.iter().map(|e| e.id.0).collect();
+                ids.sort_unstable();
+                ids.windows(2).all(|w| w[0] != w[1])
+            }),
+            // Liveness as a bounded response: every path ends (attempts and crashes are
+            // bounded), and where it ends, every command has an outcome and none gave up.
+            Property::always(
+                "every command completes without giving up",
+                |m: &AppendModel, s: &State| {
+                    let mut next = Vec::new();
+                    m.actions(s, &mut next);
+                    !next.is_empty()
+                        || s.outcomes.iter().all(|o| {
+                            o.len() == m.commands as usize && !o.contains(&Outcome::GaveUp)
+                        })
+                },
+            ),
+            Property::sometimes("a conflict happened and was retried", |_, s: &State| {
+                s.retried > 0
+            }),
+            Property::sometimes(
+                "a withdrawal was refused for lack of funds",
+                |_, s: &State| s.outcomes.iter().flatten().any(|o| *o == Outcome::Rejected),
+            ),
+            Property::sometimes(
+                "a crashed command was recognised as applied",
+                |_, s: &State| {
+                    s.outcomes
+                        .iter()
+                        .flatten()
+                        .any(|o| *o == Outcome::AlreadyApplied)
+                },
+            ),
+        ]
+    }
+}
