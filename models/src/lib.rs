@@ -3,4 +3,5 @@
 //! event-id derivation — so what the checker proves is about the code that runs.
 
 pub mod append;
+pub mod outbox;
 pub mod report;

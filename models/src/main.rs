@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use evsource_models::append::{AppendDesign, AppendModel};
+use evsource_models::outbox::{OutboxDesign, OutboxModel};
 use evsource_models::report::{self, Search};
 use stateright::Model;
 
@@ -13,11 +14,21 @@ const USAGE: &str = "usage:
 
 models:  append   K handlers × M withdrawals on one account: load → decide → append(Exact),
                   retry on conflict, crash at any step (defaults: 2 × 2, 1 crash)
-designs: correct (default), naive-read-model (N2), naive-version-check (N3)";
+                  designs: correct (default), naive-read-model (N2), naive-version-check (N3)
+         outbox   the dispatcher and a station over a network that loses, duplicates and
+                  reorders; the dispatcher crashes and resumes from its checkpoint
+                  [--requests R (1–2)] [--crashes C]
+                  designs: correct (default), naive-early-checkpoint (N4)";
+
+/// The model a command checks.
+enum Which {
+    Append(AppendModel),
+    Outbox(OutboxModel),
+}
 
 struct Options {
     explore: bool,
-    model: AppendModel,
+    model: Which,
     search: Search,
     threads: usize,
     port: u16,
@@ -30,12 +41,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
         Some(other) => return Err(format!("unknown command '{other}'")),
         None => return Err("a command is required".into()),
     };
-    match args.get(1).map(String::as_str) {
-        Some("append") => {}
-        Some(other) => return Err(format!("unknown model '{other}'; known: append")),
+    let outbox = match args.get(1).map(String::as_str) {
+        Some("append") => false,
+        Some("outbox") => true,
+        Some(other) => return Err(format!("unknown model '{other}'; known: append, outbox")),
         None => return Err("a model is required".into()),
-    }
+    };
     let mut model = AppendModel::new(2, 2, 1, AppendDesign::Correct);
+    let mut outbox_model = OutboxModel::new(1, 1, OutboxDesign::Correct);
     let mut search = Search::Bfs;
     let mut threads = 1;
     let mut port = 3000u16;
@@ -55,18 +68,27 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
         };
         match flag.as_str() {
-            "--handlers" => model.handlers = small(6)?,
-            "--commands" => model.commands = small(6)?,
+            "--handlers" if !outbox => model.handlers = small(6)?,
+            "--commands" if !outbox => model.commands = small(6)?,
+            "--requests" if outbox => outbox_model.requests = small(2)?,
             "--crashes" => {
-                model.crashes = value
+                let crashes = value
                     .parse()
-                    .map_err(|_| format!("--crashes takes a number, not '{value}'"))?
+                    .map_err(|_| format!("--crashes takes a number, not '{value}'"))?;
+                model.crashes = crashes;
+                outbox_model.crashes = crashes;
+            }
+            "--design" if outbox => {
+                outbox_model.design = OutboxDesign::ALL
+                    .into_iter()
+                    .find(|d| d.name() == value)
+                    .ok_or_else(|| format!("unknown design '{value}' for outbox"))?
             }
             "--design" => {
                 model.design = AppendDesign::ALL
                     .into_iter()
                     .find(|d| d.name() == value)
-                    .ok_or_else(|| format!("unknown design '{value}'"))?
+                    .ok_or_else(|| format!("unknown design '{value}' for append"))?
             }
             "--threads" => {
                 threads = value
@@ -83,7 +105,11 @@ fn parse(args: &[String]) -> Result<Options, String> {
     }
     Ok(Options {
         explore,
-        model,
+        model: if outbox {
+            Which::Outbox(outbox_model)
+        } else {
+            Which::Append(model)
+        },
         search,
         threads,
         port,
@@ -99,21 +125,41 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let model = options.model;
-    println!(
-        "model append · {} handlers × {} commands · {} crash(es) · design {}",
-        model.handlers,
-        model.commands,
-        model.crashes,
-        model.design.name()
-    );
-    if options.explore {
-        let address = format!("127.0.0.1:{}", options.port);
-        println!("Explorer on http://{address}/ (Ctrl-C to stop)");
-        model.checker().threads(options.threads).serve(address);
-        return ExitCode::SUCCESS;
-    }
-    let report = report::check(model, options.search, options.threads);
+    let address = format!("127.0.0.1:{}", options.port);
+    let report = match options.model {
+        Which::Append(model) => {
+            println!(
+                "model append · {} handlers × {} commands · {} crash(es) · design {}",
+                model.handlers,
+                model.commands,
+                model.crashes,
+                model.design.name()
+            );
+            if options.explore {
+                println!("Explorer on http://{address}/ (Ctrl-C to stop)");
+                model.checker().threads(options.threads).serve(address);
+                return ExitCode::SUCCESS;
+            }
+            report::check(model, options.search, options.threads)
+        }
+        Which::Outbox(model) => {
+            println!(
+                "model outbox · {} request(s) · {} crash(es), {} loss, {} duplicate, {} timeouts · design {}",
+                model.requests,
+                model.crashes,
+                model.losses,
+                model.duplicates,
+                model.ticks,
+                model.design.name()
+            );
+            if options.explore {
+                println!("Explorer on http://{address}/ (Ctrl-C to stop)");
+                model.checker().threads(options.threads).serve(address);
+                return ExitCode::SUCCESS;
+            }
+            report::check(model, options.search, options.threads)
+        }
+    };
     print!("{report}");
     if report.all_hold() {
         ExitCode::SUCCESS
