@@ -18,7 +18,7 @@ models:  append   K handlers × M withdrawals on one account: load → decide �
          outbox   the dispatcher and a station over a network that loses, duplicates and
                   reorders; the dispatcher crashes and resumes from its checkpoint
                   [--requests R (1–2)] [--crashes C]
-                  designs: correct (default), naive-early-checkpoint (N4)";
+                  designs: correct (default), naive-early-checkpoint (N4), naive-side-effect (N1)";
 
 /// The model a command checks.
 enum Which {

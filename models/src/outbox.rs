@@ -5,8 +5,10 @@
 //! adds no protocol logic of its own: it moves frames, events and effects between the two
 //! real state machines.
 //!
-//! Designs: `correct` (checkpoint only past requests whose outcome was read back) and
-//! `naive-early-checkpoint` (N4: the checkpoint passes a request as soon as it is read).
+//! Designs: `correct` (checkpoint only past requests whose outcome was read back),
+//! `naive-early-checkpoint` (N4: the checkpoint passes a request as soon as it is read) and
+//! `naive-side-effect` (N1: the command sends the RemoteStartTransaction itself and appends
+//! the request and its answer only once the answer is back; no outbox).
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -29,15 +31,22 @@ pub enum OutboxDesign {
     Correct,
     /// N4: the checkpoint advances before the send is confirmed.
     NaiveEarlyCheckpoint,
+    /// N1: the side effect inside the command, before the append.
+    NaiveSideEffect,
 }
 
 impl OutboxDesign {
-    pub const ALL: [OutboxDesign; 2] = [OutboxDesign::Correct, OutboxDesign::NaiveEarlyCheckpoint];
+    pub const ALL: [OutboxDesign; 3] = [
+        OutboxDesign::Correct,
+        OutboxDesign::NaiveEarlyCheckpoint,
+        OutboxDesign::NaiveSideEffect,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             OutboxDesign::Correct => "correct",
             OutboxDesign::NaiveEarlyCheckpoint => "naive-early-checkpoint",
+            OutboxDesign::NaiveSideEffect => "naive-side-effect",
         }
     }
 }
@@ -73,8 +82,8 @@ impl OutboxModel {
             retry_max_millis: 1_000,
             undeliverable_after_millis: 1_000_000,
             checkpoint: match self.design {
-                OutboxDesign::Correct => CheckpointPolicy::AfterOutcome,
                 OutboxDesign::NaiveEarlyCheckpoint => CheckpointPolicy::OnRead,
+                _ => CheckpointPolicy::AfterOutcome,
             },
             ..DispatcherConfig::default()
         }
@@ -172,12 +181,17 @@ pub struct State {
     /// Faults that struck, for the reachability properties.
     pub crashed: bool,
     pub lost: bool,
+    /// N1 only: commands not yet run, and commands whose CALL is out awaiting its answer.
+    pub commands: Vec<u8>,
+    pub awaiting: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// The dispatcher reads the next stored event.
     Read,
+    /// N1: command `r` runs: it sends its RemoteStartTransaction before storing anything.
+    Command(u8),
     DeliverToStation(String),
     DeliverToCsms(String),
     Lose(String),
@@ -192,6 +206,7 @@ impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Action::Read => write!(f, "the dispatcher reads the next stored event"),
+            Action::Command(r) => write!(f, "command s{r} sends its RemoteStartTransaction"),
             Action::DeliverToStation(text) => write!(f, "the station receives {text}"),
             Action::DeliverToCsms(text) => write!(f, "the CSMS receives {text}"),
             Action::Lose(text) => write!(f, "the network loses {text}"),
@@ -232,7 +247,9 @@ impl State {
 
     /// Nothing left to do: every event read, no frame in flight, no dispatcher timer.
     pub fn quiet(&self) -> bool {
-        self.read == self.store.len()
+        self.commands.is_empty()
+            && self.awaiting.is_empty()
+            && self.read == self.store.len()
             && self.to_station.is_empty()
             && self.to_csms.is_empty()
             && self.dispatcher.0.poll_timeout().is_none()
@@ -339,12 +356,18 @@ impl Model for OutboxModel {
                 station.handle_text(&accepted.to_text(), 0);
             }
         }
-        let store = (1..=self.requests)
-            .map(|r| Stored::Requested {
-                connector: u32::from(r),
-                session: format!("s{r}"),
-            })
-            .collect();
+        // The outbox starts from stored requests; N1's commands have stored nothing yet.
+        let (store, commands) = if self.design == OutboxDesign::NaiveSideEffect {
+            (Vec::new(), (1..=self.requests).collect())
+        } else {
+            let store = (1..=self.requests)
+                .map(|r| Stored::Requested {
+                    connector: u32::from(r),
+                    session: format!("s{r}"),
+                })
+                .collect();
+            (store, Vec::new())
+        };
         vec![State {
             store,
             checkpoint: None,
@@ -360,11 +383,15 @@ impl Model for OutboxModel {
             ticks_left: self.ticks,
             crashed: false,
             lost: false,
+            commands,
+            awaiting: Vec::new(),
         }]
     }
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {
-        if state.read < state.store.len() {
+        if self.design == OutboxDesign::NaiveSideEffect {
+            actions.extend(state.commands.iter().map(|r| Action::Command(*r)));
+        } else if state.read < state.store.len() {
             actions.push(Action::Read);
         }
         let mut seen = Vec::new();
@@ -416,6 +443,18 @@ impl Model for OutboxModel {
                 );
                 state.read += 1;
             }
+            Action::Command(r) => {
+                let index = state.commands.iter().position(|c| *c == r)?;
+                state.commands.remove(index);
+                state.awaiting.push(r);
+                let frame = Frame::Call {
+                    id: format!("n1-{r}"),
+                    action: "RemoteStartTransaction".into(),
+                    payload: serde_json::json!({"connectorId": r, "idTag": format!("s{r}")}),
+                };
+                state.to_station.push(frame.to_text());
+                state.to_station.sort();
+            }
             Action::DeliverToStation(text) => {
                 if !remove_one(&mut state.to_station, &text) {
                     return None;
@@ -434,7 +473,29 @@ impl Model for OutboxModel {
                 if !remove_one(&mut state.to_csms, &text) {
                     return None;
                 }
-                if let Ok(Frame::CallResult { id, payload }) = Frame::parse(&text) {
+                if let Ok(Frame::CallResult { id, payload }) = Frame::parse(&text)
+                    && let Some(r) = id.strip_prefix("n1-").and_then(|r| r.parse::<u8>().ok())
+                {
+                    // N1: the answer is back; now the command stores request and answer.
+                    if let Some(index) = state.awaiting.iter().position(|a| *a == r) {
+                        state.awaiting.remove(index);
+                        let session = format!("s{r}");
+                        let answer = match payload["status"].as_str() {
+                            Some("Accepted") => Answer::Accepted,
+                            _ => Answer::Rejected,
+                        };
+                        state.store.push(Stored::Requested {
+                            connector: u32::from(r),
+                            session: session.clone(),
+                        });
+                        state.store.push(Stored::Answered {
+                            connector: u32::from(r),
+                            session,
+                            answer,
+                        });
+                        state.read = state.store.len();
+                    }
+                } else if let Ok(Frame::CallResult { id, payload }) = Frame::parse(&text) {
                     let status = match payload["status"].as_str() {
                         Some("Accepted") => RemoteStartStopStatus::Accepted,
                         _ => RemoteStartStopStatus::Rejected,
@@ -473,10 +534,16 @@ impl Model for OutboxModel {
                 state.ticks_left -= 1;
                 state.now += 1_000;
                 state.dispatcher.0.handle_timeout(state.now);
+                // N1: a command whose answer has not come gives up (the client is told so).
+                if state.to_station.is_empty() && state.to_csms.is_empty() {
+                    state.awaiting.clear();
+                }
             }
             Action::Crash => {
                 state.crashes_left -= 1;
                 state.crashed = true;
+                // N1: a command waiting for its answer dies with the node.
+                state.awaiting.clear();
                 state.dispatcher = Machine(self.fresh_dispatcher(state.checkpoint, state.now));
                 state.read = state.checkpoint.map_or(0, |c| c as usize + 1);
                 state.to_station.clear();
@@ -501,6 +568,18 @@ impl Model for OutboxModel {
                     .iter()
                     .all(|(session, _)| s.unlocks_of(session) <= 1)
             }),
+            // Checked when quiet: an unlock whose request is about to be stored is fine.
+            Property::always(
+                "I1 nothing is unlocked that no stored request asked for",
+                |_, s: &State| {
+                    !s.quiet()
+                        || s.station.0.actuations().iter().all(|a| {
+                            s.store.iter().any(|e| {
+                                matches!(e, Stored::Requested { session, .. } if *session == a.id_tag)
+                            })
+                        })
+                },
+            ),
             Property::always("I5 a recorded Accepted is a real unlock", |_, s: &State| {
                 s.answers().iter().all(|(session, answers)| {
                     !answers.contains(&Answer::Accepted) || s.unlocks_of(session) == 1

@@ -2,7 +2,8 @@
 //! duplicated frame, three call timeouts): the real dispatcher and the real station keep
 //! I1 and I5 on every interleaving, every request ends with one outcome once the system is
 //! quiet (I4 as a bounded response), and the faults really strike on paths that still
-//! succeed. N4's early checkpoint loses the request. State counts are pinned.
+//! succeed. N4's early checkpoint loses the request; N1's side effect before the append leaves
+//! an unlock that no stored request asked for. State counts are pinned.
 
 use evsource_models::outbox::{OutboxDesign, OutboxModel};
 use evsource_models::report::{Search, check};
@@ -53,5 +54,24 @@ fn an_early_checkpoint_forgets_a_request_across_a_crash_n4() {
             .unwrap()
             .holds,
         "N4 loses unlocks; it does not double them: {report}"
+    );
+}
+
+#[test]
+fn a_side_effect_before_the_append_leaves_an_unlock_nobody_recorded_n1() {
+    let report = check(
+        OutboxModel::new(1, 1, OutboxDesign::NaiveSideEffect),
+        Search::Bfs,
+        1,
+    );
+    let verdict = report
+        .verdict("I1 nothing is unlocked that no stored request asked for")
+        .unwrap();
+    assert!(!verdict.holds, "N1 must leave an orphan unlock: {report}");
+    let path = verdict.path.as_ref().expect("a counterexample");
+    assert!(path.len() <= 12, "a short counterexample: {path:?}");
+    assert!(
+        path.first().unwrap().contains("sends its RemoteStartTransaction"),
+        "the side effect goes first: {path:?}"
     );
 }
