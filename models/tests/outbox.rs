@@ -71,7 +71,9 @@ fn a_side_effect_before_the_append_leaves_an_unlock_nobody_recorded_n1() {
     let path = verdict.path.as_ref().expect("a counterexample");
     assert!(path.len() <= 12, "a short counterexample: {path:?}");
     assert!(
-        path.first().unwrap().contains("sends its RemoteStartTransaction"),
+        path.first()
+            .unwrap()
+            .contains("sends its RemoteStartTransaction"),
         "the side effect goes first: {path:?}"
     );
 }
