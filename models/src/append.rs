@@ -78,8 +78,32 @@ impl AppendModel {
         self.handlers.saturating_mul(self.commands).max(1)
     }
 
-    fn command_id(handler: u8, command: u8) -> CommandId {
+    /// The command id of `handler`'s command number `command`.
+    pub fn command_id(handler: u8, command: u8) -> CommandId {
         CommandId(1 + (u128::from(handler) << 8) + u128::from(command))
+    }
+
+    /// The expected version this design appends with, after loading `version`.
+    pub fn expected(&self, version: Option<u64>) -> ExpectedVersion {
+        match self.design {
+            AppendDesign::Correct => version.map_or(ExpectedVersion::NoStream, |v| {
+                ExpectedVersion::Exact(StreamVersion(v))
+            }),
+            AppendDesign::NaiveReadModel | AppendDesign::NaiveVersionCheck => ExpectedVersion::Any,
+        }
+    }
+
+    /// The ids of `count` events decided for `handler`'s command `next` in `state`: derived
+    /// from the command (correct, N2), or fresh ones (N3's writer knows no command ids).
+    pub fn event_ids(&self, state: &State, handler: u8, next: u8, count: usize) -> Vec<EventId> {
+        let command = Self::command_id(handler, next);
+        let fresh = state.stream.len() as u32;
+        (0..count as u32)
+            .map(|index| match self.design {
+                AppendDesign::NaiveVersionCheck => EventId::derive(command, 1_000 + fresh + index),
+                _ => EventId::derive(command, index),
+            })
+            .collect()
     }
 }
 
@@ -223,14 +247,7 @@ impl AppendModel {
     /// fresh ones (N3's writer knows nothing of command ids). As in the real store, an
     /// append of ids already stored is an idempotent success that writes nothing.
     fn write(&self, state: &mut State, handler: u8, next: u8, events: &[AccountEvent]) {
-        let command = Self::command_id(handler, next);
-        let fresh = state.stream.len() as u32;
-        let ids: Vec<EventId> = (0..events.len() as u32)
-            .map(|index| match self.design {
-                AppendDesign::NaiveVersionCheck => EventId::derive(command, 1_000 + fresh + index),
-                _ => EventId::derive(command, index),
-            })
-            .collect();
+        let ids = self.event_ids(state, handler, next, events.len());
         if !ids.iter().any(|id| state.has_event(*id)) {
             for (event, id) in events.iter().zip(ids) {
                 state.stream.push(Stored {
@@ -382,14 +399,7 @@ impl Model for AppendModel {
                         return Some(state);
                     }
                 };
-                let expected = match self.design {
-                    AppendDesign::Correct => version.map_or(ExpectedVersion::NoStream, |v| {
-                        ExpectedVersion::Exact(StreamVersion(v))
-                    }),
-                    AppendDesign::NaiveReadModel | AppendDesign::NaiveVersionCheck => {
-                        ExpectedVersion::Any
-                    }
-                };
+                let expected = self.expected(version);
                 if expected_version_matches(expected, state.version()) {
                     self.write(&mut state, h, next, &events);
                 } else {
