@@ -5,3 +5,4 @@
 pub mod append;
 pub mod outbox;
 pub mod report;
+pub mod seats;

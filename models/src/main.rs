@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use evsource_models::append::{AppendDesign, AppendModel};
 use evsource_models::outbox::{OutboxDesign, OutboxModel};
 use evsource_models::report::{self, Search};
+use evsource_models::seats::{SeatsDesign, SeatsModel};
 use stateright::Model;
 
 const USAGE: &str = "usage:
@@ -18,12 +19,16 @@ models:  append   K handlers × M withdrawals on one account: load → decide �
          outbox   the dispatcher and a station over a network that loses, duplicates and
                   reorders; the dispatcher crashes and resumes from its checkpoint
                   [--requests R (1–2)] [--crashes C]
-                  designs: correct (default), naive-early-checkpoint (N4), naive-side-effect (N1)";
+                  designs: correct (default), naive-early-checkpoint (N4), naive-side-effect (N1)
+         seats    3 customers reserve overlapping seats, each in its own stream, with the
+                  cross-stream append condition (seats 1–2, 2–3 and 4 of a 4-seat show)
+                  designs: correct (default), naive-no-condition";
 
 /// The model a command checks.
 enum Which {
     Append(AppendModel),
     Outbox(OutboxModel),
+    Seats(SeatsModel),
 }
 
 struct Options {
@@ -41,12 +46,18 @@ fn parse(args: &[String]) -> Result<Options, String> {
         Some(other) => return Err(format!("unknown command '{other}'")),
         None => return Err("a command is required".into()),
     };
-    let outbox = match args.get(1).map(String::as_str) {
-        Some("append") => false,
-        Some("outbox") => true,
-        Some(other) => return Err(format!("unknown model '{other}'; known: append, outbox")),
+    let (outbox, seats) = match args.get(1).map(String::as_str) {
+        Some("append") => (false, false),
+        Some("outbox") => (true, false),
+        Some("seats") => (false, true),
+        Some(other) => {
+            return Err(format!(
+                "unknown model '{other}'; known: append, outbox, seats"
+            ));
+        }
         None => return Err("a model is required".into()),
     };
+    let mut seats_model = SeatsModel::new(SeatsDesign::Correct);
     let mut model = AppendModel::new(2, 2, 1, AppendDesign::Correct);
     let mut outbox_model = OutboxModel::new(1, 1, OutboxDesign::Correct);
     let mut search = Search::Bfs;
@@ -78,6 +89,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 model.crashes = crashes;
                 outbox_model.crashes = crashes;
             }
+            "--design" if seats => {
+                seats_model.design = SeatsDesign::ALL
+                    .into_iter()
+                    .find(|d| d.name() == value)
+                    .ok_or_else(|| format!("unknown design '{value}' for seats"))?
+            }
             "--design" if outbox => {
                 outbox_model.design = OutboxDesign::ALL
                     .into_iter()
@@ -105,7 +122,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
     }
     Ok(Options {
         explore,
-        model: if outbox {
+        model: if seats {
+            Which::Seats(seats_model)
+        } else if outbox {
             Which::Outbox(outbox_model)
         } else {
             Which::Append(model)
@@ -150,6 +169,20 @@ fn main() -> ExitCode {
                 model.losses,
                 model.duplicates,
                 model.ticks,
+                model.design.name()
+            );
+            if options.explore {
+                println!("Explorer on http://{address}/ (Ctrl-C to stop)");
+                model.checker().threads(options.threads).serve(address);
+                return ExitCode::SUCCESS;
+            }
+            report::check(model, options.search, options.threads)
+        }
+        Which::Seats(model) => {
+            println!(
+                "model seats · requests {:?} of a {}-seat show · design {}",
+                model.requests,
+                model.capacity,
                 model.design.name()
             );
             if options.explore {
