@@ -6,3 +6,4 @@ pub mod append;
 pub mod outbox;
 pub mod report;
 pub mod seats;
+pub mod trace;
