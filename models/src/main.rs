@@ -144,55 +144,52 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let address = format!("127.0.0.1:{}", options.port);
-    let report = match options.model {
-        Which::Append(model) => {
-            println!(
-                "model append · {} handlers × {} commands · {} crash(es) · design {}",
-                model.handlers,
-                model.commands,
-                model.crashes,
-                model.design.name()
-            );
-            if options.explore {
-                println!("Explorer on http://{address}/ (Ctrl-C to stop)");
-                model.checker().threads(options.threads).serve(address);
-                return ExitCode::SUCCESS;
-            }
-            report::check(model, options.search, options.threads)
-        }
-        Which::Outbox(model) => {
-            println!(
-                "model outbox · {} request(s) · {} crash(es), {} loss, {} duplicate, {} timeouts · design {}",
-                model.requests,
-                model.crashes,
-                model.losses,
-                model.duplicates,
-                model.ticks,
-                model.design.name()
-            );
-            if options.explore {
-                println!("Explorer on http://{address}/ (Ctrl-C to stop)");
-                model.checker().threads(options.threads).serve(address);
-                return ExitCode::SUCCESS;
-            }
-            report::check(model, options.search, options.threads)
-        }
-        Which::Seats(model) => {
-            println!(
-                "model seats · requests {:?} of a {}-seat show · design {}",
-                model.requests,
-                model.capacity,
-                model.design.name()
-            );
-            if options.explore {
-                println!("Explorer on http://{address}/ (Ctrl-C to stop)");
-                model.checker().threads(options.threads).serve(address);
-                return ExitCode::SUCCESS;
-            }
-            report::check(model, options.search, options.threads)
-        }
+    let heading = match &options.model {
+        Which::Append(model) => format!(
+            "model append · {} handlers × {} commands · {} crash(es) · design {}",
+            model.handlers,
+            model.commands,
+            model.crashes,
+            model.design.name()
+        ),
+        Which::Outbox(model) => format!(
+            "model outbox · {} request(s) · {} crash(es), {} loss, {} duplicate, {} timeouts · design {}",
+            model.requests,
+            model.crashes,
+            model.losses,
+            model.duplicates,
+            model.ticks,
+            model.design.name()
+        ),
+        Which::Seats(model) => format!(
+            "model seats · requests {:?} of a {}-seat show · design {}",
+            model.requests,
+            model.capacity,
+            model.design.name()
+        ),
     };
+    println!("{heading}");
+    match options.model {
+        Which::Append(ref model) => run(model.clone(), &options),
+        Which::Outbox(ref model) => run(model.clone(), &options),
+        Which::Seats(ref model) => run(model.clone(), &options),
+    }
+}
+
+/// Serves the Explorer for `model`, or checks it and prints the report.
+fn run<M>(model: M, options: &Options) -> ExitCode
+where
+    M: Model + Clone + Send + Sync + 'static,
+    M::State: std::hash::Hash + PartialEq + std::fmt::Debug + Clone + Send + Sync + 'static,
+    M::Action: std::fmt::Debug + std::fmt::Display + Clone + PartialEq + Send + Sync + 'static,
+{
+    if options.explore {
+        let address = format!("127.0.0.1:{}", options.port);
+        println!("Explorer on http://{address}/ (Ctrl-C to stop)");
+        model.checker().threads(options.threads).serve(address);
+        return ExitCode::SUCCESS;
+    }
+    let report = report::check(model, options.search, options.threads);
     print!("{report}");
     if report.all_hold() {
         ExitCode::SUCCESS

@@ -45,7 +45,7 @@ impl Report {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Search {
     Bfs,
-    /// Depth first, with the model's symmetry reduction where it has one.
+    /// Depth first.
     Dfs,
 }
 
