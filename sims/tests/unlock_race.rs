@@ -6,8 +6,23 @@
 //! vacuous; and that one seed gives one run (I9).
 #![cfg(madsim)]
 
+use evsource::oracles::UnlockSummary;
 use evsource_sims::faults::{FaultPlan, MessageFaults};
-use evsource_sims::unlock_race::{UnlockRace, run};
+use evsource_sims::unlock_race::{RunReport, UnlockRace, run};
+
+/// Runs the reference scenario under `faults`; every invariant must hold.
+async fn holds_under(faults: FaultPlan) -> (RunReport, UnlockSummary) {
+    let report = run(&UnlockRace {
+        faults: faults.clone(),
+        ..UnlockRace::default()
+    })
+    .await;
+    let summary = report
+        .verdict
+        .clone()
+        .unwrap_or_else(|violation| panic!("{violation} under {faults}"));
+    (report, summary)
+}
 
 #[madsim::test]
 async fn unlock_race_without_faults_holds_the_invariants() {
@@ -30,14 +45,7 @@ async fn unlock_race_under_seed_drawn_faults_holds_the_invariants() {
     let mut faults = FaultPlan::draw();
     // This test always injects something; the swarm also covers fault-free seeds.
     faults.csms_crash = true;
-    let report = run(&UnlockRace {
-        faults: faults.clone(),
-        ..UnlockRace::default()
-    })
-    .await;
-    let summary = report
-        .verdict
-        .unwrap_or_else(|violation| panic!("{violation} under {faults}"));
+    let (report, summary) = holds_under(faults).await;
     let struck =
         report.faults.csms_crashes + report.faults.station_reboots + report.faults.partitions;
     assert!(struck > 0, "faults really struck: {:?}", report.faults);
@@ -59,14 +67,7 @@ async fn unlock_race_survives_a_lossy_reordering_link_and_skewed_clocks() {
         clock_skew_max_millis: Some(600_000),
         ..FaultPlan::none()
     };
-    let report = run(&UnlockRace {
-        faults: faults.clone(),
-        ..UnlockRace::default()
-    })
-    .await;
-    let summary = report
-        .verdict
-        .unwrap_or_else(|violation| panic!("{violation} under {faults}"));
+    let (report, summary) = holds_under(faults).await;
     assert!(
         report.faults.frames_lost > 0 && report.faults.frames_duplicated > 0,
         "the link really lost and doubled frames: {:?}",
@@ -92,14 +93,7 @@ async fn unlock_race_survives_failed_syncs_and_read_flips_in_the_running_node() 
         outage_millis: (2_000, 10_000),
         ..FaultPlan::none()
     };
-    let report = run(&UnlockRace {
-        faults: faults.clone(),
-        ..UnlockRace::default()
-    })
-    .await;
-    let summary = report
-        .verdict
-        .unwrap_or_else(|violation| panic!("{violation} under {faults}"));
+    let (report, summary) = holds_under(faults).await;
     assert!(
         report.faults.failed_syncs > 0 && report.faults.read_flips > 0,
         "both disk faults struck: {:?}",
