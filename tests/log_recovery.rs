@@ -206,17 +206,11 @@ proptest! {
     }
 }
 
-/// fsyncgate: after a failed sync the kernel may drop the failed writes from its dirty
-/// set, so they read back but never reach the disk. A process that restarts, reopens the
-/// log and keeps appending must not build acknowledged events on bytes that a power loss
-/// will take away: reopening makes what it accepted durable, and a crash afterwards loses
-/// nothing that was acknowledged.
-#[test]
-fn after_a_failed_sync_a_restart_makes_what_it_reads_durable() {
-    let runtime = runtime();
-    let disk = SimDisk::new();
+/// A log with two acknowledged appends and a third (event 500) whose sync failed — its
+/// outcome unknown — on `disk`, whose faults are cleared again.
+fn store_after_a_failed_sync(runtime: &tokio::runtime::Runtime, disk: &SimDisk) -> LogStore {
     let store = LogStore::open(Arc::new(disk.clone()), config()).unwrap();
-    write_appends(&runtime, &store, &[1, 2]);
+    write_appends(runtime, &store, &[1, 2]);
     disk.set_faults(SimDiskFaults {
         fail_syncs: true,
         ..SimDiskFaults::default()
@@ -228,6 +222,19 @@ fn after_a_failed_sync_a_restart_makes_what_it_reads_durable() {
         "{failed:?}"
     );
     disk.set_faults(SimDiskFaults::default());
+    store
+}
+
+/// fsyncgate: after a failed sync the kernel may drop the failed writes from its dirty
+/// set, so they read back but never reach the disk. A process that restarts, reopens the
+/// log and keeps appending must not build acknowledged events on bytes that a power loss
+/// will take away: reopening makes what it accepted durable, and a crash afterwards loses
+/// nothing that was acknowledged.
+#[test]
+fn after_a_failed_sync_a_restart_makes_what_it_reads_durable() {
+    let runtime = runtime();
+    let disk = SimDisk::new();
+    let store = store_after_a_failed_sync(&runtime, &disk);
     drop(store);
     // The process restarts (the machine does not): the failed write still reads back.
     let restarted = LogStore::open(Arc::new(disk.clone()), config()).unwrap();
@@ -258,19 +265,7 @@ fn after_a_failed_sync_a_restart_makes_what_it_reads_durable() {
 fn a_failed_sync_poisons_the_log_until_it_is_reopened() {
     let runtime = runtime();
     let disk = SimDisk::new();
-    let store = LogStore::open(Arc::new(disk.clone()), config()).unwrap();
-    write_appends(&runtime, &store, &[1, 2]);
-    disk.set_faults(SimDiskFaults {
-        fail_syncs: true,
-        ..SimDiskFaults::default()
-    });
-    let failed =
-        runtime.block_on(store.append(&stream("x"), ExpectedVersion::Any, vec![event(500)]));
-    assert!(
-        matches!(failed, Err(AppendError::OutcomeUnknown(_))),
-        "{failed:?}"
-    );
-    disk.set_faults(SimDiskFaults::default());
+    let store = store_after_a_failed_sync(&runtime, &disk);
     let refused =
         runtime.block_on(store.append(&stream("x"), ExpectedVersion::Any, vec![event(501)]));
     assert!(
