@@ -20,7 +20,7 @@ mod cli {
     use std::collections::BTreeMap;
     use std::io::{IsTerminal, Write};
     use std::process::ExitCode;
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
@@ -617,16 +617,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
     }
 
     /// The run that `check_determinism` repeats: madsim's checker takes a plain `fn`, so
-    /// the scenario and design travel through these (set once, before the check).
-    static CHECKED_SELECTION: AtomicUsize = AtomicUsize::new(0);
-    static CHECKED_DESIGN: AtomicUsize = AtomicUsize::new(0);
-    static CHECKED_SHAPE: Mutex<Shape> = Mutex::new(Shape {
-        without: std::collections::BTreeSet::new(),
-        fault_phase_secs: None,
-        clients: None,
-        requests: None,
-        stations: None,
-    });
+    /// the scenario selection, design and shape travel through here (set once, before).
+    static CHECKED: Mutex<Option<(Selection, Design, Shape)>> = Mutex::new(None);
 
     /// Runs the seed twice with madsim's checker, which records every random draw of the
     /// first run and compares the second against it, draw by draw (I9).
@@ -636,36 +628,16 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         design: Design,
         shape: &Shape,
     ) -> ExitCode {
-        *CHECKED_SHAPE.lock().unwrap_or_else(|p| p.into_inner()) = shape.clone();
+        *CHECKED.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((selection, design, shape.clone()));
         println!("seed {seed} · running twice, comparing every random draw");
-        let selection_index = match selection {
-            Selection::All => 0,
-            Selection::One(scenario) => {
-                1 + Scenario::ALL
-                    .iter()
-                    .position(|s| *s == scenario)
-                    .expect("known")
-            }
-        };
-        CHECKED_SELECTION.store(selection_index, Ordering::SeqCst);
-        CHECKED_DESIGN.store(
-            Design::ALL
-                .iter()
-                .position(|d| *d == design)
-                .expect("known"),
-            Ordering::SeqCst,
-        );
         let checked = std::panic::catch_unwind(|| {
             madsim::runtime::Runtime::check_determinism(seed, madsim::Config::default(), || async {
-                let selection = match CHECKED_SELECTION.load(Ordering::SeqCst) {
-                    0 => Selection::All,
-                    index => Selection::One(Scenario::ALL[index - 1]),
-                };
-                let design = Design::ALL[CHECKED_DESIGN.load(Ordering::SeqCst)];
-                let shape = CHECKED_SHAPE
+                let (selection, design, shape) = CHECKED
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .clone();
+                    .clone()
+                    .expect("set before the check");
                 simulate(selection, design, shape).await.scenario.name()
             })
         });
