@@ -186,24 +186,24 @@ impl Link {
         }
     }
 
-    fn enqueue(&mut self, text: String, at: u64, to_csms: bool) {
-        self.sequence += 1;
-        let queue = if to_csms {
+    fn queue(&mut self, to_csms: bool) -> &mut BTreeMap<(u64, u64), String> {
+        if to_csms {
             &mut self.to_csms
         } else {
             &mut self.to_station
-        };
-        queue.insert((at, self.sequence), text);
+        }
+    }
+
+    fn enqueue(&mut self, text: String, at: u64, to_csms: bool) {
+        self.sequence += 1;
+        let sequence = self.sequence;
+        self.queue(to_csms).insert((at, sequence), text);
     }
 
     /// Frames due by now, in delivery order.
     fn due(&mut self, to_csms: bool) -> Vec<String> {
         let now = self.real_now();
-        let queue = if to_csms {
-            &mut self.to_csms
-        } else {
-            &mut self.to_station
-        };
+        let queue = self.queue(to_csms);
         let later = queue.split_off(&(now + 1, 0));
         std::mem::replace(queue, later).into_values().collect()
     }
