@@ -111,30 +111,30 @@ impl AppendModel {
 /// for the opening deposit).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Stored {
-    pub event: Withdrawal,
+    pub event: AccountEntry,
     pub id: EventId,
     pub command: Option<(u8, u8)>,
 }
 
 /// The account events the model stores (a Hash-able mirror of [`AccountEvent`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Withdrawal {
+pub enum AccountEntry {
     Deposited(u64),
     Withdrawn(u64),
 }
 
-impl Withdrawal {
+impl AccountEntry {
     fn to_event(self) -> AccountEvent {
         match self {
-            Withdrawal::Deposited(amount) => AccountEvent::Deposited { amount },
-            Withdrawal::Withdrawn(amount) => AccountEvent::Withdrawn { amount },
+            AccountEntry::Deposited(amount) => AccountEvent::Deposited { amount },
+            AccountEntry::Withdrawn(amount) => AccountEvent::Withdrawn { amount },
         }
     }
 
-    fn from_event(event: &AccountEvent) -> Withdrawal {
+    fn from_event(event: &AccountEvent) -> AccountEntry {
         match *event {
-            AccountEvent::Deposited { amount } => Withdrawal::Deposited(amount),
-            AccountEvent::Withdrawn { amount } => Withdrawal::Withdrawn(amount),
+            AccountEvent::Deposited { amount } => AccountEntry::Deposited(amount),
+            AccountEvent::Withdrawn { amount } => AccountEntry::Withdrawn(amount),
         }
     }
 }
@@ -203,8 +203,8 @@ impl State {
         self.stream
             .iter()
             .map(|s| match s.event {
-                Withdrawal::Deposited(a) => i128::from(a),
-                Withdrawal::Withdrawn(a) => -i128::from(a),
+                AccountEntry::Deposited(a) => i128::from(a),
+                AccountEntry::Withdrawn(a) => -i128::from(a),
             })
             .sum()
     }
@@ -251,7 +251,7 @@ impl AppendModel {
         if !ids.iter().any(|id| state.has_event(*id)) {
             for (event, id) in events.iter().zip(ids) {
                 state.stream.push(Stored {
-                    event: Withdrawal::from_event(event),
+                    event: AccountEntry::from_event(event),
                     id,
                     command: Some((handler, next)),
                 });
@@ -267,7 +267,7 @@ impl Model for AppendModel {
 
     fn init_states(&self) -> Vec<State> {
         let opening = Stored {
-            event: Withdrawal::Deposited(self.opening),
+            event: AccountEntry::Deposited(self.opening),
             id: EventId::derive(CommandId(0), 0),
             command: None,
         };
