@@ -249,8 +249,8 @@ impl Design {
     }
 }
 
-/// A durable log on a fresh simulated disk, slowed down as `plan` says (F6/F7).
-pub fn simulated_log(plan: &FaultPlan) -> (evsource::storage::SimDisk, evsource::store::LogStore) {
+/// A fresh simulated disk, slowed down as `plan` says (F7).
+pub fn simulated_disk(plan: &FaultPlan) -> evsource::storage::SimDisk {
     let disk = evsource::storage::SimDisk::new();
     if let Some(latency) = plan.sync_latency_millis {
         disk.set_faults(evsource::storage::SimDiskFaults {
@@ -258,6 +258,12 @@ pub fn simulated_log(plan: &FaultPlan) -> (evsource::storage::SimDisk, evsource:
             ..evsource::storage::SimDiskFaults::default()
         });
     }
+    disk
+}
+
+/// A durable log on a fresh simulated disk, slowed down as `plan` says (F7).
+pub fn simulated_log(plan: &FaultPlan) -> (evsource::storage::SimDisk, evsource::store::LogStore) {
+    let disk = simulated_disk(plan);
     let store = evsource::store::LogStore::open(std::sync::Arc::new(disk.clone()), log_config())
         .expect("a fresh simulated disk opens");
     (disk, store)

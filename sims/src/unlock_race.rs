@@ -23,7 +23,7 @@ use evsource::oracles::{
 };
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
-use evsource::storage::{SimDisk, SimDiskFaults};
+use evsource::storage::SimDisk;
 use evsource::store::LogStore;
 use madsim::net::NetSim;
 use madsim::rand::Rng;
@@ -95,13 +95,7 @@ fn current_store(slot: &StoreSlot) -> Option<LogStore> {
 pub async fn run(scenario: &UnlockRace) -> RunReport {
     let handle = Handle::current();
     let started = tokio::time::Instant::now();
-    let disk = SimDisk::new();
-    if let Some(latency) = scenario.faults.sync_latency_millis {
-        disk.set_faults(SimDiskFaults {
-            sync_latency: Duration::from_millis(latency),
-            ..SimDiskFaults::default()
-        });
-    }
+    let disk = crate::faults::simulated_disk(&scenario.faults);
     let slot: StoreSlot = Arc::new(Mutex::new(None));
     let heartbeat_interval_secs = if scenario.faults.telemetry_storm {
         1
