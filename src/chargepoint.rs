@@ -211,6 +211,11 @@ impl ChargePoint {
         &self.actuations
     }
 
+    /// The station's connector ids, ascending.
+    pub fn connector_ids(&self) -> Vec<u32> {
+        self.connectors.keys().copied().collect()
+    }
+
     pub fn connector(&self, connector: u32) -> Option<&Connector> {
         self.connectors.get(&connector)
     }

@@ -89,6 +89,22 @@ pub async fn read_all_events<S: EventStore>(store: &S) -> Result<Vec<RecordedEve
     }
 }
 
+/// **I4**, the command side: no client's command starved. A command refused because every
+/// attempt met a concurrent writer never got persisted, so it can never get an outcome;
+/// `starved` lists such commands as (station, what the node answered).
+pub fn check_no_starvation(starved: &[(String, String)]) -> Result<(), Violation> {
+    match starved.first() {
+        None => Ok(()),
+        Some((station, answer)) => Err(Violation {
+            invariant: "I4",
+            detail: format!(
+                "{} command(s) starved; the first, on {station}, was refused: {answer}",
+                starved.len()
+            ),
+        }),
+    }
+}
+
 /// Checks, after quiescence:
 /// * **I4** — every `UnlockRequested` has exactly one outcome event;
 /// * **I1** — no request was physically unlocked more than once, and nothing was unlocked

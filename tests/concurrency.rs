@@ -335,9 +335,11 @@ async fn reservations_across_streams_are_never_overbooked<S: EventStore>(store: 
                     .await
                     {
                         Ok(result) => return Ok(result),
-                        Err(CrossStreamError::Append(AppendError::ConditionFailed { .. })) => {
-                            tokio::task::yield_now().await
-                        }
+                        // The conflicting event may still be syncing; reads see it once it
+                        // is durable, so retry after that rather than spinning.
+                        Err(CrossStreamError::Append(AppendError::ConditionFailed {
+                            position,
+                        })) => store.wait_for_event_count_above(position.0).await.unwrap(),
                         Err(other) => return Err(other),
                     }
                 }

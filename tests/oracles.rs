@@ -10,7 +10,8 @@ use evsource::core::{
 use evsource::decider::Aggregate;
 use evsource::domain::station::{Station, StationEvent};
 use evsource::oracles::{
-    StationTruth, check_acknowledged, check_commands_once, check_store_shape, check_unlocks,
+    StationTruth, check_acknowledged, check_commands_once, check_no_starvation, check_store_shape,
+    check_unlocks,
 };
 use support::stream;
 
@@ -167,4 +168,20 @@ fn shape_command_and_acknowledgement_oracles_catch_their_defects() {
             .invariant,
         "I2"
     );
+}
+
+#[test]
+fn starvation_oracle_fails_a_run_with_a_command_refused_for_contention() {
+    assert_eq!(check_no_starvation(&[]), Ok(()));
+    let starved = vec![
+        ("CP1".to_owned(), "gave up after 16 attempts".to_owned()),
+        ("CP2".to_owned(), "gave up after 16 attempts".to_owned()),
+    ];
+    let violation = check_no_starvation(&starved).unwrap_err();
+    assert_eq!(violation.invariant, "I4");
+    assert!(
+        violation.detail.contains("2 command(s) starved"),
+        "{violation}"
+    );
+    assert!(violation.detail.contains("CP1"), "{violation}");
 }

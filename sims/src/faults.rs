@@ -27,7 +27,10 @@ pub struct FaultPlan {
     /// F6/F7: a slow disk — every sync takes this long, so a crash (F1) can land between a
     /// group's write and its sync and leave a torn tail for recovery.
     pub sync_latency_millis: Option<u64>,
-    /// F9: stations heartbeat every second during commands.
+    /// F9: stations heartbeat every second, and status bursts strike during commands:
+    /// as a client sends a command, the target station's idle connectors may start to flap
+    /// between Available and Unavailable every few milliseconds for a while, each flap a
+    /// StatusNotification.
     pub telemetry_storm: bool,
     /// How long faults are injected before everything heals.
     pub fault_phase: Duration,
@@ -186,6 +189,8 @@ pub struct FaultCounts {
     pub frames_delayed: u64,
     pub failed_syncs: u64,
     pub read_flips: u64,
+    /// F9 status bursts.
+    pub status_bursts: u64,
     /// Restarts of a node that stopped itself (poisoned log, failed task).
     pub node_failures: u64,
 }
@@ -200,6 +205,7 @@ impl FaultCounts {
         self.frames_delayed += other.frames_delayed;
         self.failed_syncs += other.failed_syncs;
         self.read_flips += other.read_flips;
+        self.status_bursts += other.status_bursts;
         self.node_failures += other.node_failures;
     }
 }

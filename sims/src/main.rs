@@ -869,6 +869,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         println!("| F4 frames delayed | {} |", tally.faults.frames_delayed);
         println!("| F6 failed-sync windows | {} |", tally.faults.failed_syncs);
         println!("| F6 read flips | {} |", tally.faults.read_flips);
+        println!("| F9 status bursts | {} |", tally.faults.status_bursts);
         println!(
             "| node self-stops (restarted) | {} |",
             tally.faults.node_failures

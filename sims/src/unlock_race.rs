@@ -5,7 +5,7 @@
 //! I1, I2, I3, I4, I5 and I8.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,13 +13,14 @@ use evsource::chargepoint::{ChargePoint, ChargePointConfig};
 use evsource::core::{CommandId, GlobalPosition, RecordedEvent};
 use evsource::dispatcher::{CheckpointPolicy, DispatcherConfig};
 use evsource::handler::HandlerConfig;
-use evsource::node::api::ApiCommand;
+use evsource::node::api::{ApiCommand, ErrorCode};
 use evsource::node::client::ApiClient;
 use evsource::node::driver::{LinkCounters, SharedChargePoint, run_station_with_faults};
 use evsource::node::{CsmsNode, NodeConfig, UnlockPath};
+use evsource::ocpp::messages::ChargePointStatus;
 use evsource::oracles::{
-    UnlockSummary, Violation, check_acknowledged, check_commands_once, check_store_shape,
-    check_unlocks_against, fingerprint, ground_truth, read_all_events,
+    UnlockSummary, Violation, check_acknowledged, check_commands_once, check_no_starvation,
+    check_store_shape, check_unlocks_against, fingerprint, ground_truth, read_all_events,
 };
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
@@ -203,6 +204,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     }
 
     let mut clients = Vec::new();
+    let status_bursts = Arc::new(Bursts::default());
     for client in 0..scenario.clients {
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 2, client as u8 + 1));
         let scenario = scenario.clone();
@@ -211,7 +213,13 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             .name(format!("client-{client}"))
             .ip(ip)
             .build();
-        clients.push(node.spawn(run_client(client, scenario, api_addr)));
+        clients.push(node.spawn(run_client(
+            client,
+            scenario,
+            api_addr,
+            stations.clone(),
+            status_bursts.clone(),
+        )));
     }
 
     let finished = Shutdown::new();
@@ -232,12 +240,17 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     )
     .await;
     let mut acknowledged = Vec::new();
+    let mut starved = Vec::new();
     let mut applied = 0u64;
     for task in clients {
-        for (command, response) in task.await.expect("client finished") {
-            if let Some(position) = response {
-                acknowledged.push((command, position));
-                applied += 1;
+        for (command, answer) in task.await.expect("client finished") {
+            match answer {
+                ClientAnswer::Acknowledged(position) => {
+                    acknowledged.push((command, position));
+                    applied += 1;
+                }
+                ClientAnswer::Starved { station, error } => starved.push((station, error)),
+                ClientAnswer::Refused => {}
             }
         }
     }
@@ -263,11 +276,13 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     };
     finished.trigger();
     injected.node_failures = supervisor.await.expect("the supervisor ends");
+    injected.status_bursts = status_bursts.started.load(Ordering::Relaxed);
     injected.frames_lost = link_counters.lost.load(Ordering::Relaxed);
     injected.frames_duplicated = link_counters.duplicated.load(Ordering::Relaxed);
     injected.frames_delayed = link_counters.delayed.load(Ordering::Relaxed);
     let truth = ground_truth(&stations);
-    let verdict = judge(&events, &acknowledged, &truth);
+    let verdict =
+        check_no_starvation(&starved).and_then(|()| judge(&events, &acknowledged, &truth));
     RunReport {
         verdict,
         faults: injected,
@@ -296,15 +311,33 @@ fn count(events: &[RecordedEvent], types: &[&str]) -> u64 {
         .count() as u64
 }
 
+/// F9 status bursts: one at a time, so that a burst has its station's link to itself.
+#[derive(Debug, Default)]
+struct Bursts {
+    started: AtomicU64,
+    active: std::sync::atomic::AtomicBool,
+}
+
+/// What became of one client command.
+enum ClientAnswer {
+    /// Applied (now or earlier) at this position.
+    Acknowledged(GlobalPosition),
+    /// Refused because every attempt met a concurrent writer: the command starved (I4).
+    Starved { station: String, error: String },
+    /// Refused by the domain, or never answered.
+    Refused,
+}
+
 /// One client: requests unlocks on seed-chosen connectors. A failed send is retried with
 /// the same command id (after reconnecting) until answered, so a command acknowledged
-/// twice must still take effect once (I8). Returns each command with the position the
-/// node acknowledged (`None`: refused or never answered).
+/// twice must still take effect once (I8). Returns each command with what became of it.
 async fn run_client(
     client: u64,
     scenario: UnlockRace,
     api: SocketAddr,
-) -> Vec<(CommandId, Option<GlobalPosition>)> {
+    stations: Vec<SharedChargePoint>,
+    status_bursts: Arc<Bursts>,
+) -> Vec<(CommandId, ClientAnswer)> {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut connection: Option<ApiClient> = None;
     let mut results = Vec::new();
@@ -318,7 +351,26 @@ async fn run_client(
             )
         };
         let command_id = CommandId(u128::from((client << 32) | n));
-        let mut acknowledged = None;
+        if scenario.faults.telemetry_storm {
+            let burst = {
+                let mut rng = madsim::rand::thread_rng();
+                rng.gen_bool(0.2)
+                    .then(|| (rng.gen_range(500..3_000), rng.gen_range(0..200)))
+            };
+            if let Some((burst_millis, lead_millis)) = burst
+                && !status_bursts.active.swap(true, Ordering::Relaxed)
+            {
+                status_bursts.started.fetch_add(1, Ordering::Relaxed);
+                let bursts = status_bursts.clone();
+                let station = stations[station].clone();
+                tokio::spawn(async move {
+                    status_burst(station, burst_millis).await;
+                    bursts.active.store(false, Ordering::Relaxed);
+                });
+                tokio::time::sleep(Duration::from_millis(lead_millis)).await;
+            }
+        }
+        let mut answer = ClientAnswer::Refused;
         for _attempt in 0..600 {
             if connection.is_none() {
                 connection = ApiClient::connect(api).await.ok();
@@ -344,11 +396,15 @@ async fn run_client(
                         error = ?response.error,
                         "RequestUnlock answered"
                     );
-                    if matches!(
-                        response.outcome.as_deref(),
-                        Some("Applied" | "AlreadyApplied")
-                    ) {
-                        acknowledged = response.position.map(GlobalPosition);
+                    if let (Some("Applied" | "AlreadyApplied"), Some(position)) =
+                        (response.outcome.as_deref(), response.position)
+                    {
+                        answer = ClientAnswer::Acknowledged(GlobalPosition(position));
+                    } else if response.code == Some(ErrorCode::Contention) {
+                        answer = ClientAnswer::Starved {
+                            station: format!("CP{station}"),
+                            error: response.error.unwrap_or_default(),
+                        };
                     }
                     break;
                 }
@@ -358,7 +414,7 @@ async fn run_client(
                 }
             }
         }
-        results.push((command_id, acknowledged));
+        results.push((command_id, answer));
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     results
@@ -464,6 +520,42 @@ async fn inject_faults(
     faults.flip_next_read = None;
     disk.set_faults(faults);
     counts
+}
+
+/// F9: for `millis`, the station's idle connectors flap between Available and Unavailable
+/// every few milliseconds — a status burst — then all are put back in service.
+async fn status_burst(station: SharedChargePoint, millis: u64) {
+    fn lock(station: &SharedChargePoint) -> std::sync::MutexGuard<'_, ChargePoint> {
+        station.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    let (id, connectors) = {
+        let station = lock(&station);
+        (station.id().to_owned(), station.connector_ids())
+    };
+    tracing::info!(station = %id, burst_ms = millis, "fault: status burst");
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(millis) {
+        let (connector, gap) = {
+            let mut rng = madsim::rand::thread_rng();
+            (
+                connectors[rng.gen_range(0..connectors.len())],
+                rng.gen_range(20..60),
+            )
+        };
+        {
+            let mut station = lock(&station);
+            let unavailable = station
+                .connector(connector)
+                .is_some_and(|c| c.status == ChargePointStatus::Unavailable);
+            station.handle_availability(connector, unavailable, now_millis());
+        }
+        tokio::time::sleep(Duration::from_millis(gap)).await;
+    }
+    let mut station = lock(&station);
+    for connector in connectors {
+        station.handle_availability(connector, true, now_millis());
+    }
+    tracing::info!(station = %id, "fault: status burst over");
 }
 
 /// A byte among the newest 16 KiB of written data — what readers are about to read — of

@@ -4,8 +4,10 @@
 //! → {"command_id":"0000000000000000000000000000002a","station":"CP1",
 //!    "command":{"RequestUnlock":{"connector":1,"session":"s-42"}}}
 //! ← {"command_id":"…2a","outcome":"Applied","position":17}
-//! ← {"command_id":"…2a","error":"rejected: ConnectorBusy { … }"}
+//! ← {"command_id":"…2a","error":"command rejected: ConnectorBusy { … }","code":"rejected"}
 //! ```
+//!
+//! `code` classifies an error for programs; see [`ErrorCode`].
 //!
 //! Only client commands are accepted; outcomes are recorded by the dispatcher, never by a
 //! client. Malformed lines get an error line and change nothing.
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::types::{CommandId, StreamId};
 use crate::domain::station::StationCommand;
+use crate::handler::HandleError;
 
 /// Longest request line accepted.
 pub const REQUEST_LINE_BYTES_MAX: usize = 4096;
@@ -43,16 +46,52 @@ pub struct ApiResponse {
     pub position: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<ErrorCode>,
+}
+
+/// What kind of error an [`ApiResponse`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request is malformed; nothing was done.
+    BadRequest,
+    /// The domain refused the command (busy connector, unknown session, …).
+    Rejected,
+    /// Every attempt met a concurrent writer and the node gave up: the command starved.
+    Contention,
+    /// The store or the node could not serve it now; resubmitting the same command id is safe.
+    Unavailable,
 }
 
 impl ApiResponse {
-    pub fn error(command_id: impl Into<String>, error: impl Into<String>) -> ApiResponse {
+    pub fn error(
+        command_id: impl Into<String>,
+        code: ErrorCode,
+        error: impl Into<String>,
+    ) -> ApiResponse {
         ApiResponse {
             command_id: command_id.into(),
             outcome: None,
             position: None,
             error: Some(error.into()),
+            code: Some(code),
         }
+    }
+
+    /// The answer to a command the handler did not apply.
+    pub fn failed<R: std::fmt::Debug>(
+        command_id: impl Into<String>,
+        error: &HandleError<R>,
+    ) -> ApiResponse {
+        let code = match error {
+            HandleError::Rejected(_) | HandleError::CommandIdReused { .. } => ErrorCode::Rejected,
+            HandleError::Contention { .. } => ErrorCode::Contention,
+            HandleError::Append(_) | HandleError::Read(_) | HandleError::Codec(_) => {
+                ErrorCode::Unavailable
+            }
+        };
+        ApiResponse::error(command_id, code, error.to_string())
     }
 }
 
@@ -69,16 +108,27 @@ pub fn parse_request(line: &str) -> Result<ParsedRequest, ApiResponse> {
     if line.len() > REQUEST_LINE_BYTES_MAX {
         return Err(ApiResponse::error(
             "",
+            ErrorCode::BadRequest,
             format!("request longer than {REQUEST_LINE_BYTES_MAX} bytes"),
         ));
     }
-    let request: ApiRequest = serde_json::from_str(line)
-        .map_err(|e| ApiResponse::error("", format!("malformed request: {e}")))?;
-    let command_id = parse_command_id(&request.command_id).ok_or_else(|| {
-        ApiResponse::error(&request.command_id, "command_id must be 32 hex digits")
+    let request: ApiRequest = serde_json::from_str(line).map_err(|e| {
+        ApiResponse::error("", ErrorCode::BadRequest, format!("malformed request: {e}"))
     })?;
-    let stream = StreamId::new(&format!("station-{}", request.station))
-        .map_err(|e| ApiResponse::error(&request.command_id, format!("invalid station: {e}")))?;
+    let command_id = parse_command_id(&request.command_id).ok_or_else(|| {
+        ApiResponse::error(
+            &request.command_id,
+            ErrorCode::BadRequest,
+            "command_id must be 32 hex digits",
+        )
+    })?;
+    let stream = StreamId::new(&format!("station-{}", request.station)).map_err(|e| {
+        ApiResponse::error(
+            &request.command_id,
+            ErrorCode::BadRequest,
+            format!("invalid station: {e}"),
+        )
+    })?;
     let command = match request.command {
         ApiCommand::RequestUnlock { connector, session } => {
             StationCommand::RequestUnlock { connector, session }
@@ -127,8 +177,35 @@ mod tests {
                 "malformed request",
             ),
         ] {
-            let error = parse_request(line).unwrap_err().error.unwrap();
+            let response = parse_request(line).unwrap_err();
+            assert_eq!(response.code, Some(ErrorCode::BadRequest), "{line}");
+            let error = response.error.unwrap();
             assert!(error.contains(fragment), "{line}: {error}");
+        }
+    }
+
+    #[test]
+    fn handler_errors_map_to_codes_a_client_can_act_on() {
+        use crate::store::AppendError;
+        let contention: HandleError<()> = HandleError::Contention {
+            attempts: 16,
+            last: AppendError::OutcomeUnknown("sync failed".into()),
+        };
+        let cases = [
+            (HandleError::Rejected(()), ErrorCode::Rejected),
+            (contention, ErrorCode::Contention),
+            (
+                HandleError::Append(AppendError::Unavailable("closed".into())),
+                ErrorCode::Unavailable,
+            ),
+        ];
+        for (error, code) in cases {
+            let response = ApiResponse::failed("2a", &error);
+            assert_eq!(response.code, Some(code), "{error}");
+            assert_eq!(response.error.as_deref(), Some(error.to_string().as_str()));
+            let line = serde_json::to_string(&response).unwrap();
+            let back: ApiResponse = serde_json::from_str(&line).unwrap();
+            assert_eq!(back, response, "{line}");
         }
     }
 }

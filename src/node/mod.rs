@@ -843,7 +843,7 @@ async fn serve_client<S: EventStore>(
                     .await
                 {
                     Ok(outcome) => outcome_response(command_id, &outcome),
-                    Err(error) => api::ApiResponse::error(command_id, error.to_string()),
+                    Err(error) => api::ApiResponse::failed(command_id, &error),
                 }
             }
         };
@@ -867,7 +867,11 @@ async fn side_effect_first<S: EventStore>(
 ) -> api::ApiResponse {
     let command_id = format!("{}", request.command_id);
     let StationCommand::RequestUnlock { connector, session } = &request.command else {
-        return api::ApiResponse::error(command_id, "only unlocks are served".to_owned());
+        return api::ApiResponse::error(
+            command_id,
+            api::ErrorCode::BadRequest,
+            "only unlocks are served",
+        );
     };
     let station = request
         .stream
@@ -883,20 +887,25 @@ async fn side_effect_first<S: EventStore>(
         answer,
     };
     if hub.send(input).await.is_err() {
-        return api::ApiResponse::error(command_id, "node stopping".to_owned());
+        return api::ApiResponse::error(command_id, api::ErrorCode::Unavailable, "node stopping");
     }
-    let status = match tokio::time::timeout(std::time::Duration::from_millis(timeout_millis), heard)
-        .await
-    {
-        Ok(Ok(status)) => status,
-        _ => return api::ApiResponse::error(command_id, "the station did not answer".to_owned()),
-    };
+    let status =
+        match tokio::time::timeout(std::time::Duration::from_millis(timeout_millis), heard).await {
+            Ok(Ok(status)) => status,
+            _ => {
+                return api::ApiResponse::error(
+                    command_id,
+                    api::ErrorCode::Unavailable,
+                    "the station did not answer",
+                );
+            }
+        };
     let outcome = match handler
         .handle(env, &request.stream, request.command_id, &request.command)
         .await
     {
         Ok(outcome) => outcome,
-        Err(error) => return api::ApiResponse::error(command_id, error.to_string()),
+        Err(error) => return api::ApiResponse::failed(command_id, &error),
     };
     let answer = match status {
         crate::ocpp::messages::RemoteStartStopStatus::Accepted => StationAnswer::Accepted,
@@ -935,5 +944,6 @@ fn outcome_response(command_id: String, outcome: &Outcome) -> api::ApiResponse {
         outcome: Some(name.to_owned()),
         position,
         error: None,
+        code: None,
     }
 }
