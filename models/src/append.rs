@@ -1,8 +1,8 @@
-//! The append protocol: K command handlers, each running M withdrawals on one account
-//! through load → decide → append, against one stream. Every transition calls the
-//! project's own pure code: the account decider ([`Account::decide`], [`Account::fold`]),
-//! the store's expected-version rule ([`expected_version_matches`]) and its event-id
-//! derivation ([`EventId::derive`]). A handler may crash at any step (within a budget) and
+//! The append protocol: K command handlers, each running M commands through load → decide
+//! → append against one stream — withdrawals on an account (seed 004), or unlock requests on
+//! a station (seed 000). Every transition calls the project's own pure code: the deciders
+//! ([`Account::decide`], [`Station::decide`] and their folds), the store's expected-version
+//! rule ([`expected_version_matches`]) and its event-id derivation ([`EventId::derive`]). A handler may crash at any step (within a budget) and
 //! then restarts its command with the same command id, as a retrying client would.
 //!
 //! Designs (DESIGN §5): `correct` appends with `Exact(loaded version)` and checks the
@@ -16,6 +16,7 @@ use evsource::core::expected_version_matches;
 use evsource::core::{CommandId, CurrentVersion, EventId, ExpectedVersion, StreamVersion};
 use evsource::decider::Decider;
 use evsource::domain::account::{Account, AccountCommand, AccountEvent, AccountState};
+use evsource::domain::station::{Station, StationCommand, StationEvent};
 use stateright::{Model, Property};
 
 /// Which append protocol the handlers follow.
@@ -45,6 +46,28 @@ impl AppendDesign {
     }
 }
 
+/// Which aggregate the handlers command.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AppendDomain {
+    /// Withdrawals of `amount` from an account opened with `opening` (I6).
+    #[default]
+    Account,
+    /// Unlock requests on a station: handler h's command c asks for connector
+    /// `1 + c % 2` for its own session (I1: never two sessions on one connector).
+    Station,
+}
+
+impl AppendDomain {
+    pub const ALL: [AppendDomain; 2] = [AppendDomain::Account, AppendDomain::Station];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AppendDomain::Account => "account",
+            AppendDomain::Station => "station",
+        }
+    }
+}
+
 /// The bounds and design of one check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppendModel {
@@ -53,6 +76,7 @@ pub struct AppendModel {
     /// Crashes allowed in a run, over all handlers.
     pub crashes: u8,
     pub design: AppendDesign,
+    pub domain: AppendDomain,
     /// The account's opening deposit and each withdrawal: chosen so that not every
     /// withdrawal fits.
     pub opening: u64,
@@ -67,8 +91,25 @@ impl AppendModel {
             commands,
             crashes,
             design,
+            domain: AppendDomain::Account,
             opening: 100,
             amount: 60,
+        }
+    }
+
+    /// The same protocol over the station aggregate.
+    pub fn station(handlers: u8, commands: u8, crashes: u8, design: AppendDesign) -> AppendModel {
+        AppendModel {
+            domain: AppendDomain::Station,
+            ..AppendModel::new(handlers, commands, crashes, design)
+        }
+    }
+
+    /// The station command of `handler`'s command number `command`.
+    pub fn unlock(handler: u8, command: u8) -> StationCommand {
+        StationCommand::RequestUnlock {
+            connector: 1 + u32::from(command % 2),
+            session: format!("h{handler}c{command}"),
         }
     }
 
@@ -111,30 +152,57 @@ impl AppendModel {
 /// for the opening deposit).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Stored {
-    pub event: AccountEntry,
+    pub event: Entry,
     pub id: EventId,
     pub command: Option<(u8, u8)>,
 }
 
-/// The account events the model stores (a Hash-able mirror of [`AccountEvent`]).
+/// The events the model stores (a Hash-able mirror of [`AccountEvent`] and of the
+/// [`StationEvent`]s the model's commands decide).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum AccountEntry {
+pub enum Entry {
     Deposited(u64),
     Withdrawn(u64),
+    /// `UnlockRequested` for the session of (handler, command).
+    UnlockRequested {
+        connector: u32,
+        by: (u8, u8),
+    },
 }
 
-impl AccountEntry {
-    fn to_event(self) -> AccountEvent {
+impl Entry {
+    fn account_event(self) -> Option<AccountEvent> {
         match self {
-            AccountEntry::Deposited(amount) => AccountEvent::Deposited { amount },
-            AccountEntry::Withdrawn(amount) => AccountEvent::Withdrawn { amount },
+            Entry::Deposited(amount) => Some(AccountEvent::Deposited { amount }),
+            Entry::Withdrawn(amount) => Some(AccountEvent::Withdrawn { amount }),
+            Entry::UnlockRequested { .. } => None,
         }
     }
 
-    fn from_event(event: &AccountEvent) -> AccountEntry {
+    fn station_event(self) -> Option<StationEvent> {
+        match self {
+            Entry::UnlockRequested { connector, by } => Some(StationEvent::UnlockRequested {
+                connector,
+                session: format!("h{}c{}", by.0, by.1),
+            }),
+            _ => None,
+        }
+    }
+
+    fn from_account(event: &AccountEvent) -> Entry {
         match *event {
-            AccountEvent::Deposited { amount } => AccountEntry::Deposited(amount),
-            AccountEvent::Withdrawn { amount } => AccountEntry::Withdrawn(amount),
+            AccountEvent::Deposited { amount } => Entry::Deposited(amount),
+            AccountEvent::Withdrawn { amount } => Entry::Withdrawn(amount),
+        }
+    }
+
+    fn from_station(event: &StationEvent, by: (u8, u8)) -> Entry {
+        match event {
+            StationEvent::UnlockRequested { connector, .. } => Entry::UnlockRequested {
+                connector: *connector,
+                by,
+            },
+            other => unreachable!("the model's commands decide only requests, not {other:?}"),
         }
     }
 }
@@ -152,7 +220,14 @@ pub enum Step {
         balance: u64,
     },
     /// N3 only: its own version check passed; the append (with `Any`) is still to come.
-    Checked { next: u8, attempt: u8, balance: u64 },
+    /// `loaded` is the version it loaded (station domain only: the decider folds that
+    /// prefix; the account keeps just the balance).
+    Checked {
+        next: u8,
+        attempt: u8,
+        balance: u64,
+        loaded: Option<u64>,
+    },
     /// Appended; the command's acknowledgement is still to come (a crash here retries).
     Appended { next: u8 },
 }
@@ -203,8 +278,9 @@ impl State {
         self.stream
             .iter()
             .map(|s| match s.event {
-                AccountEntry::Deposited(a) => i128::from(a),
-                AccountEntry::Withdrawn(a) => -i128::from(a),
+                Entry::Deposited(a) => i128::from(a),
+                Entry::Withdrawn(a) => -i128::from(a),
+                Entry::UnlockRequested { .. } => 0,
             })
             .sum()
     }
@@ -219,9 +295,67 @@ impl State {
     fn has_event(&self, id: EventId) -> bool {
         self.stream.iter().any(|s| s.id == id)
     }
+
+    /// Connectors with more than one requested session (I1; the model records no outcome,
+    /// so a connector, once requested, stays held).
+    pub fn doubly_requested_connectors(&self) -> Vec<u32> {
+        let mut connectors: Vec<u32> = self
+            .stream
+            .iter()
+            .filter_map(|s| match s.event {
+                Entry::UnlockRequested { connector, .. } => Some(connector),
+                _ => None,
+            })
+            .collect();
+        connectors.sort_unstable();
+        let mut doubled: Vec<u32> = connectors
+            .windows(2)
+            .filter(|w| w[0] == w[1])
+            .map(|w| w[0])
+            .collect();
+        doubled.dedup();
+        doubled
+    }
 }
 
 impl AppendModel {
+    /// Runs the domain's decider on what handler `h` loaded: the account's balance, or the
+    /// station folded from the stream up to version `loaded`. `None`: the command is
+    /// refused.
+    fn decide(
+        &self,
+        state: &State,
+        h: u8,
+        next: u8,
+        balance: u64,
+        loaded: Option<u64>,
+    ) -> Option<Vec<Entry>> {
+        match self.domain {
+            AppendDomain::Account => {
+                let command = AccountCommand::Withdraw {
+                    amount: self.amount,
+                };
+                let events = Account::decide(&AccountState { balance }, &command).ok()?;
+                Some(events.iter().map(Entry::from_account).collect())
+            }
+            AppendDomain::Station => {
+                let seen = loaded.map_or(0, |v| v as usize + 1);
+                let events: Vec<StationEvent> = state.stream[..seen]
+                    .iter()
+                    .filter_map(|s| s.event.station_event())
+                    .collect();
+                let station = Station::fold(events.iter());
+                let decided = Station::decide(&station, &Self::unlock(h, next)).ok()?;
+                Some(
+                    decided
+                        .iter()
+                        .map(|event| Entry::from_station(event, (h, next)))
+                        .collect(),
+                )
+            }
+        }
+    }
+
     fn finish(&self, state: &mut State, handler: u8, next: u8, outcome: Outcome) {
         state.outcomes[handler as usize].push(outcome);
         state.handlers[handler as usize] = Step::Ready {
@@ -246,12 +380,12 @@ impl AppendModel {
     /// Appends the decided events, with ids derived from the command (correct, N2) or
     /// fresh ones (N3's writer knows nothing of command ids). As in the real store, an
     /// append of ids already stored is an idempotent success that writes nothing.
-    fn write(&self, state: &mut State, handler: u8, next: u8, events: &[AccountEvent]) {
-        let ids = self.event_ids(state, handler, next, events.len());
+    fn write(&self, state: &mut State, handler: u8, next: u8, entries: &[Entry]) {
+        let ids = self.event_ids(state, handler, next, entries.len());
         if !ids.iter().any(|id| state.has_event(*id)) {
-            for (event, id) in events.iter().zip(ids) {
+            for (event, id) in entries.iter().zip(ids) {
                 state.stream.push(Stored {
-                    event: AccountEntry::from_event(event),
+                    event: *event,
                     id,
                     command: Some((handler, next)),
                 });
@@ -266,13 +400,17 @@ impl Model for AppendModel {
     type Action = Action;
 
     fn init_states(&self) -> Vec<State> {
-        let opening = Stored {
-            event: AccountEntry::Deposited(self.opening),
-            id: EventId::derive(CommandId(0), 0),
-            command: None,
+        // The account opens with a deposit; the station starts with no stream at all.
+        let stream = match self.domain {
+            AppendDomain::Account => vec![Stored {
+                event: Entry::Deposited(self.opening),
+                id: EventId::derive(CommandId(0), 0),
+                command: None,
+            }],
+            AppendDomain::Station => Vec::new(),
         };
         vec![State {
-            stream: vec![opening],
+            stream,
             handlers: vec![
                 Step::Ready {
                     next: 0,
@@ -336,8 +474,11 @@ impl Model for AppendModel {
                 let folded = if state.signed_balance() < 0 {
                     AccountState { balance: 0 }
                 } else {
-                    let events: Vec<AccountEvent> =
-                        state.stream.iter().map(|s| s.event.to_event()).collect();
+                    let events: Vec<AccountEvent> = state
+                        .stream
+                        .iter()
+                        .filter_map(|s| s.event.account_event())
+                        .collect();
                     Account::fold(events.iter())
                 };
                 let version = match state.version() {
@@ -369,39 +510,38 @@ impl Model for AppendModel {
                         next,
                         attempt,
                         balance,
+                        loaded: match self.domain {
+                            AppendDomain::Account => None,
+                            AppendDomain::Station => version,
+                        },
                     };
                 } else {
                     self.conflict(&mut state, h, next, attempt);
                 }
             }
             Action::Append(h) => {
-                let (next, attempt, version, balance) = match state.handlers[h as usize] {
+                let (next, attempt, version, balance, loaded) = match state.handlers[h as usize] {
                     Step::Loaded {
                         next,
                         attempt,
                         version,
                         balance,
-                    } => (next, attempt, version, balance),
+                    } => (next, attempt, version, balance, version),
                     Step::Checked {
                         next,
                         attempt,
                         balance,
-                    } => (next, attempt, None, balance),
+                        loaded,
+                    } => (next, attempt, None, balance, loaded),
                     _ => return None,
                 };
-                let command = AccountCommand::Withdraw {
-                    amount: self.amount,
-                };
-                let events = match Account::decide(&AccountState { balance }, &command) {
-                    Ok(events) => events,
-                    Err(_) => {
-                        self.finish(&mut state, h, next, Outcome::Rejected);
-                        return Some(state);
-                    }
+                let Some(entries) = self.decide(&state, h, next, balance, loaded) else {
+                    self.finish(&mut state, h, next, Outcome::Rejected);
+                    return Some(state);
                 };
                 let expected = self.expected(version);
                 if expected_version_matches(expected, state.version()) {
-                    self.write(&mut state, h, next, &events);
+                    self.write(&mut state, h, next, &entries);
                 } else {
                     self.conflict(&mut state, h, next, attempt);
                 }
@@ -427,10 +567,17 @@ impl Model for AppendModel {
     }
 
     fn properties(&self) -> Vec<Property<Self>> {
-        vec![
-            Property::always("I6 the balance never goes negative", |_, s: &State| {
-                s.signed_balance() >= 0
-            }),
+        let mut properties = match self.domain {
+            AppendDomain::Account => vec![Property::always(
+                "I6 the balance never goes negative",
+                |_, s: &State| s.signed_balance() >= 0,
+            )],
+            AppendDomain::Station => vec![Property::always(
+                "I1 never two sessions on one connector",
+                |_, s: &State| s.doubly_requested_connectors().is_empty(),
+            )],
+        };
+        properties.extend([
             Property::always(
                 "I8 a command takes effect at most once",
                 |m: &AppendModel, s: &State| {
@@ -467,7 +614,10 @@ impl Model for AppendModel {
                 s.retried > 0
             }),
             Property::sometimes(
-                "a withdrawal was refused for lack of funds",
+                match self.domain {
+                    AppendDomain::Account => "a withdrawal was refused for lack of funds",
+                    AppendDomain::Station => "an unlock was refused: the connector is busy",
+                },
                 |_, s: &State| s.outcomes.iter().flatten().any(|o| *o == Outcome::Rejected),
             ),
             Property::sometimes(
@@ -479,6 +629,7 @@ impl Model for AppendModel {
                         .any(|o| *o == Outcome::AlreadyApplied)
                 },
             ),
-        ]
+        ]);
+        properties
     }
 }

@@ -3,19 +3,22 @@
 
 use std::process::ExitCode;
 
-use evsource_models::append::{AppendDesign, AppendModel};
+use evsource_models::append::{AppendDesign, AppendDomain, AppendModel};
 use evsource_models::outbox::{OutboxDesign, OutboxModel};
 use evsource_models::report::{self, Search};
 use evsource_models::seats::{SeatsDesign, SeatsModel};
 use stateright::Model;
 
 const USAGE: &str = "usage:
-  evsource-models check <model> [--handlers K] [--commands M] [--crashes C] [--design D] [--dfs] [--threads T]
+  evsource-models check <model> [--handlers K] [--commands M] [--crashes C] [--design D] [--domain A] [--dfs] [--threads T]
   evsource-models explore <model> [same options] [--port P]   serves stateright's Explorer on 127.0.0.1
 
-models:  append   K handlers × M withdrawals on one account: load → decide → append(Exact),
+models:  append   K handlers × M commands on one stream: load → decide → append(Exact),
                   retry on conflict, crash at any step (defaults: 2 × 2, 1 crash)
+                  --domain account (default): withdrawals from one account (I6)
+                  --domain station: unlock requests on one station's two connectors (I1)
                   designs: correct (default), naive-read-model (N2), naive-version-check (N3)
+         account  the same as `append --domain account`
          outbox   the dispatcher and a station over a network that loses, duplicates and
                   reorders; the dispatcher crashes and resumes from its checkpoint
                   [--requests R (1–2)] [--crashes C]
@@ -47,12 +50,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
         None => return Err("a command is required".into()),
     };
     let (outbox, seats) = match args.get(1).map(String::as_str) {
-        Some("append") => (false, false),
+        Some("append" | "account") => (false, false),
         Some("outbox") => (true, false),
         Some("seats") => (false, true),
         Some(other) => {
             return Err(format!(
-                "unknown model '{other}'; known: append, outbox, seats"
+                "unknown model '{other}'; known: append, account, outbox, seats"
             ));
         }
         None => return Err("a model is required".into()),
@@ -101,6 +104,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     .find(|d| d.name() == value)
                     .ok_or_else(|| format!("unknown design '{value}' for outbox"))?
             }
+            "--domain" if !outbox && !seats && args[1] == "append" => {
+                model.domain = AppendDomain::ALL
+                    .into_iter()
+                    .find(|d| d.name() == value)
+                    .ok_or_else(|| {
+                        format!("unknown domain '{value}' for append; known: account, station")
+                    })?
+            }
             "--design" => {
                 model.design = AppendDesign::ALL
                     .into_iter()
@@ -146,7 +157,8 @@ fn main() -> ExitCode {
     };
     let heading = match &options.model {
         Which::Append(model) => format!(
-            "model append · {} handlers × {} commands · {} crash(es) · design {}",
+            "model append · {} · {} handlers × {} commands · {} crash(es) · design {}",
+            model.domain.name(),
             model.handlers,
             model.commands,
             model.crashes,

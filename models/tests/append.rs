@@ -82,3 +82,57 @@ fn three_handlers_with_three_commands_and_a_crash_hold_everything() {
     assert!(report.all_hold(), "{report}");
     assert_eq!(report.unique_states, 11_464, "{report}");
 }
+
+/// Seed 000's race in the append model: handlers request unlocks on one station through
+/// the real station decider. The correct protocol never puts two sessions on a connector,
+/// and its interesting states (a retried conflict, a busy refusal, a recognised retry)
+/// are reachable; the state counts are pinned.
+#[test]
+fn on_the_station_the_correct_protocol_never_requests_a_connector_twice() {
+    let report = check(
+        AppendModel::station(2, 2, 1, AppendDesign::Correct),
+        Search::Bfs,
+        1,
+    );
+    assert!(report.all_hold(), "{report}");
+    for reached in [
+        "a conflict happened and was retried",
+        "an unlock was refused: the connector is busy",
+        "a crashed command was recognised as applied",
+    ] {
+        assert!(
+            report.verdict(reached).unwrap().holds,
+            "{reached}: {report}"
+        );
+    }
+    assert_eq!(
+        (report.states, report.unique_states, report.max_depth),
+        (1367, 770, 17),
+        "the explored state space changed: {report}"
+    );
+}
+
+/// N2 and N3 on the station: both let two sessions request one connector (I1), found
+/// with a short counterexample.
+#[test]
+fn on_the_station_the_naive_designs_request_a_connector_twice() {
+    for design in [
+        AppendDesign::NaiveReadModel,
+        AppendDesign::NaiveVersionCheck,
+    ] {
+        let report = check(AppendModel::station(2, 2, 1, design), Search::Bfs, 1);
+        let verdict = report
+            .verdict("I1 never two sessions on one connector")
+            .unwrap();
+        assert!(!verdict.holds, "{} must break I1: {report}", design.name());
+        let path = verdict.path.as_ref().expect("a counterexample");
+        assert!(path.len() <= 12, "a short counterexample: {path:?}");
+        assert!(
+            path.iter()
+                .filter(|s| s.contains("loads the stream"))
+                .count()
+                >= 2,
+            "both handlers loaded before the second append: {path:?}"
+        );
+    }
+}
