@@ -138,11 +138,19 @@ impl AppendModel {
     /// from the command (correct, N2), or fresh ones (N3's writer knows no command ids).
     pub fn event_ids(&self, state: &State, handler: u8, next: u8, count: usize) -> Vec<EventId> {
         let command = Self::command_id(handler, next);
+        self.id_indices(state, count)
+            .into_iter()
+            .map(|index| EventId::derive(command, index))
+            .collect()
+    }
+
+    /// The derivation indices of [`event_ids`](Self::event_ids).
+    fn id_indices(&self, state: &State, count: usize) -> Vec<u32> {
         let fresh = state.stream.len() as u32;
         (0..count as u32)
             .map(|index| match self.design {
-                AppendDesign::NaiveVersionCheck => EventId::derive(command, 1_000 + fresh + index),
-                _ => EventId::derive(command, index),
+                AppendDesign::NaiveVersionCheck => 1_000 + fresh + index,
+                _ => index,
             })
             .collect()
     }
@@ -154,6 +162,9 @@ impl AppendModel {
 pub struct Stored {
     pub event: Entry,
     pub id: EventId,
+    /// The index `id` was derived with from its command's id (for the opening deposit,
+    /// from command 0): lets a handler permutation re-derive the ids.
+    pub id_index: u32,
     pub command: Option<(u8, u8)>,
 }
 
@@ -208,7 +219,7 @@ impl Entry {
 }
 
 /// Where a handler is in its current command.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Step {
     /// About to load for command `next` (all done when `next == commands`).
     Ready { next: u8, attempt: u8 },
@@ -233,7 +244,7 @@ pub enum Step {
 }
 
 /// How each command ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Outcome {
     Applied,
     AlreadyApplied,
@@ -318,6 +329,61 @@ impl State {
     }
 }
 
+/// Handlers are interchangeable: every handler runs the same commands, told apart only by
+/// its index in command ids, sessions and event ids. The representative orders handlers by
+/// (step, outcomes) and renames them everywhere, re-deriving each stored event's id. Ties
+/// keep their order, so two equivalent states may still have two representatives: the
+/// reduction is partial, never unsound.
+impl stateright::Representative for State {
+    fn representative(&self) -> State {
+        let mut order: Vec<usize> = (0..self.handlers.len()).collect();
+        order.sort_by(|&a, &b| {
+            (&self.handlers[a], &self.outcomes[a]).cmp(&(&self.handlers[b], &self.outcomes[b]))
+        });
+        // `order[new] = old`; `rename[old] = new`.
+        let mut rename = vec![0u8; order.len()];
+        for (new, &old) in order.iter().enumerate() {
+            rename[old] = new as u8;
+        }
+        let stream = self
+            .stream
+            .iter()
+            .map(|stored| {
+                let Some((h, c)) = stored.command else {
+                    return stored.clone();
+                };
+                let h = rename[h as usize];
+                let event = match stored.event {
+                    Entry::UnlockRequested { connector, .. } => Entry::UnlockRequested {
+                        connector,
+                        by: (h, c),
+                    },
+                    other => other,
+                };
+                Stored {
+                    event,
+                    id: EventId::derive(AppendModel::command_id(h, c), stored.id_index),
+                    id_index: stored.id_index,
+                    command: Some((h, c)),
+                }
+            })
+            .collect();
+        State {
+            stream,
+            handlers: order
+                .iter()
+                .map(|&old| self.handlers[old].clone())
+                .collect(),
+            outcomes: order
+                .iter()
+                .map(|&old| self.outcomes[old].clone())
+                .collect(),
+            crashes_left: self.crashes_left,
+            retried: self.retried,
+        }
+    }
+}
+
 impl AppendModel {
     /// Runs the domain's decider on what handler `h` loaded: the account's balance, or the
     /// station folded from the stream up to version `loaded`. `None`: the command is
@@ -382,11 +448,13 @@ impl AppendModel {
     /// append of ids already stored is an idempotent success that writes nothing.
     fn write(&self, state: &mut State, handler: u8, next: u8, entries: &[Entry]) {
         let ids = self.event_ids(state, handler, next, entries.len());
+        let indices = self.id_indices(state, entries.len());
         if !ids.iter().any(|id| state.has_event(*id)) {
-            for (event, id) in entries.iter().zip(ids) {
+            for ((event, id), id_index) in entries.iter().zip(ids).zip(indices) {
                 state.stream.push(Stored {
                     event: *event,
                     id,
+                    id_index,
                     command: Some((handler, next)),
                 });
             }
@@ -405,6 +473,7 @@ impl Model for AppendModel {
             AppendDomain::Account => vec![Stored {
                 event: Entry::Deposited(self.opening),
                 id: EventId::derive(CommandId(0), 0),
+                id_index: 0,
                 command: None,
             }],
             AppendDomain::Station => Vec::new(),

@@ -10,7 +10,7 @@ use evsource_models::seats::{SeatsDesign, SeatsModel};
 use stateright::Model;
 
 const USAGE: &str = "usage:
-  evsource-models check <model> [--handlers K] [--commands M] [--crashes C] [--design D] [--domain A] [--dfs] [--threads T]
+  evsource-models check <model> [--handlers K] [--commands M] [--crashes C] [--design D] [--domain A] [--dfs | --symmetry] [--threads T]
   evsource-models explore <model> [same options] [--port P]   serves stateright's Explorer on 127.0.0.1
 
 models:  append   K handlers × M commands on one stream: load → decide → append(Exact),
@@ -18,6 +18,7 @@ models:  append   K handlers × M commands on one stream: load → decide → ap
                   --domain account (default): withdrawals from one account (I6)
                   --domain station: unlock requests on one station's two connectors (I1)
                   designs: correct (default), naive-read-model (N2), naive-version-check (N3)
+                  --symmetry: depth first, handlers interchangeable (symmetry reduction)
          account  the same as `append --domain account`
          outbox   the dispatcher and a station over a network that loses, duplicates and
                   reorders; the dispatcher crashes and resumes from its checkpoint
@@ -36,6 +37,8 @@ enum Which {
 
 struct Options {
     explore: bool,
+    /// Depth first with symmetry reduction (append only).
+    symmetry: bool,
     model: Which,
     search: Search,
     threads: usize,
@@ -64,12 +67,20 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut model = AppendModel::new(2, 2, 1, AppendDesign::Correct);
     let mut outbox_model = OutboxModel::new(1, 1, OutboxDesign::Correct);
     let mut search = Search::Bfs;
+    let mut symmetry = false;
     let mut threads = 1;
     let mut port = 3000u16;
     let mut rest = args[2..].iter();
     while let Some(flag) = rest.next() {
         if flag == "--dfs" {
             search = Search::Dfs;
+            continue;
+        }
+        if flag == "--symmetry" {
+            if outbox || seats {
+                return Err("--symmetry applies to the append model only".into());
+            }
+            symmetry = true;
             continue;
         }
         let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -133,6 +144,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
     }
     Ok(Options {
         explore,
+        symmetry,
         model: if seats {
             Which::Seats(seats_model)
         } else if outbox {
@@ -182,6 +194,11 @@ fn main() -> ExitCode {
     };
     println!("{heading}");
     match options.model {
+        Which::Append(ref model) if options.symmetry && !options.explore => {
+            let report = report::check_symmetric(model.clone(), options.threads);
+            print!("search: depth first with symmetry reduction\n{report}");
+            exit_code(&report)
+        }
         Which::Append(ref model) => run(model.clone(), &options),
         Which::Outbox(ref model) => run(model.clone(), &options),
         Which::Seats(ref model) => run(model.clone(), &options),
@@ -203,6 +220,10 @@ where
     }
     let report = report::check(model, options.search, options.threads);
     print!("{report}");
+    exit_code(&report)
+}
+
+fn exit_code(report: &report::Report) -> ExitCode {
     if report.all_hold() {
         ExitCode::SUCCESS
     } else {

@@ -5,7 +5,7 @@ use std::fmt::{self, Display};
 use std::hash::Hash;
 use std::time::{Duration, Instant};
 
-use stateright::{Checker, Expectation, Model};
+use stateright::{Checker, Expectation, Model, Representative};
 
 /// One property's verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,9 +56,38 @@ where
     M::State: Hash + PartialEq + fmt::Debug + Clone + Send + Sync + 'static,
     M::Action: fmt::Debug + Display + Clone + PartialEq + Send + Sync + 'static,
 {
+    explore(model, search, threads, None)
+}
+
+/// [`check`] depth first with symmetry reduction: a state equal to one already visited
+/// up to the model's symmetry ([`Representative`]) is not explored again. (stateright
+/// applies symmetry in its depth-first checker only.)
+pub fn check_symmetric<M>(model: M, threads: usize) -> Report
+where
+    M: Model + Clone + Send + Sync + 'static,
+    M::State: Representative + Hash + PartialEq + fmt::Debug + Clone + Send + Sync + 'static,
+    M::Action: fmt::Debug + Display + Clone + PartialEq + Send + Sync + 'static,
+{
+    explore(model, Search::Dfs, threads, Some(M::State::representative))
+}
+
+fn explore<M>(
+    model: M,
+    search: Search,
+    threads: usize,
+    symmetry: Option<fn(&M::State) -> M::State>,
+) -> Report
+where
+    M: Model + Clone + Send + Sync + 'static,
+    M::State: Hash + PartialEq + fmt::Debug + Clone + Send + Sync + 'static,
+    M::Action: fmt::Debug + Display + Clone + PartialEq + Send + Sync + 'static,
+{
     let properties = model.properties();
     let started = Instant::now();
-    let builder = model.clone().checker().threads(threads.max(1));
+    let mut builder = model.clone().checker().threads(threads.max(1));
+    if let Some(representative) = symmetry {
+        builder = builder.symmetry_fn(representative);
+    }
     let checker: Box<dyn Checker<M>> = match search {
         Search::Bfs => Box::new(builder.spawn_bfs()),
         Search::Dfs => Box::new(builder.spawn_dfs()),
