@@ -71,11 +71,14 @@ where
     explore(model, Search::Dfs, threads, Some(M::State::representative))
 }
 
+/// Maps a state to the representative of its symmetry class.
+type RepresentativeFn<M> = fn(&<M as Model>::State) -> <M as Model>::State;
+
 fn explore<M>(
     model: M,
     search: Search,
     threads: usize,
-    symmetry: Option<fn(&M::State) -> M::State>,
+    symmetry: Option<RepresentativeFn<M>>,
 ) -> Report
 where
     M: Model + Clone + Send + Sync + 'static,
