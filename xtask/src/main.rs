@@ -5,6 +5,7 @@
 //! * `sim`  — the seeded simulation swarm, one seed (`sim run --seed S`), or the
 //!   smallest failing shape of a seed (`sim shrink --seed S`).
 //! * `models` — the stateright models: `models check append …`, `models explore append`.
+//! * `bench` — the criterion benchmarks (`--quick`: smaller streams, shorter sampling).
 
 use std::process::{Command, ExitCode};
 
@@ -20,7 +21,9 @@ commands:
             cargo xtask sim shrink --seed S       the smallest run in which it still fails
   models  the stateright models (release build):
             cargo xtask models check append [--handlers K] [--commands M] [--crashes C] [--design D]
-            cargo xtask models explore append     stateright's Explorer on 127.0.0.1:3000";
+            cargo xtask models explore append     stateright's Explorer on 127.0.0.1:3000
+  bench   the criterion benchmarks (append, rehydrate, snapshot, read_all, command):
+            cargo xtask bench [--quick] [FILTER]  --quick: 100k-event streams, 1 s warm-up, 3 s samples";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +31,7 @@ fn main() -> ExitCode {
         Some("test") if args.len() == 1 => run_all(&test_steps()),
         Some("sim") => simulate(&args[1..]),
         Some("models") => check_models(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -168,6 +172,32 @@ fn check_models(args: &[String]) -> ExitCode {
             "--",
         ])
         .args(args);
+    exit_code_of(command)
+}
+
+/// Runs the criterion benches; `--quick` shrinks the large streams and the sampling.
+fn bench(args: &[String]) -> ExitCode {
+    let quick = args.iter().any(|a| a == "--quick");
+    let filters: Vec<&String> = args.iter().filter(|a| *a != "--quick").collect();
+    if let Some(flag) = filters.iter().find(|a| a.starts_with('-')) {
+        eprintln!("unknown option '{flag}'\n\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let mut command = Command::new("cargo");
+    command.args([
+        "bench",
+        "--locked",
+        "--package",
+        "evsource",
+        "--benches",
+        "--",
+    ]);
+    if quick {
+        command
+            .args(["--warm-up-time", "1", "--measurement-time", "3"])
+            .env("EVSOURCE_BENCH_QUICK", "1");
+    }
+    command.args(filters);
     exit_code_of(command)
 }
 
