@@ -311,7 +311,8 @@ fn count(events: &[RecordedEvent], types: &[&str]) -> u64 {
         .count() as u64
 }
 
-/// F9 status bursts: one at a time, so that a burst has its station's link to itself.
+/// F9 status bursts: one at a time, so a storm stays a burst rather than saturating the
+/// node's telemetry path for the whole run (which would also slow every seed down).
 #[derive(Debug, Default)]
 struct Bursts {
     started: AtomicU64,
