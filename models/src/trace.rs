@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use crate::append::{Action, AppendModel};
 use evsource::core::{
     AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
-    GlobalPosition, Limits, Metadata, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
+    GlobalPosition, Limits, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
-use evsource::decider::Aggregate;
 use evsource::domain::account::{Account, AccountCommand, AccountEvent};
 use evsource::environment::{SplitMix64, SystemEnvironment};
-use evsource::handler::{CommandHandler, HandleError, HandlerConfig, Outcome};
+use evsource::handler::{CommandHandler, HandleError, HandlerConfig, Outcome, encode_events};
 use evsource::store::{AppendError, EventStore, MemoryStore, ReadError, SnapshotError};
+use stateright::Model;
 
 /// The in-memory store, seen through one handler: yields before each call, and records
 /// the calls that are steps of the model.
@@ -124,29 +124,35 @@ impl EventStore for Recording {
     }
 }
 
+/// Checks one recorded run against the model: the trace must be a path of `model` from its
+/// initial state (`Path::from_actions`) that ends with the events the real store holds, id
+/// for id. Returns the version conflicts the path retried; `Err` says what diverged.
+pub fn check(model: &AppendModel, trace: &[Action], real_ids: &[EventId]) -> Result<u8, String> {
+    let init = model.init_states().remove(0);
+    let path = stateright::Path::from_actions(model, init, trace.iter())
+        .ok_or_else(|| format!("the trace is not a behaviour of the model: {trace:?}"))?;
+    let last = path.last_state();
+    let model_ids: Vec<EventId> = last.stream.iter().map(|s| s.id).collect();
+    if model_ids != real_ids {
+        return Err(format!(
+            "the model stored {model_ids:?}, the real store {real_ids:?}"
+        ));
+    }
+    Ok(last.retried)
+}
+
 /// One concurrent run of `model`'s handlers and commands on the real store; returns the
 /// recorded trace and the real stream's event ids, in order.
 pub async fn run(model: &AppendModel, seed: u64) -> (Vec<Action>, Vec<EventId>) {
     let store = MemoryStore::new(Limits::default());
     let stream = StreamId::new("account-1").unwrap();
+    // The opening deposit, with the id the model gives it (command 0, index 0).
     let opening = AccountEvent::Deposited {
         amount: model.opening,
     };
-    let encoded = Account::encode_event(&opening);
-    let data = EventData {
-        id: EventId::derive(evsource::core::CommandId(0), 0),
-        event_type: encoded.event_type,
-        tags: encoded.tags,
-        metadata: Metadata {
-            command_id: None,
-            causation_id: None,
-            correlation_id: None,
-            recorded_at_millis: 0,
-        },
-        payload: encoded.payload,
-    };
+    let data = encode_events::<Account>(&[opening], evsource::core::CommandId(0), 0);
     store
-        .append(&stream, ExpectedVersion::NoStream, vec![data])
+        .append(&stream, ExpectedVersion::NoStream, data)
         .await
         .unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
