@@ -138,26 +138,16 @@ fn test_steps() -> Vec<Step> {
 
 /// Builds the simulator in release with `--cfg madsim` and runs it with `args`.
 fn simulate(args: &[String]) -> ExitCode {
-    let mut command = Command::new("cargo");
-    command
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "--locked",
-            "--package",
-            "evsource-sims",
-            "--bin",
-            "evsource-sim",
-            "--",
-        ])
-        .args(args)
-        .envs(SIMULATION_ENV.iter().copied());
-    exit_code_of(command)
+    run_release("evsource-sims", "evsource-sim", args, SIMULATION_ENV)
 }
 
 /// Builds the model checker in release and runs it with `args`.
 fn check_models(args: &[String]) -> ExitCode {
+    run_release("evsource-models", "evsource-models", args, &[])
+}
+
+/// `cargo run --release` of `package`'s binary `bin` with `args`, under `env`.
+fn run_release(package: &str, bin: &str, args: &[String], env: &[(&str, &str)]) -> ExitCode {
     let mut command = Command::new("cargo");
     command
         .args([
@@ -166,12 +156,11 @@ fn check_models(args: &[String]) -> ExitCode {
             "--release",
             "--locked",
             "--package",
-            "evsource-models",
-            "--bin",
-            "evsource-models",
-            "--",
+            package,
         ])
-        .args(args);
+        .args(["--bin", bin, "--"])
+        .args(args)
+        .envs(env.iter().copied());
     exit_code_of(command)
 }
 
