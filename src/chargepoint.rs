@@ -311,6 +311,21 @@ impl ChargePoint {
         );
     }
 
+    /// The EV pauses charging (Charging → SuspendedEV) or resumes it (SuspendedEV →
+    /// Charging), as a car's battery management does; the transaction goes on. Other
+    /// connectors are left alone.
+    pub fn handle_ev_pause(&mut self, connector: u32, paused: bool, now: u64) {
+        let Some(state) = self.connectors.get(&connector) else {
+            return;
+        };
+        let status = match (state.status, paused) {
+            (ChargePointStatus::Charging, true) => ChargePointStatus::SuspendedEV,
+            (ChargePointStatus::SuspendedEV, false) => ChargePointStatus::Charging,
+            _ => return,
+        };
+        self.set_status(connector, status, ChargePointErrorCode::NoError, now);
+    }
+
     /// The operator takes a connector out of service (Unavailable) or back (Available).
     /// An idle connector changes at once; a busy one is left alone, as stations do.
     pub fn handle_availability(&mut self, connector: u32, in_service: bool, now: u64) {
@@ -525,8 +540,10 @@ impl ChargePoint {
     fn connector_timers(&mut self, connector: u32, now: u64) {
         let state = &self.connectors[&connector];
         // The EV leaves only once the transaction is known: a StopTransaction needs its id.
-        if state.status == ChargePointStatus::Charging
-            && state.transaction_id.is_some()
+        if matches!(
+            state.status,
+            ChargePointStatus::Charging | ChargePointStatus::SuspendedEV
+        ) && state.transaction_id.is_some()
             && state.unplug_at.is_some_and(|at| at <= now)
         {
             self.handle_unplug(connector, now);
@@ -630,7 +647,11 @@ impl ChargePoint {
             .values()
             .flat_map(|c| match c.status {
                 ChargePointStatus::Preparing => [c.plug_in_at, c.give_up_at],
-                ChargePointStatus::Charging if c.transaction_id.is_some() => [c.unplug_at, None],
+                ChargePointStatus::Charging | ChargePointStatus::SuspendedEV
+                    if c.transaction_id.is_some() =>
+                {
+                    [c.unplug_at, None]
+                }
                 _ => [None, None],
             })
             .flatten();

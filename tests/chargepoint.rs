@@ -467,6 +467,60 @@ fn an_unplug_before_the_transaction_id_is_known_waits_for_it() {
     );
 }
 
+/// An EV pausing and resuming (SuspendedEV ↔ Charging) reports each change and keeps
+/// its transaction; the driver can unplug while the EV is paused, and the stop goes out.
+#[test]
+fn an_ev_pause_is_reported_and_an_unplug_while_paused_still_stops() {
+    let mut config = ChargePointConfig::new("CP1", 1);
+    config.plug_in_delay_millis = 1_000;
+    config.charging_millis = Some(10_000);
+    let mut station = ChargePoint::new(config, T0);
+    station.handle_connected(T0);
+    serve(&mut station, T0);
+    assert_eq!(
+        remote_start(&mut station, "m-1", 1, "req-1", T0),
+        json!("Accepted")
+    );
+    station.handle_timeout(T0 + 1_000);
+    serve(&mut station, T0 + 1_000);
+    let status = |station: &ChargePoint| station.connector(1).unwrap().status;
+    assert_eq!(status(&station), ChargePointStatus::Charging);
+
+    station.handle_ev_pause(1, true, T0 + 2_000);
+    station.handle_ev_pause(1, true, T0 + 2_001);
+    station.handle_ev_pause(1, false, T0 + 2_002);
+    station.handle_ev_pause(1, true, T0 + 2_003);
+    let sent = serve(&mut station, T0 + 2_003);
+    let statuses: Vec<&Value> = sent
+        .iter()
+        .filter(|(a, _)| a == "StatusNotification")
+        .map(|(_, p)| &p["status"])
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            &json!("SuspendedEV"),
+            &json!("Charging"),
+            &json!("SuspendedEV")
+        ],
+        "one notification per change, none for a repeated pause"
+    );
+
+    station.handle_timeout(T0 + 11_000);
+    let sent = serve(&mut station, T0 + 11_000);
+    assert!(
+        sent.iter().any(|(a, _)| a == "StopTransaction"),
+        "unplugged while paused: {sent:?}"
+    );
+    assert_eq!(status(&station), ChargePointStatus::Available);
+    station.handle_ev_pause(1, true, T0 + 12_000);
+    assert_eq!(
+        status(&station),
+        ChargePointStatus::Available,
+        "an idle connector has no EV to pause"
+    );
+}
+
 /// Heartbeats coalesce while the CSMS is slow to answer: one queued heartbeat is enough,
 /// so a stalled link does not fill the station's queue with them.
 #[test]

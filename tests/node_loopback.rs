@@ -49,6 +49,7 @@ fn node_config() -> NodeConfig {
         handler: HandlerConfig::default(),
         seed: 1,
         unlock_path: evsource::node::UnlockPath::Outbox,
+        telemetry: evsource::node::naive::TelemetryPlacement::OwnStream,
         projection_save_every_events: 50,
     }
 }

@@ -28,10 +28,11 @@ pub struct FaultPlan {
     /// group's write and its sync and leave a torn tail for recovery.
     pub sync_latency_millis: Option<u64>,
     /// F9: stations heartbeat every second, and status bursts strike during commands:
-    /// as a client sends a command, the target station's idle connectors may start to flap
-    /// between Available and Unavailable every few milliseconds for a while, each flap a
-    /// StatusNotification.
-    pub telemetry_storm: bool,
+    /// as a client sends a command, the target station's connectors may start to flap
+    /// for a while (idle ones Available ↔ Unavailable, charging ones Charging ↔
+    /// SuspendedEV), each flap a StatusNotification, on average this many milliseconds
+    /// apart.
+    pub telemetry_storm: Option<u64>,
     /// How long faults are injected before everything heals.
     pub fault_phase: Duration,
     /// Pause between two faults, drawn uniformly from this range (milliseconds).
@@ -51,7 +52,7 @@ impl FaultPlan {
             clock_skew_max_millis: None,
             disk_faults: false,
             sync_latency_millis: None,
-            telemetry_storm: false,
+            telemetry_storm: None,
             fault_phase: Duration::ZERO,
             interval_millis: (1, 1),
             outage_millis: (1, 1),
@@ -75,7 +76,7 @@ impl FaultPlan {
             clock_skew_max_millis: rng.gen_bool(0.5).then(|| rng.gen_range(1..600_000)),
             disk_faults: rng.gen_bool(0.5),
             sync_latency_millis: rng.gen_bool(0.5).then(|| rng.gen_range(1..50)),
-            telemetry_storm: rng.gen_bool(0.5),
+            telemetry_storm: rng.gen_bool(0.5).then(|| rng.gen_range(8..60)),
             fault_phase: Duration::from_secs(rng.gen_range(60..300)),
             interval_millis: (interval_low, interval_low * 3),
             outage_millis: (500, rng.gen_range(1_000..30_000)),
@@ -95,7 +96,7 @@ impl FaultPlan {
             "F5" => self.clock_skew_max_millis.is_some(),
             "F6" => self.disk_faults,
             "F7" => self.sync_latency_millis.is_some(),
-            "F9" => self.telemetry_storm,
+            "F9" => self.telemetry_storm.is_some(),
             _ => false,
         }
     }
@@ -110,7 +111,7 @@ impl FaultPlan {
             "F5" => self.clock_skew_max_millis = None,
             "F6" => self.disk_faults = false,
             "F7" => self.sync_latency_millis = None,
-            "F9" => self.telemetry_storm = false,
+            "F9" => self.telemetry_storm = None,
             _ => {}
         }
     }
@@ -138,7 +139,8 @@ impl fmt::Display for FaultPlan {
             on(self.disk_faults),
             self.sync_latency_millis
                 .map_or("off".to_owned(), |ms| format!("{ms} ms/sync")),
-            on(self.telemetry_storm),
+            self.telemetry_storm
+                .map_or("off".to_owned(), |ms| format!("flaps ~{ms} ms apart")),
             self.fault_phase.as_secs(),
             self.interval_millis.0,
             self.interval_millis.1,
@@ -225,17 +227,20 @@ pub enum Design {
     NaiveReadModel,
     /// N3: a read-then-write version check outside the store.
     NaiveVersionCheck,
+    /// N5: heartbeats and status reports are also appended to the business aggregate.
+    NaiveTelemetry,
     /// N6: a projection's checkpoint stored apart from its state.
     NaiveProjectionCheckpoint,
 }
 
 impl Design {
-    pub const ALL: [Design; 6] = [
+    pub const ALL: [Design; 7] = [
         Design::Correct,
         Design::NaiveSideEffect,
         Design::NaiveEarlyCheckpoint,
         Design::NaiveReadModel,
         Design::NaiveVersionCheck,
+        Design::NaiveTelemetry,
         Design::NaiveProjectionCheckpoint,
     ];
 
@@ -246,6 +251,7 @@ impl Design {
             Design::NaiveEarlyCheckpoint => "naive-early-checkpoint",
             Design::NaiveReadModel => "naive-read-model",
             Design::NaiveVersionCheck => "naive-version-check",
+            Design::NaiveTelemetry => "naive-telemetry-in-aggregate",
             Design::NaiveProjectionCheckpoint => "naive-projection-checkpoint",
         }
     }

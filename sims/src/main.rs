@@ -50,6 +50,7 @@ scenarios: unlock-race, withdraw, double-submit, seats, projection-catchup,
            all (a seed-chosen mix; the default)
 designs:   correct (default); naive-side-effect (N1, unlock-race),
            naive-early-checkpoint (N4, unlock-race),
+           naive-telemetry-in-aggregate (N5, unlock-race),
            naive-read-model (N2, withdraw), naive-version-check (N3, double-submit),
            naive-projection-checkpoint (N6, projection-catchup)";
 
@@ -86,7 +87,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         fn of_design(design: Design) -> Option<Scenario> {
             match design {
                 Design::Correct => None,
-                Design::NaiveEarlyCheckpoint | Design::NaiveSideEffect => {
+                Design::NaiveEarlyCheckpoint | Design::NaiveSideEffect | Design::NaiveTelemetry => {
                     Some(Scenario::UnlockRace)
                 }
                 Design::NaiveReadModel => Some(Scenario::Withdraw),

@@ -16,6 +16,7 @@ use evsource::handler::HandlerConfig;
 use evsource::node::api::{ApiCommand, ErrorCode};
 use evsource::node::client::ApiClient;
 use evsource::node::driver::{LinkCounters, SharedChargePoint, run_station_with_faults};
+use evsource::node::naive::{TelemetryPlacement, is_noted_telemetry};
 use evsource::node::{CsmsNode, NodeConfig, UnlockPath};
 use evsource::ocpp::messages::ChargePointStatus;
 use evsource::oracles::{
@@ -98,7 +99,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     let started = tokio::time::Instant::now();
     let disk = crate::faults::simulated_disk(&scenario.faults);
     let slot: StoreSlot = Arc::new(Mutex::new(None));
-    let heartbeat_interval_secs = if scenario.faults.telemetry_storm {
+    let heartbeat_interval_secs = if scenario.faults.telemetry_storm.is_some() {
         1
     } else {
         10
@@ -110,6 +111,10 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     let unlock_path = match scenario.design {
         Design::NaiveSideEffect => UnlockPath::SideEffectFirst,
         _ => UnlockPath::Outbox,
+    };
+    let telemetry = match scenario.design {
+        Design::NaiveTelemetry => TelemetryPlacement::BusinessAggregate,
+        _ => TelemetryPlacement::OwnStream,
     };
 
     let csms = {
@@ -153,6 +158,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                         seed: madsim::rand::thread_rng().r#gen(),
                         projection_save_every_events: 50,
                         unlock_path,
+                        telemetry,
                     };
                     let node = CsmsNode::start(store.clone(), config)
                         .await
@@ -281,8 +287,8 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     injected.frames_duplicated = link_counters.duplicated.load(Ordering::Relaxed);
     injected.frames_delayed = link_counters.delayed.load(Ordering::Relaxed);
     let truth = ground_truth(&stations);
-    let verdict =
-        check_no_starvation(&starved).and_then(|()| judge(&events, &acknowledged, &truth));
+    let verdict = check_no_starvation(&starved)
+        .and_then(|()| judge(&events, &acknowledged, &truth, telemetry));
     RunReport {
         verdict,
         faults: injected,
@@ -295,10 +301,23 @@ fn judge(
     events: &[RecordedEvent],
     acknowledged: &[(CommandId, GlobalPosition)],
     truth: &[(String, Vec<evsource::chargepoint::Actuation>)],
+    telemetry: TelemetryPlacement,
 ) -> Result<UnlockSummary, Violation> {
     check_store_shape(events)?;
     check_acknowledged(events, acknowledged)?;
     check_commands_once(events)?;
+    if telemetry == TelemetryPlacement::BusinessAggregate {
+        // N5's station streams also hold noted telemetry, which is not business.
+        let business: Vec<RecordedEvent> = events
+            .iter()
+            .filter(|e| {
+                !(e.stream.as_str().starts_with("station-")
+                    && is_noted_telemetry(&e.event_type, &e.payload))
+            })
+            .cloned()
+            .collect();
+        return check_unlocks_against(&business, truth);
+    }
     check_unlocks_against(events, truth)
 }
 
@@ -352,11 +371,14 @@ async fn run_client(
             )
         };
         let command_id = CommandId(u128::from((client << 32) | n));
-        if scenario.faults.telemetry_storm {
+        if let Some(flap_millis) = scenario.faults.telemetry_storm {
             let burst = {
                 let mut rng = madsim::rand::thread_rng();
-                rng.gen_bool(0.2)
-                    .then(|| (rng.gen_range(500..3_000), rng.gen_range(0..200)))
+                // The command goes out while the burst rages: up to halfway through it.
+                rng.gen_bool(0.1).then(|| {
+                    let burst_millis = rng.gen_range(500..3_000);
+                    (burst_millis, rng.gen_range(0..burst_millis / 2))
+                })
             };
             if let Some((burst_millis, lead_millis)) = burst
                 && !status_bursts.active.swap(true, Ordering::Relaxed)
@@ -365,7 +387,7 @@ async fn run_client(
                 let bursts = status_bursts.clone();
                 let station = stations[station].clone();
                 tokio::spawn(async move {
-                    status_burst(station, burst_millis).await;
+                    status_burst(station, burst_millis, flap_millis).await;
                     bursts.active.store(false, Ordering::Relaxed);
                 });
                 tokio::time::sleep(Duration::from_millis(lead_millis)).await;
@@ -523,9 +545,11 @@ async fn inject_faults(
     counts
 }
 
-/// F9: for `millis`, the station's idle connectors flap between Available and Unavailable
-/// every few milliseconds — a status burst — then all are put back in service.
-async fn status_burst(station: SharedChargePoint, millis: u64) {
+/// F9: for `millis`, the station's connectors flap every few milliseconds — a status
+/// burst: idle ones between Available and Unavailable, charging ones between Charging and
+/// SuspendedEV (the EV pausing), on average `flap_millis` apart — then all are put back
+/// in service and charging.
+async fn status_burst(station: SharedChargePoint, millis: u64, flap_millis: u64) {
     fn lock(station: &SharedChargePoint) -> std::sync::MutexGuard<'_, ChargePoint> {
         station.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -540,21 +564,30 @@ async fn status_burst(station: SharedChargePoint, millis: u64) {
             let mut rng = madsim::rand::thread_rng();
             (
                 connectors[rng.gen_range(0..connectors.len())],
-                rng.gen_range(20..60),
+                rng.gen_range(flap_millis / 2..=flap_millis * 3 / 2),
             )
         };
         {
             let mut station = lock(&station);
-            let unavailable = station
-                .connector(connector)
-                .is_some_and(|c| c.status == ChargePointStatus::Unavailable);
-            station.handle_availability(connector, unavailable, now_millis());
+            match station.connector(connector).map(|c| c.status) {
+                Some(ChargePointStatus::Unavailable) => {
+                    station.handle_availability(connector, true, now_millis())
+                }
+                Some(ChargePointStatus::Charging) => {
+                    station.handle_ev_pause(connector, true, now_millis())
+                }
+                Some(ChargePointStatus::SuspendedEV) => {
+                    station.handle_ev_pause(connector, false, now_millis())
+                }
+                _ => station.handle_availability(connector, false, now_millis()),
+            }
         }
         tokio::time::sleep(Duration::from_millis(gap)).await;
     }
     let mut station = lock(&station);
     for connector in connectors {
         station.handle_availability(connector, true, now_millis());
+        station.handle_ev_pause(connector, false, now_millis());
     }
     tracing::info!(station = %id, "fault: status burst over");
 }
@@ -566,8 +599,7 @@ fn flip_target(disk: &SimDisk, draw: u64) -> Option<(String, u64)> {
         .file_names()
         .into_iter()
         .rfind(|name| name.ends_with(".evlog"))?;
-    let bytes = disk.file_bytes(&file)?;
-    let written = bytes.iter().rposition(|&b| b != 0)? as u64 + 1;
+    let written = disk.written_len(&file)?;
     let window = written.min(16 * 1024);
     Some((file, written - 1 - draw % window))
 }

@@ -1,4 +1,4 @@
-//! The harness catches the naive designs N1, N4 and N6 (DESIGN §5): a bounded swarm of seeds under a
+//! The harness catches the naive designs N1, N4, N5 and N6 (DESIGN §5): a bounded swarm of seeds under a
 //! fault plan that can expose the mistake finds the predicted violation for the naive
 //! design, and the correct design passes exactly the same seeds and plans.
 #![cfg(madsim)]
@@ -85,6 +85,38 @@ fn naive_side_effect_unlocks_what_nobody_recorded_and_the_outbox_does_not() {
         "N1 gives double, orphan or unrecorded unlocks (I1, I4, I5): {naive:?}"
     );
     let correct = swarm(Design::Correct, FaultPlan::none, seeds);
+    assert!(correct.is_empty(), "the correct design failed: {correct:?}");
+}
+
+/// A telemetry storm on a slow disk: every station heartbeats each second, status bursts
+/// (a flap every ~10 ms) strike as commands go out, and each sync takes 45 ms — a station
+/// reports faster than one stream can be made durable.
+fn storm_on_a_slow_disk() -> FaultPlan {
+    FaultPlan {
+        telemetry_storm: Some(10),
+        sync_latency_millis: Some(45),
+        fault_phase: Duration::from_secs(200),
+        ..FaultPlan::none()
+    }
+}
+
+/// N5 (seed 000's aggregate): heartbeats and status reports appended to the business
+/// stream keep moving its version, so an unlock request loses every optimistic append
+/// during a storm and the client is refused for contention (I4). With telemetry on its
+/// own stream the same seeds and storms pass.
+#[test]
+fn telemetry_in_the_business_aggregate_starves_commands_and_its_own_stream_does_not() {
+    let seeds = 1..=8;
+    let naive = swarm(Design::NaiveTelemetry, storm_on_a_slow_disk, seeds.clone());
+    assert!(
+        !naive.is_empty(),
+        "the swarm did not catch naive-telemetry-in-aggregate on seeds {seeds:?}"
+    );
+    assert!(
+        naive.iter().all(|(_, invariant)| *invariant == "I4"),
+        "N5 starves commands (I4): {naive:?}"
+    );
+    let correct = swarm(Design::Correct, storm_on_a_slow_disk, seeds);
     assert!(correct.is_empty(), "the correct design failed: {correct:?}");
 }
 

@@ -10,26 +10,28 @@ use evsource::oracles::UnlockSummary;
 use evsource_sims::faults::{FaultPlan, MessageFaults};
 use evsource_sims::unlock_race::{RunReport, UnlockRace, run};
 
-/// Runs the reference scenario under `faults`; every invariant must hold.
-async fn holds_under(faults: FaultPlan) -> (RunReport, UnlockSummary) {
-    let report = run(&UnlockRace {
-        faults: faults.clone(),
-        ..UnlockRace::default()
+/// Runs the reference scenario as simulation `seed` under the plan `faults` makes (inside
+/// the simulation, so it may draw from the seed); every invariant must hold. Tests name
+/// their seeds: a test's run never depends on the clock.
+fn holds_under(seed: u64, faults: fn() -> FaultPlan) -> (RunReport, UnlockSummary) {
+    let report = evsource_sims::on_fresh_thread(seed, move || async move {
+        run(&UnlockRace {
+            faults: faults(),
+            ..UnlockRace::default()
+        })
+        .await
     })
-    .await;
+    .expect("the run does not panic");
     let summary = report
         .verdict
         .clone()
-        .unwrap_or_else(|violation| panic!("{violation} under {faults}"));
+        .unwrap_or_else(|violation| panic!("seed {seed}: {violation}"));
     (report, summary)
 }
 
-#[madsim::test]
-async fn unlock_race_without_faults_holds_the_invariants() {
-    let report = run(&UnlockRace::default()).await;
-    let summary = report
-        .verdict
-        .unwrap_or_else(|violation| panic!("{violation}"));
+#[test]
+fn unlock_race_without_faults_holds_the_invariants() {
+    let (_, summary) = holds_under(1, FaultPlan::none);
     assert!(
         summary.requests >= 5,
         "too few requests to prove anything: {summary:?}"
@@ -40,34 +42,43 @@ async fn unlock_race_without_faults_holds_the_invariants() {
     );
 }
 
-#[madsim::test]
-async fn unlock_race_under_seed_drawn_faults_holds_the_invariants() {
-    let mut faults = FaultPlan::draw();
+#[test]
+fn unlock_race_under_seed_drawn_faults_holds_the_invariants() {
     // This test always injects something; the swarm also covers fault-free seeds.
-    faults.csms_crash = true;
-    let (report, summary) = holds_under(faults).await;
-    let struck =
-        report.faults.csms_crashes + report.faults.station_reboots + report.faults.partitions;
-    assert!(struck > 0, "faults really struck: {:?}", report.faults);
-    assert!(summary.requests >= 1, "{summary:?}");
+    fn with_crashes() -> FaultPlan {
+        FaultPlan {
+            csms_crash: true,
+            ..FaultPlan::draw()
+        }
+    }
+    let mut struck = 0;
+    for seed in 1..=3 {
+        let (report, summary) = holds_under(seed, with_crashes);
+        struck +=
+            report.faults.csms_crashes + report.faults.station_reboots + report.faults.partitions;
+        assert!(summary.requests >= 1, "seed {seed}: {summary:?}");
+    }
+    assert!(struck > 0, "faults really struck");
 }
 
 /// F4 and F5 at rates far above the swarm's: one frame in ten lost, one in ten doubled,
 /// every frame delayed up to 3 s past the others, station clocks minutes off and drifting.
 /// Retransmission with the same message id, the station's answer memory and idTag memory,
 /// and the dispatcher's evidence rule must still give every request one true outcome.
-#[madsim::test]
-async fn unlock_race_survives_a_lossy_reordering_link_and_skewed_clocks() {
-    let faults = FaultPlan {
-        messages: Some(MessageFaults {
-            loss_per_mille: 100,
-            duplicate_per_mille: 100,
-            delay_max_millis: 3_000,
-        }),
-        clock_skew_max_millis: Some(600_000),
-        ..FaultPlan::none()
-    };
-    let (report, summary) = holds_under(faults).await;
+#[test]
+fn unlock_race_survives_a_lossy_reordering_link_and_skewed_clocks() {
+    fn lossy() -> FaultPlan {
+        FaultPlan {
+            messages: Some(MessageFaults {
+                loss_per_mille: 100,
+                duplicate_per_mille: 100,
+                delay_max_millis: 3_000,
+            }),
+            clock_skew_max_millis: Some(600_000),
+            ..FaultPlan::none()
+        }
+    }
+    let (report, summary) = holds_under(1, lossy);
     assert!(
         report.faults.frames_lost > 0 && report.faults.frames_duplicated > 0,
         "the link really lost and doubled frames: {:?}",
@@ -84,16 +95,18 @@ async fn unlock_race_survives_a_lossy_reordering_link_and_skewed_clocks() {
 /// durable by a later sync) and one-shot read flips near the tail (the checksum catches
 /// them; a node that cannot record an outcome stops rather than forget it). Nothing
 /// acknowledged is lost and every request still gets its one true outcome.
-#[madsim::test]
-async fn unlock_race_survives_failed_syncs_and_read_flips_in_the_running_node() {
-    let faults = FaultPlan {
-        disk_faults: true,
-        fault_phase: std::time::Duration::from_secs(240),
-        interval_millis: (1_000, 4_000),
-        outage_millis: (2_000, 10_000),
-        ..FaultPlan::none()
-    };
-    let (report, summary) = holds_under(faults).await;
+#[test]
+fn unlock_race_survives_failed_syncs_and_read_flips_in_the_running_node() {
+    fn flaky_disk() -> FaultPlan {
+        FaultPlan {
+            disk_faults: true,
+            fault_phase: std::time::Duration::from_secs(240),
+            interval_millis: (1_000, 4_000),
+            outage_millis: (2_000, 10_000),
+            ..FaultPlan::none()
+        }
+    }
+    let (report, summary) = holds_under(1, flaky_disk);
     assert!(
         report.faults.failed_syncs > 0 && report.faults.read_flips > 0,
         "both disk faults struck: {:?}",

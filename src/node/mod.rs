@@ -18,6 +18,7 @@
 pub mod api;
 pub mod client;
 pub mod driver;
+pub mod naive;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -34,7 +35,7 @@ use crate::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
 use crate::domain::board::UnlockBoard;
 use crate::domain::station::{Station, StationAnswer, StationCommand};
 use crate::environment::{Environment, SystemEnvironment};
-use crate::handler::{CommandHandler, HandleError, HandlerConfig, Outcome};
+use crate::handler::{HandleError, HandlerConfig, Outcome};
 use crate::mirror::{
     StationMirror, TelemetryEvent, UnlockEvidence, transaction_id_at, transaction_started,
 };
@@ -42,6 +43,7 @@ use crate::projection::{Projection, ProjectionRunner};
 use crate::session::{SessionConfig, SessionOutput, StationSession};
 use crate::signal::Shutdown;
 use crate::store::{CatchUpSubscription, EventStore};
+use naive::{StationHandler, TelemetryPlacement};
 
 /// Longest line read from a station or a client.
 pub const LINE_BYTES_MAX: usize = 64 * 1024;
@@ -65,6 +67,8 @@ pub struct NodeConfig {
     pub projection_save_every_events: u64,
     /// How an unlock reaches the station. Only the simulator's naive design N1 changes it.
     pub unlock_path: UnlockPath,
+    /// Where station reports are recorded. Only the simulator's naive design N5 changes it.
+    pub telemetry: TelemetryPlacement,
 }
 
 /// How a requested unlock reaches the station.
@@ -123,6 +127,7 @@ impl CsmsNode {
                 store,
                 ClientContext {
                     handler: config.handler.clone(),
+                    telemetry: config.telemetry,
                     seed: config.seed,
                     hub: (config.unlock_path == UnlockPath::SideEffectFirst)
                         .then(|| hub_inputs.clone()),
@@ -209,7 +214,7 @@ struct Connection {
 
 struct Hub<S> {
     store: S,
-    stations: CommandHandler<S, Station>,
+    stations: StationHandler<S>,
     env: SystemEnvironment,
     session_config: SessionConfig,
     dispatcher: Dispatcher,
@@ -241,7 +246,7 @@ impl<S: EventStore> Hub<S> {
         let mut env = SystemEnvironment::new(config.seed);
         let telemetry_nonce = env.random_u64();
         Hub {
-            stations: CommandHandler::new(store.clone(), config.handler.clone()),
+            stations: StationHandler::new(store.clone(), config.handler.clone(), config.telemetry),
             store,
             env,
             session_config: config.session.clone(),
@@ -368,7 +373,20 @@ impl<S: EventStore> Hub<S> {
     /// Feeds one stored event to the mirror or the dispatcher.
     fn handle_event(&mut self, event: &crate::core::types::RecordedEvent) {
         let now = self.env.now_millis();
-        if let Some(station) = event.stream.as_str().strip_prefix("telemetry-") {
+        let station_telemetry = event
+            .stream
+            .as_str()
+            .strip_prefix("telemetry-")
+            .or_else(|| {
+                // N5 records heartbeats and status reports on the business stream instead.
+                event
+                    .stream
+                    .as_str()
+                    .strip_prefix("station-")
+                    .filter(|_| self.stations.notes_telemetry())
+                    .filter(|_| naive::is_noted_telemetry(&event.event_type, &event.payload))
+            });
+        if let Some(station) = station_telemetry {
             if let Ok(decoded) = TelemetryEvent::decode(&event.event_type, &event.payload) {
                 self.mirror.apply(
                     station,
@@ -620,7 +638,32 @@ impl<S: EventStore> Hub<S> {
             self.telemetry_nonce, self.telemetry_count
         );
         let id = EventId(hash128(key.as_bytes()));
-        self.append_telemetry(station, &event, id).await;
+        let chatty = self.stations.notes_telemetry()
+            && matches!(
+                event,
+                TelemetryEvent::HeartbeatReceived | TelemetryEvent::StatusReported { .. }
+            );
+        if !chatty {
+            self.append_telemetry(station, &event, id).await;
+            return;
+        }
+        let Ok(stream) = StreamId::new(&format!("station-{station}")) else {
+            return;
+        };
+        // Each report is handled on its own, as a request handler per message would:
+        // it loads the aggregate, decides and appends, racing everything else on the
+        // stream (seed 000: "in both threads, they would load the StationAggregate").
+        let handler = self.stations.clone();
+        let mut env = SystemEnvironment::new(self.env.random_u64());
+        let station = station.to_owned();
+        tokio::spawn(async move {
+            if let Err(error) = handler
+                .note(&mut env, &stream, CommandId(id.0), &event)
+                .await
+            {
+                tracing::warn!(%station, %error, "N5: telemetry not recorded on the station");
+            }
+        });
     }
 
     async fn append_telemetry(
@@ -771,6 +814,7 @@ async fn serve_station(
 /// What every client connection task needs.
 struct ClientContext {
     handler: HandlerConfig,
+    telemetry: TelemetryPlacement,
     seed: u64,
     /// Set only for the naive design N1: unlocks are sent from the API task itself.
     hub: Option<mpsc::Sender<HubInput>>,
@@ -786,11 +830,12 @@ async fn accept_clients<S: EventStore>(
 ) {
     let ClientContext {
         handler,
+        telemetry,
         seed,
         hub,
         call_timeout_millis,
     } = context;
-    let handler: CommandHandler<S, Station> = CommandHandler::new(store, handler);
+    let handler = StationHandler::new(store, handler, telemetry);
     let mut next_client = 1u64;
     loop {
         tokio::select! {
@@ -811,7 +856,7 @@ async fn accept_clients<S: EventStore>(
 
 async fn serve_client<S: EventStore>(
     stream: TcpStream,
-    handler: CommandHandler<S, Station>,
+    handler: StationHandler<S>,
     mut env: SystemEnvironment,
     naive: Option<(mpsc::Sender<HubInput>, u64)>,
     shutdown: Shutdown,
@@ -859,7 +904,7 @@ async fn serve_client<S: EventStore>(
 /// then the append of the request and its answer. Retries repeat the side effect; a crash
 /// or a lost answer in between leaves what the store does not know.
 async fn side_effect_first<S: EventStore>(
-    handler: &CommandHandler<S, Station>,
+    handler: &StationHandler<S>,
     env: &mut SystemEnvironment,
     hub: &mpsc::Sender<HubInput>,
     timeout_millis: u64,

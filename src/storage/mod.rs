@@ -43,3 +43,37 @@ pub trait StorageFile: Send + Sync + Debug {
     /// Makes every write so far durable (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
 }
+
+/// The index of the last non-zero byte of `bytes`: where the written part of a
+/// preallocated, zero-filled file ends. Each chunk is tested with a branch-free OR the
+/// compiler vectorises, so scanning a mostly empty segment stays cheap.
+pub(crate) fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    const CHUNK: usize = 64;
+    let chunk = bytes
+        .chunks(CHUNK)
+        .rposition(|chunk| chunk.iter().fold(0, |any, &b| any | b) != 0)?;
+    let start = chunk * CHUNK;
+    let within = bytes[start..(start + CHUNK).min(bytes.len())]
+        .iter()
+        .rposition(|&b| b != 0)?;
+    Some(start + within)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::last_nonzero;
+
+    #[test]
+    fn last_nonzero_finds_the_end_of_written_data_at_every_offset() {
+        assert_eq!(last_nonzero(&[]), None);
+        assert_eq!(last_nonzero(&[0; 300]), None);
+        for at in [0, 1, 63, 64, 65, 127, 128, 299] {
+            let mut bytes = vec![0u8; 300];
+            bytes[at] = 7;
+            if at > 3 {
+                bytes[at - 3] = 1;
+            }
+            assert_eq!(last_nonzero(&bytes), Some(at), "non-zero byte at {at}");
+        }
+    }
+}

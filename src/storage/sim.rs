@@ -118,6 +118,15 @@ impl SimDisk {
         self.lock().files.get(name).map(|f| f.current.clone())
     }
 
+    /// The length of `name` up to its last non-zero byte, as a reader sees it now:
+    /// how much of a preallocated (zero-filled) file was written. Scans without copying;
+    /// `None` for a missing or all-zero file.
+    pub fn written_len(&self, name: &str) -> Option<u64> {
+        let state = self.lock();
+        let bytes = &state.files.get(name)?.current;
+        super::last_nonzero(bytes).map(|last| last as u64 + 1)
+    }
+
     /// Replaces `name`'s content, durably (damage at rest, a truncated copy, …).
     pub fn set_file_bytes(&self, name: &str, bytes: Vec<u8>) {
         let mut state = self.lock();

@@ -308,8 +308,10 @@ impl SegmentScan<'_> {
         offset: u64,
         what: &str,
     ) -> Result<(), OpenError> {
+        // A record starts with its non-zero magic: none can start past the last non-zero byte.
+        let written = crate::storage::last_nonzero(bytes).map_or(0, |last| last + 1);
         let mut candidate = offset as usize + RECORD_ALIGN;
-        while candidate + RECORD_HEADER_BYTES <= bytes.len() {
+        while candidate < written && candidate + RECORD_HEADER_BYTES <= bytes.len() {
             let magic =
                 u32::from_le_bytes(bytes[candidate..candidate + 4].try_into().expect("4 bytes"));
             if magic == RECORD_MAGIC && format::verify_record(&bytes[candidate..]).is_ok() {
@@ -325,7 +327,7 @@ impl SegmentScan<'_> {
 
     fn zero_garbage(&self, bytes: &[u8], offset: u64) -> Result<(), OpenError> {
         let start = offset as usize;
-        let Some(last_nonzero) = bytes[start..].iter().rposition(|&b| b != 0) else {
+        let Some(last_nonzero) = crate::storage::last_nonzero(&bytes[start..]) else {
             return Ok(());
         };
         let zeros = vec![0u8; last_nonzero + 1];
