@@ -6,14 +6,16 @@
 //! took effect and is not applied again. Two racing submissions of one command produce
 //! the same ids, and the store refuses to store an id twice — so at most one takes effect.
 
+use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::core::types::{
     AppendResult, CommandId, CurrentVersion, EventData, EventId, ExpectedVersion, GlobalPosition,
     Metadata, Snapshot, StreamId,
 };
-use crate::decider::{Aggregate, CodecError};
+use crate::decider::{Aggregate, CodecError, Decider};
 use crate::environment::Environment;
 use crate::store::{AppendError, EventStore, ReadError};
 
@@ -29,6 +31,9 @@ pub struct HandlerConfig {
     pub snapshot_every_events: u64,
     /// Events read per page while loading.
     pub load_page_events: usize,
+    /// States of this many recently used streams are kept in memory, so a command on a
+    /// hot stream reads only the events since (0: always load from the store).
+    pub state_cache_streams: usize,
 }
 
 impl Default for HandlerConfig {
@@ -39,6 +44,7 @@ impl Default for HandlerConfig {
             backoff_max: Duration::from_millis(100),
             snapshot_every_events: 1000,
             load_page_events: 1024,
+            state_cache_streams: 1024,
         }
     }
 }
@@ -87,19 +93,72 @@ pub struct Loaded<S> {
     pub from_snapshot: bool,
 }
 
-/// Handles commands for one aggregate type over one store. Cheap to clone.
+/// Where a replay starts: a snapshot, a cached state, or the beginning.
+struct Start<T> {
+    state: T,
+    version: CurrentVersion,
+    from_snapshot: bool,
+}
+
+/// Recently used stream states, each at the durable version it reflects. A stream never
+/// changes below its version, so an entry is never stale, only behind: the handler reads
+/// what came after it. Ordered maps keep eviction deterministic.
 #[derive(Debug)]
-pub struct CommandHandler<S, A> {
+struct StateCache<T> {
+    entries: BTreeMap<StreamId, (CurrentVersion, T, u64)>,
+    uses: u64,
+}
+
+impl<T: Clone> StateCache<T> {
+    fn get(&mut self, stream: &StreamId) -> Option<(CurrentVersion, T)> {
+        self.uses += 1;
+        let uses = self.uses;
+        self.entries.get_mut(stream).map(|(version, state, used)| {
+            *used = uses;
+            (*version, state.clone())
+        })
+    }
+
+    fn put(&mut self, stream: &StreamId, version: CurrentVersion, state: T, capacity: usize) {
+        if capacity == 0 {
+            return;
+        }
+        self.uses += 1;
+        let newer =
+            |entry: &(CurrentVersion, T, u64)| entry.0.next_version() >= version.next_version();
+        if self.entries.get(stream).is_some_and(newer) {
+            return;
+        }
+        self.entries
+            .insert(stream.clone(), (version, state, self.uses));
+        while self.entries.len() > capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, _, used))| *used)
+                .map(|(stream, _)| stream.clone())
+                .expect("not empty");
+            self.entries.remove(&oldest);
+        }
+    }
+}
+
+/// Handles commands for one aggregate type over one store. Cheap to clone; clones share
+/// the state cache.
+#[derive(Debug)]
+pub struct CommandHandler<S, A: Decider> {
     store: S,
     config: HandlerConfig,
+    cache: Arc<Mutex<StateCache<A::State>>>,
     aggregate: PhantomData<fn() -> A>,
 }
 
-impl<S: Clone, A> Clone for CommandHandler<S, A> {
+impl<S: Clone, A: Decider> Clone for CommandHandler<S, A> {
     fn clone(&self) -> Self {
         CommandHandler {
             store: self.store.clone(),
             config: self.config.clone(),
+            cache: self.cache.clone(),
             aggregate: PhantomData,
         }
     }
@@ -116,8 +175,16 @@ where
         CommandHandler {
             store,
             config,
+            cache: Arc::new(Mutex::new(StateCache {
+                entries: BTreeMap::new(),
+                uses: 0,
+            })),
             aggregate: PhantomData,
         }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, StateCache<A::State>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn store(&self) -> &S {
@@ -140,7 +207,7 @@ where
             if let Some(position) = self.already_applied(stream, command_id).await? {
                 return Ok(Outcome::AlreadyApplied { position });
             }
-            let loaded = self.load(stream).await?;
+            let loaded = self.load_recent(stream).await?;
             let events = A::decide(&loaded.state, command).map_err(HandleError::Rejected)?;
             if events.is_empty() {
                 return Ok(Outcome::Unchanged {
@@ -160,7 +227,16 @@ where
                     });
                 }
                 Ok(result) => {
-                    self.maybe_snapshot(stream, loaded, &events, result).await;
+                    let before = loaded.version;
+                    let state = events.iter().fold(loaded.state, A::evolve);
+                    let after = CurrentVersion::Current(result.last_version);
+                    self.cache().put(
+                        stream,
+                        after,
+                        state.clone(),
+                        self.config.state_cache_streams,
+                    );
+                    self.maybe_snapshot(stream, before, state, result).await;
                     return Ok(Outcome::Applied {
                         result,
                         attempts: attempt,
@@ -203,10 +279,45 @@ where
     }
 
     /// Rehydrates `stream`: the latest snapshot of the current schema, then the tail.
+    /// Loads `stream` from the store alone: its latest snapshot (if its schema is
+    /// current) plus the events after it.
     pub async fn load(
         &self,
         stream: &StreamId,
     ) -> Result<Loaded<A::State>, HandleError<A::Rejection>> {
+        let start = self.load_snapshot(stream).await?;
+        self.replay_after(stream, start).await
+    }
+
+    /// Loads `stream` from the cached state when there is one, else as [`load`](Self::load);
+    /// remembers the result.
+    async fn load_recent(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Loaded<A::State>, HandleError<A::Rejection>> {
+        let cached = self.cache().get(stream);
+        let start = match cached {
+            Some((version, state)) => Start {
+                state,
+                version,
+                from_snapshot: false,
+            },
+            None => self.load_snapshot(stream).await?,
+        };
+        let loaded = self.replay_after(stream, start).await?;
+        self.cache().put(
+            stream,
+            loaded.version,
+            loaded.state.clone(),
+            self.config.state_cache_streams,
+        );
+        Ok(loaded)
+    }
+
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Start<A::State>, HandleError<A::Rejection>> {
         let snapshot = self
             .store
             .load_snapshot(stream)
@@ -218,11 +329,31 @@ where
                     .ok()
                     .map(|state| (s.version, state))
             });
-        let from_snapshot = snapshot.is_some();
-        let (mut state, mut version) = match snapshot {
-            Some((version, state)) => (state, CurrentVersion::Current(version)),
-            None => (A::initial(), CurrentVersion::NoStream),
-        };
+        Ok(match snapshot {
+            Some((version, state)) => Start {
+                state,
+                version: CurrentVersion::Current(version),
+                from_snapshot: true,
+            },
+            None => Start {
+                state: A::initial(),
+                version: CurrentVersion::NoStream,
+                from_snapshot: false,
+            },
+        })
+    }
+
+    /// Replays the events of `stream` after `start`.
+    async fn replay_after(
+        &self,
+        stream: &StreamId,
+        start: Start<A::State>,
+    ) -> Result<Loaded<A::State>, HandleError<A::Rejection>> {
+        let Start {
+            mut state,
+            mut version,
+            from_snapshot,
+        } = start;
         let mut replayed_events = 0;
         loop {
             let from = version.next_version();
@@ -260,20 +391,21 @@ where
         })
     }
 
+    /// Saves `state` (the stream's state after `result`) when the append took the stream
+    /// from `before` across a multiple of the snapshot cadence.
     async fn maybe_snapshot(
         &self,
         stream: &StreamId,
-        loaded: Loaded<A::State>,
-        events: &[A::Event],
+        before: CurrentVersion,
+        state: A::State,
         result: AppendResult,
     ) {
         let every = self.config.snapshot_every_events;
-        let before = loaded.version.next_version().0;
+        let before = before.next_version().0;
         let after = result.last_version.0 + 1;
         if every == 0 || before / every == after / every {
             return;
         }
-        let state = events.iter().fold(loaded.state, A::evolve);
         let snapshot = Snapshot {
             version: result.last_version,
             schema_version: A::SNAPSHOT_SCHEMA,

@@ -1,6 +1,7 @@
 //! The command handler's contract beyond races: snapshots every N events cut the replay,
 //! a snapshot of another schema is ignored (never misread), snapshots survive reopening the
-//! log, a command id cannot be reused on another stream, and rejections store nothing.
+//! log, a command id cannot be reused on another stream, rejections store nothing, and the
+//! state cache never decides on a stale state.
 
 mod support;
 
@@ -189,4 +190,77 @@ async fn a_rejected_command_stores_nothing_and_records_metadata_on_success() {
     assert_eq!(stored[0].payload, br#"{"amount":3}"#);
     assert_eq!(stored[0].metadata.command_id, Some(CommandId(2)));
     assert_eq!(stored[0].metadata.recorded_at_millis, 1_234);
+}
+
+/// The state cache is only ever behind, never stale: a handler whose cached balance is 10
+/// still sees another writer's withdrawal before deciding, and with room for one stream
+/// the cache evicts and reloads without changing a single decision.
+#[tokio::test]
+async fn a_cached_state_catches_up_with_other_writers_and_survives_eviction() {
+    let store = MemoryStore::default();
+    let tight = HandlerConfig {
+        state_cache_streams: 1,
+        ..config(0)
+    };
+    let cached: CommandHandler<_, Account> = CommandHandler::new(store.clone(), tight);
+    let other: CommandHandler<_, Account> = CommandHandler::new(store.clone(), config(0));
+    let mut env = FixedEnvironment::new(1_234, 1);
+    let mut command = 0u128;
+    let mut run = async |handler: &CommandHandler<_, Account>, account: &str, op| {
+        command += 1;
+        handler
+            .handle(&mut env, &stream(account), CommandId(command), &op)
+            .await
+    };
+    run(
+        &cached,
+        "account-c1",
+        AccountCommand::Deposit { amount: 10 },
+    )
+    .await
+    .unwrap();
+    run(
+        &other,
+        "account-c1",
+        AccountCommand::Withdraw { amount: 10 },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        run(
+            &cached,
+            "account-c1",
+            AccountCommand::Withdraw { amount: 5 }
+        )
+        .await,
+        Err(HandleError::Rejected(AccountRejection::InsufficientFunds {
+            balance: 0,
+            requested: 5
+        })),
+        "the cached balance of 10 was caught up to 0 before deciding"
+    );
+    // Alternate two streams through a one-stream cache.
+    for round in 1..=3u64 {
+        for account in ["account-c2", "account-c3"] {
+            run(&cached, account, AccountCommand::Deposit { amount: 1 })
+                .await
+                .unwrap();
+            assert_eq!(
+                cached.load(&stream(account)).await.unwrap().state.balance,
+                round
+            );
+        }
+    }
+    assert_eq!(
+        run(
+            &cached,
+            "account-c2",
+            AccountCommand::Withdraw { amount: 4 }
+        )
+        .await,
+        Err(HandleError::Rejected(AccountRejection::InsufficientFunds {
+            balance: 3,
+            requested: 4
+        }))
+    );
 }

@@ -27,7 +27,7 @@ pub struct FaultPlan {
     /// F6/F7: a slow disk — every sync takes this long, so a crash (F1) can land between a
     /// group's write and its sync and leave a torn tail for recovery.
     pub sync_latency_millis: Option<u64>,
-    /// F9: stations heartbeat every second, and status bursts strike during commands:
+    /// F9: stations heartbeat every 3 seconds, and status bursts strike during commands:
     /// as a client sends a command, the target station's connectors may start to flap
     /// for a while (idle ones Available ↔ Unavailable, charging ones Charging ↔
     /// SuspendedEV), each flap a StatusNotification, on average this many milliseconds

@@ -100,7 +100,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     let disk = crate::faults::simulated_disk(&scenario.faults);
     let slot: StoreSlot = Arc::new(Mutex::new(None));
     let heartbeat_interval_secs = if scenario.faults.telemetry_storm.is_some() {
-        1
+        3
     } else {
         10
     };

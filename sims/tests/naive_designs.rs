@@ -88,7 +88,7 @@ fn naive_side_effect_unlocks_what_nobody_recorded_and_the_outbox_does_not() {
     assert!(correct.is_empty(), "the correct design failed: {correct:?}");
 }
 
-/// A telemetry storm on a slow disk: every station heartbeats each second, status bursts
+/// A telemetry storm on a slow disk: every station heartbeats every 3 s, status bursts
 /// (a flap every ~10 ms) strike as commands go out, and each sync takes 45 ms — a station
 /// reports faster than one stream can be made durable.
 fn storm_on_a_slow_disk() -> FaultPlan {

@@ -35,8 +35,11 @@ pub struct SimDiskStats {
     pub crashes: u64,
 }
 
+/// A file of `len` bytes. The images hold only the bytes up to the furthest write; the
+/// rest reads as zeros (a preallocated segment costs nothing until written).
 #[derive(Debug, Default)]
 struct SimFile {
+    len: u64,
     current: Vec<u8>,
     durable: Vec<u8>,
     /// Writes since the last sync, oldest first.
@@ -115,7 +118,11 @@ impl SimDisk {
 
     /// The bytes a reader of `name` would see now.
     pub fn file_bytes(&self, name: &str) -> Option<Vec<u8>> {
-        self.lock().files.get(name).map(|f| f.current.clone())
+        self.lock().files.get(name).map(|f| {
+            let mut bytes = f.current.clone();
+            bytes.resize(f.len as usize, 0);
+            bytes
+        })
     }
 
     /// The length of `name` up to its last non-zero byte, as a reader sees it now:
@@ -131,6 +138,7 @@ impl SimDisk {
     pub fn set_file_bytes(&self, name: &str, bytes: Vec<u8>) {
         let mut state = self.lock();
         let file = state.files.entry(name.to_owned()).or_default();
+        file.len = bytes.len() as u64;
         file.current = bytes.clone();
         file.durable = bytes;
         file.unsynced.clear();
@@ -166,12 +174,12 @@ impl Storage for SimDisk {
                 name.to_owned(),
             ));
         }
-        let mut bytes = vec![0u8; len as usize];
-        bytes[..prefix.len()].copy_from_slice(prefix);
+        let bytes = prefix.to_vec();
         state.stats.syncs += 1;
         state.files.insert(
             name.to_owned(),
             SimFile {
+                len: len.max(prefix.len() as u64),
                 current: bytes.clone(),
                 durable: bytes,
                 unsynced: Vec::new(),
@@ -224,20 +232,23 @@ impl SimFileHandle {
 
 impl StorageFile for SimFileHandle {
     fn size_bytes(&self) -> io::Result<u64> {
-        self.with_file(|file, _, _| Ok(file.current.len() as u64))
+        self.with_file(|file, _, _| Ok(file.len))
     }
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let name = self.name.clone();
         self.with_file(|file, faults, _| {
             let end = offset as usize + buf.len();
-            if end > file.current.len() {
+            if end as u64 > file.len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!("read past the end of {name}"),
                 ));
             }
-            buf.copy_from_slice(&file.current[offset as usize..end]);
+            let stored = file.current.len().clamp(offset as usize, end);
+            let (held, beyond) = buf.split_at_mut(stored - offset as usize);
+            held.copy_from_slice(&file.current[offset as usize..stored]);
+            beyond.fill(0);
             if let Some((flip_name, flip_offset)) = &faults.flip_on_read
                 && *flip_name == name
                 && (offset..end as u64).contains(flip_offset)
@@ -259,6 +270,7 @@ impl StorageFile for SimFileHandle {
         self.with_file(|file, _, stats| {
             stats.writes += 1;
             write_into(&mut file.current, offset, data);
+            file.len = file.len.max(offset + data.len() as u64);
             file.unsynced.push((offset, data.to_vec()));
             Ok(())
         })
