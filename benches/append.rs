@@ -192,5 +192,152 @@ fn sqlite_append(connection: &mut rusqlite::Connection, stream: &StreamId, event
     transaction.commit().expect("commit");
 }
 
-criterion_group!(benches, append_memory, append_log, append_sqlite);
+/// Where the PostgreSQL peer runs: `EVSOURCE_POSTGRES_URL`, a libpq-style connection
+/// string (`cargo xtask bench` sets it to the local server unless it is set already).
+const POSTGRES_URL_VAR: &str = "EVSOURCE_POSTGRES_URL";
+const POSTGRES_TABLE: &str = "evsource_bench_events";
+
+/// The peer a user would pick instead for a server store: seed 000's design on PostgreSQL —
+/// one table with a unique (stream_id, version) constraint and a unique event id. An
+/// append is one transaction: read the stream's next version, insert, commit (the
+/// constraint refuses a concurrent writer of the same version). Default durability
+/// (`synchronous_commit=on`: the commit waits for the WAL flush). One connection per
+/// appender, as a pool would hand out. Skipped, saying so, when no server is configured
+/// or reachable.
+fn append_postgres(c: &mut Criterion) {
+    let Ok(url) = std::env::var(POSTGRES_URL_VAR) else {
+        eprintln!(
+            "append/postgres: skipped — {POSTGRES_URL_VAR} is not set (e.g. \"host=127.0.0.1 user=postgres dbname=test\")"
+        );
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let connect = || async {
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok::<_, tokio_postgres::Error>(client)
+    };
+    let setup = runtime.block_on(async {
+        let client = connect().await?;
+        client
+            .batch_execute(&format!(
+                "DROP TABLE IF EXISTS {POSTGRES_TABLE};
+                 CREATE TABLE {POSTGRES_TABLE} (
+                     position BIGSERIAL PRIMARY KEY,
+                     stream_id TEXT NOT NULL,
+                     version BIGINT NOT NULL,
+                     event_id BYTEA NOT NULL UNIQUE,
+                     event_type TEXT NOT NULL,
+                     payload BYTEA NOT NULL,
+                     UNIQUE (stream_id, version)
+                 );"
+            ))
+            .await?;
+        let mut clients = Vec::new();
+        for _ in 0..16 {
+            clients.push(Arc::new(tokio::sync::Mutex::new(connect().await?)));
+        }
+        Ok::<_, tokio_postgres::Error>((client, clients))
+    });
+    let (admin, clients) = match setup {
+        Ok(setup) => setup,
+        Err(error) => {
+            eprintln!("append/postgres: skipped — cannot use the server at {url:?}: {error}");
+            return;
+        }
+    };
+    let mut group = c.benchmark_group("append/postgres");
+    let sequence = Arc::new(AtomicU64::new(1 << 40));
+    for appenders in [1u64, 16] {
+        group.throughput(Throughput::Elements(appenders));
+        group.bench_function(format!("appenders={appenders}"), |b| {
+            b.iter_custom(|iterations| {
+                runtime.block_on(async {
+                    let started = std::time::Instant::now();
+                    let tasks: Vec<_> = clients[..appenders as usize]
+                        .iter()
+                        .map(|client| {
+                            let (client, sequence) = (client.clone(), sequence.clone());
+                            tokio::spawn(async move {
+                                let mut client = client.lock().await;
+                                for _ in 0..iterations {
+                                    let n = sequence.fetch_add(1, Ordering::Relaxed);
+                                    postgres_append(&mut client, &stream(n), &event(n)).await;
+                                }
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.expect("appender");
+                    }
+                    started.elapsed()
+                })
+            });
+        });
+    }
+    group.finish();
+    let _ = runtime.block_on(admin.batch_execute(&format!("DROP TABLE {POSTGRES_TABLE}")));
+}
+
+async fn postgres_append(
+    client: &mut tokio_postgres::Client,
+    stream: &StreamId,
+    event: &EventData,
+) {
+    loop {
+        let transaction = client.transaction().await.expect("begin");
+        let next: i64 = transaction
+            .query_one(
+                &format!(
+                    "SELECT COALESCE(MAX(version) + 1, 0) FROM {POSTGRES_TABLE} WHERE stream_id = $1"
+                ),
+                &[&stream.as_str()],
+            )
+            .await
+            .expect("next version")
+            .get(0);
+        let inserted = transaction
+            .execute(
+                &format!(
+                    "INSERT INTO {POSTGRES_TABLE} (stream_id, version, event_id, event_type, payload)
+                     VALUES ($1, $2, $3, $4, $5)"
+                ),
+                &[
+                    &stream.as_str(),
+                    &next,
+                    &event.id.0.to_be_bytes().as_slice(),
+                    &event.event_type,
+                    &event.payload,
+                ],
+            )
+            .await;
+        match inserted {
+            Ok(_) => {
+                transaction.commit().await.expect("commit");
+                return;
+            }
+            // A concurrent writer took this version: read again, as the design does.
+            Err(error)
+                if error.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) =>
+            {
+                continue;
+            }
+            Err(error) => panic!("insert: {error}"),
+        }
+    }
+}
+
+criterion_group!(
+    benches,
+    append_memory,
+    append_log,
+    append_sqlite,
+    append_postgres
+);
 criterion_main!(benches);

@@ -5,9 +5,13 @@
 //! * `sim`  — the seeded simulation swarm, one seed (`sim run --seed S`), or the
 //!   smallest failing shape of a seed (`sim shrink --seed S`).
 //! * `models` — the stateright models: `models check append …`, `models explore append`.
-//! * `bench` — the criterion benchmarks (`--quick`: smaller streams, shorter sampling).
+//! * `bench` — the criterion benchmarks (`--quick`: smaller streams, shorter sampling),
+//!   then the durable-throughput chart from their results.
 
+use std::path::Path;
 use std::process::{Command, ExitCode};
+
+mod chart;
 
 const USAGE: &str = "usage: cargo xtask <command>
 
@@ -23,7 +27,9 @@ commands:
             cargo xtask models check append [--handlers K] [--commands M] [--crashes C] [--design D]
             cargo xtask models explore append     stateright's Explorer on 127.0.0.1:3000
   bench   the criterion benchmarks (append, rehydrate, snapshot, read_all, command):
-            cargo xtask bench [--quick] [FILTER]  --quick: 100k-event streams, 1 s warm-up, 3 s samples";
+            cargo xtask bench [--quick] [FILTER]  --quick: 100k-event streams, 1 s warm-up, 3 s samples
+          the PostgreSQL peer uses EVSOURCE_POSTGRES_URL (default: the local server; empty: skip);
+          afterwards benches/durable-throughput.svg is redrawn from the results";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -187,8 +193,38 @@ fn bench(args: &[String]) -> ExitCode {
             .env("EVSOURCE_BENCH_QUICK", "1");
     }
     command.args(filters);
-    exit_code_of(command)
+    match std::env::var(POSTGRES_URL_VAR) {
+        Ok(url) if url.is_empty() => {
+            command.env_remove(POSTGRES_URL_VAR);
+            eprintln!("PostgreSQL peer: off ({POSTGRES_URL_VAR} is empty)");
+        }
+        Ok(url) => eprintln!("PostgreSQL peer: {url}"),
+        Err(_) => {
+            command.env(POSTGRES_URL_VAR, POSTGRES_URL_DEFAULT);
+            eprintln!(
+                "PostgreSQL peer: {POSTGRES_URL_DEFAULT} (set {POSTGRES_URL_VAR} to another server, or empty to skip)"
+            );
+        }
+    }
+    let code = exit_code_of(command);
+    if code == ExitCode::SUCCESS {
+        let chart = Path::new(CHART);
+        match chart::durable_throughput_svg(Path::new("target/criterion")) {
+            Some(svg) => match std::fs::write(chart, svg) {
+                Ok(()) => eprintln!("chart: {CHART} (durable throughput vs appenders)"),
+                Err(error) => eprintln!("chart: could not write {CHART}: {error}"),
+            },
+            None => eprintln!("chart: no durable append results yet"),
+        }
+    }
+    code
 }
+
+/// The PostgreSQL peer of the append benches, and where it is unless told otherwise.
+const POSTGRES_URL_VAR: &str = "EVSOURCE_POSTGRES_URL";
+const POSTGRES_URL_DEFAULT: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+/// Redrawn after every bench run from criterion's latest results.
+const CHART: &str = "benches/durable-throughput.svg";
 
 fn exit_code_of(mut command: Command) -> ExitCode {
     match command.status() {

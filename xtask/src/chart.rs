@@ -1,0 +1,194 @@
+//! The durable-throughput chart of BENCHMARKS.md, drawn from criterion's own results
+//! (`target/criterion/<group>/<function>/new/estimates.json`) as a dependency-free SVG:
+//! events/s against appenders, both axes logarithmic, one line per backend.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The backends compared, their criterion group directory, and their appender counts.
+const SERIES: [(&str, &str, &[u64], &str); 3] = [
+    ("evsource log", "append_log", &[1, 16, 256], "#1f77b4"),
+    (
+        "SQLite (WAL, synchronous=FULL)",
+        "append_sqlite",
+        &[1, 16],
+        "#ff7f0e",
+    ),
+    (
+        "PostgreSQL (unique stream_id, version)",
+        "append_postgres",
+        &[1, 16],
+        "#2ca02c",
+    ),
+];
+
+/// One measured point: appenders and events per second.
+type Point = (u64, f64);
+
+/// Reads `events/s` of `group/appenders=N` from criterion's estimates: the mean time of
+/// one iteration, in which every appender appends one event.
+fn throughput(criterion: &Path, group: &str, appenders: u64) -> Option<f64> {
+    let path = criterion
+        .join(group)
+        .join(format!("appenders={appenders}"))
+        .join("new")
+        .join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let mean = &text[text.find("\"mean\"")?..];
+    let value = &mean[mean.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+    let end = value.find([',', '}'])?;
+    let nanos: f64 = value[..end].trim().parse().ok()?;
+    (nanos > 0.0).then(|| appenders as f64 * 1e9 / nanos)
+}
+
+/// The chart, or `None` when criterion has no durable append results yet.
+pub fn durable_throughput_svg(criterion: &Path) -> Option<String> {
+    let series: Vec<(&str, &str, Vec<Point>)> = SERIES
+        .iter()
+        .map(|(name, group, counts, colour)| {
+            let points = counts
+                .iter()
+                .filter_map(|&n| throughput(criterion, group, n).map(|t| (n, t)))
+                .collect();
+            (*name, *colour, points)
+        })
+        .collect();
+    if series.iter().all(|(_, _, points)| points.is_empty()) {
+        return None;
+    }
+    let (width, height) = (720.0, 440.0);
+    let (left, right, top, bottom) = (90.0, 250.0, 50.0, 60.0);
+    let (plot_w, plot_h) = (width - left - right, height - top - bottom);
+    // x: log2(appenders) over 1..256; y: log10(events/s) over whole decades.
+    let x = |n: u64| left + (n as f64).log2() / 8.0 * plot_w;
+    let values = series
+        .iter()
+        .flat_map(|(_, _, p)| p.iter().map(|&(_, t)| t));
+    let low = values.clone().fold(f64::INFINITY, f64::min).log10().floor();
+    let high = values.fold(0.0, f64::max).log10().ceil().max(low + 1.0);
+    let y = |t: f64| top + plot_h - (t.log10() - low) / (high - low) * plot_h;
+
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        svg,
+        r#"<rect width="{width}" height="{height}" fill="white"/><text x="{left}" y="28" font-size="15">Durable appends: events/s vs concurrent appenders (log scales)</text>"#
+    );
+    for decade in low as i32..=high as i32 {
+        let t = 10f64.powi(decade);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{left}" x2="{:.1}" y1="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            left + plot_w,
+            y(t),
+            y(t),
+            left - 8.0,
+            y(t) + 4.0,
+            human(t)
+        );
+    }
+    for n in [1u64, 16, 256] {
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{:.1}" x2="{:.1}" y1="{top}" y2="{:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="middle">{n}</text>"##,
+            x(n),
+            x(n),
+            top + plot_h,
+            x(n),
+            top + plot_h + 18.0
+        );
+    }
+    let _ = writeln!(
+        svg,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">appenders (each waits for its acknowledgement: fsync'd or committed)</text>"#,
+        left + plot_w / 2.0,
+        height - 18.0
+    );
+    for (row, (name, colour, points)) in series.iter().enumerate() {
+        let legend_y = top + 10.0 + row as f64 * 22.0;
+        let label = if points.is_empty() {
+            format!("{name}: not measured")
+        } else {
+            (*name).to_owned()
+        };
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{:.1}" y="{:.1}" width="14" height="4" fill="{colour}"/><text x="{:.1}" y="{:.1}">{label}</text>"#,
+            width - right + 16.0,
+            legend_y - 4.0,
+            width - right + 36.0,
+            legend_y
+        );
+        if points.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = points
+            .iter()
+            .map(|&(n, t)| format!("{:.1},{:.1}", x(n), y(t)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"/>"#,
+            path.join(" ")
+        );
+        for &(n, t) in points {
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{colour}"/><text x="{:.1}" y="{:.1}" fill="{colour}">{}</text>"#,
+                x(n),
+                y(t),
+                x(n) + 7.0,
+                y(t) - 7.0,
+                human(t)
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    Some(svg)
+}
+
+/// 1234567.0 → "1.23M", 4267.0 → "4.27k".
+fn human(value: f64) -> String {
+    match value {
+        v if v >= 1e6 => format!("{:.3}M", v / 1e6),
+        v if v >= 1e3 => format!("{:.3}k", v / 1e3),
+        v => format!("{v:.0}"),
+    }
+    .replace(".000", "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throughput_comes_from_the_mean_of_criterion_estimates() {
+        let dir = std::env::temp_dir().join(format!("xtask-chart-{}", std::process::id()));
+        let point = dir.join("append_log/appenders=16/new");
+        std::fs::create_dir_all(&point).unwrap();
+        std::fs::write(
+            point.join("estimates.json"),
+            r#"{"mean":{"confidence_interval":{"lower_bound":1.0},"point_estimate":1000000.0,"standard_error":2.0},"median":{"point_estimate":5.0}}"#,
+        )
+        .unwrap();
+        assert_eq!(throughput(&dir, "append_log", 16), Some(16_000.0));
+        assert_eq!(throughput(&dir, "append_log", 256), None);
+        let svg = durable_throughput_svg(&dir).expect("one point is enough");
+        assert!(
+            svg.contains("16k") && svg.contains("SQLite (WAL, synchronous=FULL): not measured")
+        );
+        assert_eq!(durable_throughput_svg(&dir.join("nothing")), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn numbers_read_as_people_write_them() {
+        assert_eq!(human(1_420_000.0), "1.420M");
+        assert_eq!(human(4_267.4), "4.267k");
+        assert_eq!(human(16_000.0), "16k");
+        assert_eq!(human(999.0), "999");
+    }
+}
