@@ -333,8 +333,48 @@ async fn postgres_append(
     }
 }
 
+/// The physical floor, measured in the same run: one `pwrite` + `fdatasync` into a
+/// preallocated, zero-filled file (the log's file kind), for one ~250-byte event and for a
+/// 64 KiB batch (256 events of 256 bytes: the largest group 256 appenders can form).
+/// Throughput counts events, so `append/log/appenders=256` reads as a fraction of
+/// `fsync/preallocated/bytes=65536`.
+fn fsync_floor(c: &mut Criterion) {
+    use std::os::unix::fs::FileExt;
+    const FILE_BYTES: u64 = 256 * 1024 * 1024;
+    let dir = std::env::temp_dir().join(format!("evsource-bench-fsync-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench directory");
+    let path = dir.join("preallocated");
+    let file = std::fs::File::create(&path).expect("create");
+    let zeros = vec![0u8; 1024 * 1024];
+    for offset in (0..FILE_BYTES).step_by(zeros.len()) {
+        file.write_all_at(&zeros, offset).expect("zero-fill");
+    }
+    file.sync_all().expect("sync");
+    let mut group = c.benchmark_group("fsync/preallocated");
+    for (bytes, events) in [(250u64, 1u64), (65_536, 256)] {
+        group.throughput(Throughput::Elements(events));
+        let data = vec![0xabu8; bytes as usize];
+        let mut offset = 0u64;
+        group.bench_function(format!("bytes={bytes}"), |b| {
+            b.iter(|| {
+                if offset + bytes > FILE_BYTES {
+                    offset = 0;
+                }
+                file.write_all_at(&data, offset).expect("write");
+                file.sync_data().expect("fdatasync");
+                offset += bytes;
+            });
+        });
+    }
+    group.finish();
+    drop(file);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 criterion_group!(
     benches,
+    fsync_floor,
     append_memory,
     append_log,
     append_sqlite,
