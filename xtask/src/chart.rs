@@ -5,50 +5,72 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// The backends compared, their criterion group directory, and their appender counts.
-const SERIES: [(&str, &str, &[u64], &str); 3] = [
-    ("evsource log", "append_log", &[1, 16, 256], "#1f77b4"),
+/// A line of the chart: its name, colour, and each point's appenders with the criterion
+/// benchmark directory (group/function) that measured it.
+type Series = (&'static str, &'static str, &'static [(u64, &'static str)]);
+
+const SERIES: [Series; 4] = [
+    (
+        "fsync floor (one write + fdatasync)",
+        "#999999",
+        &[
+            (1, "fsync_preallocated/bytes=250"),
+            (256, "fsync_preallocated/bytes=65536"),
+        ],
+    ),
+    (
+        "evsource log",
+        "#1f77b4",
+        &[
+            (1, "append_log/appenders=1"),
+            (16, "append_log/appenders=16"),
+            (256, "append_log/appenders=256"),
+        ],
+    ),
     (
         "SQLite (WAL, synchronous=FULL)",
-        "append_sqlite",
-        &[1, 16],
         "#ff7f0e",
+        &[
+            (1, "append_sqlite/appenders=1"),
+            (16, "append_sqlite/appenders=16"),
+        ],
     ),
     (
         "PostgreSQL (unique stream_id, version)",
-        "append_postgres",
-        &[1, 16],
         "#2ca02c",
+        &[
+            (1, "append_postgres/appenders=1"),
+            (16, "append_postgres/appenders=16"),
+        ],
     ),
 ];
 
 /// One measured point: appenders and events per second.
 type Point = (u64, f64);
 
-/// Reads `events/s` of `group/appenders=N` from criterion's estimates: the mean time of
-/// one iteration, in which every appender appends one event.
-fn throughput(criterion: &Path, group: &str, appenders: u64) -> Option<f64> {
-    let path = criterion
-        .join(group)
-        .join(format!("appenders={appenders}"))
-        .join("new")
-        .join("estimates.json");
+/// Reads the events/s of benchmark directory `bench` (`group/function`), whose iteration
+/// appends `events` events, from criterion's estimates: the time per iteration criterion
+/// prints (its slope estimate, or the mean where it sampled flat).
+fn throughput(criterion: &Path, bench: &str, events: u64) -> Option<f64> {
+    let path = criterion.join(bench).join("new").join("estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
-    let mean = &text[text.find("\"mean\"")?..];
-    let value = &mean[mean.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
-    let end = value.find([',', '}'])?;
-    let nanos: f64 = value[..end].trim().parse().ok()?;
-    (nanos > 0.0).then(|| appenders as f64 * 1e9 / nanos)
+    let estimate = |name: &str| -> Option<f64> {
+        let from = &text[text.find(&format!("\"{name}\":{{"))?..];
+        let value = &from[from.find("\"point_estimate\":")? + "\"point_estimate\":".len()..];
+        value[..value.find([',', '}'])?].trim().parse().ok()
+    };
+    let nanos = estimate("slope").or_else(|| estimate("mean"))?;
+    (nanos > 0.0).then(|| events as f64 * 1e9 / nanos)
 }
 
 /// The chart, or `None` when criterion has no durable append results yet.
 pub fn durable_throughput_svg(criterion: &Path) -> Option<String> {
     let series: Vec<(&str, &str, Vec<Point>)> = SERIES
         .iter()
-        .map(|(name, group, counts, colour)| {
-            let points = counts
+        .map(|(name, colour, benches)| {
+            let points = benches
                 .iter()
-                .filter_map(|&n| throughput(criterion, group, n).map(|t| (n, t)))
+                .filter_map(|&(n, bench)| throughput(criterion, bench, n).map(|t| (n, t)))
                 .collect();
             (*name, *colour, points)
         })
@@ -165,7 +187,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throughput_comes_from_the_mean_of_criterion_estimates() {
+    fn throughput_comes_from_the_estimate_criterion_prints() {
         let dir = std::env::temp_dir().join(format!("xtask-chart-{}", std::process::id()));
         let point = dir.join("append_log/appenders=16/new");
         std::fs::create_dir_all(&point).unwrap();
@@ -174,8 +196,23 @@ mod tests {
             r#"{"mean":{"confidence_interval":{"lower_bound":1.0},"point_estimate":1000000.0,"standard_error":2.0},"median":{"point_estimate":5.0}}"#,
         )
         .unwrap();
-        assert_eq!(throughput(&dir, "append_log", 16), Some(16_000.0));
-        assert_eq!(throughput(&dir, "append_log", 256), None);
+        assert_eq!(
+            throughput(&dir, "append_log/appenders=16", 16),
+            Some(16_000.0),
+            "the mean where there is no slope"
+        );
+        assert_eq!(throughput(&dir, "append_log/appenders=256", 256), None);
+        let slope = dir.join("append_log/appenders=1/new");
+        std::fs::create_dir_all(&slope).unwrap();
+        std::fs::write(
+            slope.join("estimates.json"),
+            r#"{"mean":{"point_estimate":4000.0},"slope":{"confidence_interval":{"upper_bound":3.0},"point_estimate":2000.0}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            throughput(&dir, "append_log/appenders=1", 1),
+            Some(500_000.0)
+        );
         let svg = durable_throughput_svg(&dir).expect("one point is enough");
         assert!(
             svg.contains("16k") && svg.contains("SQLite (WAL, synchronous=FULL): not measured")

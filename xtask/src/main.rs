@@ -29,7 +29,8 @@ commands:
   bench   the criterion benchmarks (append, rehydrate, snapshot, read_all, command):
             cargo xtask bench [--quick] [FILTER]  --quick: 100k-event streams, 1 s warm-up, 3 s samples
           the PostgreSQL peer uses EVSOURCE_POSTGRES_URL (default: the local server; empty: skip);
-          afterwards benches/durable-throughput.svg is redrawn from the results";
+          afterwards benches/durable-throughput.svg is redrawn from the results
+            cargo xtask bench --chart             only redraw the chart from the last results";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -173,6 +174,9 @@ fn run_release(package: &str, bin: &str, args: &[String], env: &[(&str, &str)]) 
 /// Runs the criterion benches; `--quick` shrinks the large streams and the sampling.
 fn bench(args: &[String]) -> ExitCode {
     let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--chart") {
+        return draw_chart();
+    }
     let filters: Vec<&String> = args.iter().filter(|a| *a != "--quick").collect();
     if let Some(flag) = filters.iter().find(|a| a.starts_with('-')) {
         eprintln!("unknown option '{flag}'\n\n{USAGE}");
@@ -206,18 +210,30 @@ fn bench(args: &[String]) -> ExitCode {
             );
         }
     }
-    let code = exit_code_of(command);
-    if code == ExitCode::SUCCESS {
-        let chart = Path::new(CHART);
-        match chart::durable_throughput_svg(Path::new("target/criterion")) {
-            Some(svg) => match std::fs::write(chart, svg) {
-                Ok(()) => eprintln!("chart: {CHART} (durable throughput vs appenders)"),
-                Err(error) => eprintln!("chart: could not write {CHART}: {error}"),
-            },
-            None => eprintln!("chart: no durable append results yet"),
+    match exit_code_of(command) {
+        ExitCode::SUCCESS => draw_chart(),
+        failed => failed,
+    }
+}
+
+/// Redraws the durable-throughput chart from criterion's latest results.
+fn draw_chart() -> ExitCode {
+    match chart::durable_throughput_svg(Path::new("target/criterion")) {
+        Some(svg) => match std::fs::write(CHART, svg) {
+            Ok(()) => {
+                eprintln!("chart: {CHART} (durable throughput vs appenders)");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("chart: could not write {CHART}: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        None => {
+            eprintln!("chart: no durable append results in target/criterion yet");
+            ExitCode::FAILURE
         }
     }
-    code
 }
 
 /// The PostgreSQL peer of the append benches, and where it is unless told otherwise.
