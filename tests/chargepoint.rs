@@ -418,14 +418,12 @@ fn an_unavailable_connector_refuses_remote_starts_until_back_in_service() {
     assert_eq!(station.actuations().len(), 1);
 }
 
-/// An EV that leaves before the CSMS has answered StartTransaction waits for the
-/// transaction id: no StopTransaction without one, and no timer that stays due (a driver
-/// would spin on it), then the stop goes out once the id arrives.
-#[test]
-fn an_unplug_before_the_transaction_id_is_known_waits_for_it() {
+/// A booted one-connector station that unlocked its connector for `req-1` at `T0`; the EV
+/// plugs in a second later and charges for `charging_millis`.
+fn unlocked_for_a_driver(charging_millis: u64) -> ChargePoint {
     let mut config = ChargePointConfig::new("CP1", 1);
     config.plug_in_delay_millis = 1_000;
-    config.charging_millis = Some(1_000);
+    config.charging_millis = Some(charging_millis);
     let mut station = ChargePoint::new(config, T0);
     station.handle_connected(T0);
     serve(&mut station, T0);
@@ -433,6 +431,15 @@ fn an_unplug_before_the_transaction_id_is_known_waits_for_it() {
         remote_start(&mut station, "m-1", 1, "req-1", T0),
         json!("Accepted")
     );
+    station
+}
+
+/// An EV that leaves before the CSMS has answered StartTransaction waits for the
+/// transaction id: no StopTransaction without one, and no timer that stays due (a driver
+/// would spin on it), then the stop goes out once the id arrives.
+#[test]
+fn an_unplug_before_the_transaction_id_is_known_waits_for_it() {
+    let mut station = unlocked_for_a_driver(1_000);
     station.handle_timeout(T0 + 1_000);
     let start = drain(&mut station, T0 + 1_000);
     assert_eq!(call(&start[0]).1, "StartTransaction");
@@ -471,16 +478,7 @@ fn an_unplug_before_the_transaction_id_is_known_waits_for_it() {
 /// its transaction; the driver can unplug while the EV is paused, and the stop goes out.
 #[test]
 fn an_ev_pause_is_reported_and_an_unplug_while_paused_still_stops() {
-    let mut config = ChargePointConfig::new("CP1", 1);
-    config.plug_in_delay_millis = 1_000;
-    config.charging_millis = Some(10_000);
-    let mut station = ChargePoint::new(config, T0);
-    station.handle_connected(T0);
-    serve(&mut station, T0);
-    assert_eq!(
-        remote_start(&mut station, "m-1", 1, "req-1", T0),
-        json!("Accepted")
-    );
+    let mut station = unlocked_for_a_driver(10_000);
     station.handle_timeout(T0 + 1_000);
     serve(&mut station, T0 + 1_000);
     let status = |station: &ChargePoint| station.connector(1).unwrap().status;

@@ -192,6 +192,14 @@ async fn a_rejected_command_stores_nothing_and_records_metadata_on_success() {
     assert_eq!(stored[0].metadata.recorded_at_millis, 1_234);
 }
 
+/// A withdrawal of `requested` refused for a balance of `balance`.
+fn refused(balance: u64, requested: u64) -> Result<Outcome, HandleError<AccountRejection>> {
+    Err(HandleError::Rejected(AccountRejection::InsufficientFunds {
+        balance,
+        requested,
+    }))
+}
+
 /// The state cache is only ever behind, never stale: a handler whose cached balance is 10
 /// still sees another writer's withdrawal before deciding, and with room for one stream
 /// the cache evicts and reloads without changing a single decision.
@@ -233,10 +241,7 @@ async fn a_cached_state_catches_up_with_other_writers_and_survives_eviction() {
             AccountCommand::Withdraw { amount: 5 }
         )
         .await,
-        Err(HandleError::Rejected(AccountRejection::InsufficientFunds {
-            balance: 0,
-            requested: 5
-        })),
+        refused(0, 5),
         "the cached balance of 10 was caught up to 0 before deciding"
     );
     // Alternate two streams through a one-stream cache.
@@ -258,9 +263,6 @@ async fn a_cached_state_catches_up_with_other_writers_and_survives_eviction() {
             AccountCommand::Withdraw { amount: 4 }
         )
         .await,
-        Err(HandleError::Rejected(AccountRejection::InsufficientFunds {
-            balance: 3,
-            requested: 4
-        }))
+        refused(3, 4)
     );
 }
