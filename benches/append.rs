@@ -340,7 +340,7 @@ async fn postgres_append(
 /// `fsync/preallocated/bytes=65536`.
 fn fsync_floor(c: &mut Criterion) {
     use std::os::unix::fs::FileExt;
-    const FILE_BYTES: u64 = 256 * 1024 * 1024;
+    const FILE_BYTES: u64 = 64 * 1024 * 1024;
     let dir = std::env::temp_dir().join(format!("evsource-bench-fsync-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench directory");
