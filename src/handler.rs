@@ -102,21 +102,20 @@ struct Start<T> {
 
 /// Recently used stream states, each at the durable version it reflects. A stream never
 /// changes below its version, so an entry is never stale, only behind: the handler reads
-/// what came after it. Ordered maps keep eviction deterministic.
+/// what came after it. A command borrows its stream's state (`take`) and returns it,
+/// evolved or not (`put`), so no state is ever copied; a concurrent command on the same
+/// stream meanwhile loads from the store. Ordered maps keep eviction deterministic.
 #[derive(Debug)]
 struct StateCache<T> {
     entries: BTreeMap<StreamId, (CurrentVersion, T, u64)>,
     uses: u64,
 }
 
-impl<T: Clone> StateCache<T> {
-    fn get(&mut self, stream: &StreamId) -> Option<(CurrentVersion, T)> {
-        self.uses += 1;
-        let uses = self.uses;
-        self.entries.get_mut(stream).map(|(version, state, used)| {
-            *used = uses;
-            (*version, state.clone())
-        })
+impl<T> StateCache<T> {
+    fn take(&mut self, stream: &StreamId) -> Option<(CurrentVersion, T)> {
+        self.entries
+            .remove(stream)
+            .map(|(version, state, _)| (version, state))
     }
 
     fn put(&mut self, stream: &StreamId, version: CurrentVersion, state: T, capacity: usize) {
@@ -208,12 +207,17 @@ where
                 return Ok(Outcome::AlreadyApplied { position });
             }
             let loaded = self.load_recent(stream).await?;
-            let events = A::decide(&loaded.state, command).map_err(HandleError::Rejected)?;
-            if events.is_empty() {
-                return Ok(Outcome::Unchanged {
-                    version: loaded.version,
-                });
-            }
+            let events = match A::decide(&loaded.state, command) {
+                Ok(events) if !events.is_empty() => events,
+                decided => {
+                    let version = loaded.version;
+                    self.remember(stream, loaded.version, loaded.state);
+                    return match decided {
+                        Err(rejection) => Err(HandleError::Rejected(rejection)),
+                        Ok(_) => Ok(Outcome::Unchanged { version }),
+                    };
+                }
+            };
             let data = encode_events::<A>(&events, command_id, env.now_millis());
             let expected = match loaded.version {
                 CurrentVersion::NoStream => ExpectedVersion::NoStream,
@@ -222,6 +226,7 @@ where
             match self.store.append(stream, expected, data).await {
                 Ok(result) if !result.written => {
                     // A concurrent submission of this very command stored these events.
+                    self.remember(stream, loaded.version, loaded.state);
                     return Ok(Outcome::AlreadyApplied {
                         position: result.first_position,
                     });
@@ -229,14 +234,9 @@ where
                 Ok(result) => {
                     let before = loaded.version;
                     let state = events.iter().fold(loaded.state, A::evolve);
+                    self.maybe_snapshot(stream, before, &state, result).await;
                     let after = CurrentVersion::Current(result.last_version);
-                    self.cache().put(
-                        stream,
-                        after,
-                        state.clone(),
-                        self.config.state_cache_streams,
-                    );
-                    self.maybe_snapshot(stream, before, state, result).await;
+                    self.remember(stream, after, state);
                     return Ok(Outcome::Applied {
                         result,
                         attempts: attempt,
@@ -246,7 +246,11 @@ where
                     error @ (AppendError::WrongExpectedVersion { .. }
                     | AppendError::DuplicateEventId { .. }
                     | AppendError::OutcomeUnknown(_)),
-                ) => last_conflict = Some(error),
+                ) => {
+                    // Behind now, but still true at its version: the retry reads the rest.
+                    self.remember(stream, loaded.version, loaded.state);
+                    last_conflict = Some(error);
+                }
                 Err(error) => return Err(HandleError::Append(error)),
             }
         }
@@ -289,13 +293,13 @@ where
         self.replay_after(stream, start).await
     }
 
-    /// Loads `stream` from the cached state when there is one, else as [`load`](Self::load);
-    /// remembers the result.
+    /// Loads `stream` from its cached state when there is one (taking it out of the cache
+    /// until [`remember`](Self::remember) puts it back), else as [`load`](Self::load).
     async fn load_recent(
         &self,
         stream: &StreamId,
     ) -> Result<Loaded<A::State>, HandleError<A::Rejection>> {
-        let cached = self.cache().get(stream);
+        let cached = self.cache().take(stream);
         let start = match cached {
             Some((version, state)) => Start {
                 state,
@@ -304,14 +308,13 @@ where
             },
             None => self.load_snapshot(stream).await?,
         };
-        let loaded = self.replay_after(stream, start).await?;
-        self.cache().put(
-            stream,
-            loaded.version,
-            loaded.state.clone(),
-            self.config.state_cache_streams,
-        );
-        Ok(loaded)
+        self.replay_after(stream, start).await
+    }
+
+    /// Puts a state the store has made durable (back) into the cache.
+    fn remember(&self, stream: &StreamId, version: CurrentVersion, state: A::State) {
+        self.cache()
+            .put(stream, version, state, self.config.state_cache_streams);
     }
 
     async fn load_snapshot(
@@ -397,7 +400,7 @@ where
         &self,
         stream: &StreamId,
         before: CurrentVersion,
-        state: A::State,
+        state: &A::State,
         result: AppendResult,
     ) {
         let every = self.config.snapshot_every_events;
@@ -409,7 +412,7 @@ where
         let snapshot = Snapshot {
             version: result.last_version,
             schema_version: A::SNAPSHOT_SCHEMA,
-            state: A::encode_state(&state),
+            state: A::encode_state(state),
         };
         // A snapshot is an optimisation: the command's events are already durable, so a
         // failed save only means a longer replay next time.
