@@ -83,11 +83,11 @@ impl Aggregate for ChattyStation {
         match event {
             ChattyEvent::Business(event) => Station::encode_event(event),
             ChattyEvent::Noted(report) => {
-                let data = report.to_data(crate::core::types::EventId(0), 0);
+                let (event_type, payload) = crate::decider::json::encode_event(report);
                 EncodedEvent {
-                    event_type: data.event_type,
+                    event_type,
                     tags: Vec::new(),
-                    payload: data.payload,
+                    payload,
                 }
             }
         }
