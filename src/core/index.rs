@@ -6,8 +6,7 @@
 //! [`apply`](StoreIndex::apply_append) it after; the models call the same functions. It does
 //! no I/O, reads no clock and draws no random numbers.
 
-use std::collections::{BTreeMap, HashMap};
-
+use crate::core::hash::FoldHashMap;
 use crate::core::limits::Limits;
 use crate::core::types::{
     AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
@@ -59,10 +58,12 @@ pub struct EventLocation {
     pub position: GlobalPosition,
 }
 
-/// Interned strings: types and tags are stored once and compared as integers.
+/// Interned strings: types and tags are stored once and compared as integers. Symbols are
+/// dense (0, 1, 2, …), so per-symbol data lives in vectors indexed by symbol.
 #[derive(Default, Debug, Clone)]
 struct Symbols {
-    by_name: BTreeMap<String, u32>,
+    /// Lookups only, never iterated.
+    by_name: FoldHashMap<String, u32>,
 }
 
 impl Symbols {
@@ -84,15 +85,18 @@ impl Symbols {
 #[derive(Default, Debug, Clone)]
 pub struct StoreIndex {
     limits: Limits,
-    stream_keys: BTreeMap<StreamId, u32>,
+    /// Lookups only, never iterated: its order cannot leak into behaviour.
+    stream_keys: FoldHashMap<StreamId, u32>,
     stream_names: Vec<StreamId>,
     stream_positions: Vec<Vec<GlobalPosition>>,
     events: Vec<EventEntry>,
     /// Lookups only, never iterated: its order cannot leak into behaviour.
-    ids: HashMap<EventId, GlobalPosition>,
+    ids: FoldHashMap<EventId, GlobalPosition>,
     symbols: Symbols,
-    type_postings: BTreeMap<u32, Vec<GlobalPosition>>,
-    tag_postings: BTreeMap<u32, Vec<GlobalPosition>>,
+    /// Positions of the events of each type, indexed by the type's symbol.
+    type_postings: Vec<Vec<GlobalPosition>>,
+    /// Positions of the events carrying each tag, indexed by the tag's symbol.
+    tag_postings: Vec<Vec<GlobalPosition>>,
 }
 
 impl StoreIndex {
@@ -239,10 +243,17 @@ impl StoreIndex {
         );
         let key = self.stream_key_or_insert(stream);
         let first_version = StreamVersion(self.stream_positions[key as usize].len() as u64);
+        // The events of one append mostly share a type: intern each run of a type once.
+        let mut previous_type: Option<(&str, u32)> = None;
         for (offset, event) in events.iter().enumerate() {
             let position = GlobalPosition(self.event_count());
             let version = StreamVersion(first_version.0 + offset as u64);
-            self.insert_event(key, version, position, event);
+            let event_type = match previous_type {
+                Some((name, symbol)) if name == event.event_type => symbol,
+                _ => self.symbols.intern(&event.event_type),
+            };
+            previous_type = Some((&event.event_type, event_type));
+            self.insert_event(key, version, position, event_type, event);
         }
         AppendResult {
             first_version,
@@ -268,20 +279,17 @@ impl StoreIndex {
         stream: u32,
         version: StreamVersion,
         position: GlobalPosition,
+        event_type: u32,
         event: &EventData,
     ) {
-        let event_type = self.symbols.intern(&event.event_type);
         let tags: Box<[u32]> = event
             .tags
             .iter()
             .map(|tag| self.symbols.intern(tag))
             .collect();
-        self.type_postings
-            .entry(event_type)
-            .or_default()
-            .push(position);
+        postings_of(&mut self.type_postings, event_type).push(position);
         for &tag in tags.iter() {
-            let postings = self.tag_postings.entry(tag).or_default();
+            let postings = postings_of(&mut self.tag_postings, tag);
             // A tag repeated on one event is indexed once.
             if postings.last() != Some(&position) {
                 postings.push(position);
@@ -379,11 +387,11 @@ impl StoreIndex {
 
     fn postings_from<'a>(
         &self,
-        postings: &'a BTreeMap<u32, Vec<GlobalPosition>>,
+        postings: &'a [Vec<GlobalPosition>],
         symbol: u32,
         start: u64,
     ) -> &'a [GlobalPosition] {
-        match postings.get(&symbol) {
+        match postings.get(symbol as usize) {
             None => &[],
             Some(list) => {
                 let from = list.partition_point(|p| p.0 < start);
@@ -391,4 +399,13 @@ impl StoreIndex {
             }
         }
     }
+}
+
+/// The postings list of `symbol`, growing `postings` to hold it.
+fn postings_of(postings: &mut Vec<Vec<GlobalPosition>>, symbol: u32) -> &mut Vec<GlobalPosition> {
+    let index = symbol as usize;
+    if postings.len() <= index {
+        postings.resize_with(index + 1, Vec::new);
+    }
+    &mut postings[index]
 }

@@ -1,6 +1,7 @@
 //! The pure core: types, limits and the store's commit logic. No I/O, no clock, no
 //! randomness, no async — every runner (production, simulator, models, benches) drives it.
 
+pub mod hash;
 pub mod index;
 pub mod limits;
 pub mod types;
