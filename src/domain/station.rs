@@ -292,14 +292,18 @@ impl Decider for Station {
             ),
         };
         state.connectors.insert(*connector, connector_state);
-        state.sessions.insert(
-            session.clone(),
-            SessionRecord {
-                connector: *connector,
-                outcome,
-                stopped,
-            },
-        );
+        let record = SessionRecord {
+            connector: *connector,
+            outcome,
+            stopped,
+        };
+        // Updated in place when known: no copy of the id, no second search.
+        match state.sessions.get_mut(session) {
+            Some(known) => *known = record,
+            None => {
+                state.sessions.insert(session.clone(), record);
+            }
+        }
         state
     }
 }
@@ -316,8 +320,40 @@ impl Aggregate for Station {
         }
     }
 
+    /// Every station event carries the same two fields, so the payload is parsed as one
+    /// plain struct and the type picks the variant: no tag splicing and no buffering of an
+    /// internally tagged enum (this is the inner loop of every station's rehydration).
     fn decode_event(event_type: &str, payload: &[u8]) -> Result<StationEvent, CodecError> {
-        json::decode_event(event_type, payload)
+        #[derive(Deserialize)]
+        struct Fields {
+            connector: u32,
+            session: String,
+        }
+        let variant: fn(u32, String) -> StationEvent = match event_type {
+            "UnlockRequested" => {
+                |connector, session| StationEvent::UnlockRequested { connector, session }
+            }
+            "UnlockAccepted" => {
+                |connector, session| StationEvent::UnlockAccepted { connector, session }
+            }
+            "UnlockRejected" => {
+                |connector, session| StationEvent::UnlockRejected { connector, session }
+            }
+            "UnlockTimedOut" => {
+                |connector, session| StationEvent::UnlockTimedOut { connector, session }
+            }
+            "SessionStopped" => {
+                |connector, session| StationEvent::SessionStopped { connector, session }
+            }
+            _ => {
+                return Err(CodecError {
+                    what: event_type.to_owned(),
+                    reason: "not a station event type".into(),
+                });
+            }
+        };
+        let Fields { connector, session } = json::decode(event_type, payload)?;
+        Ok(variant(connector, session))
     }
 
     fn encode_state(state: &StationState) -> Vec<u8> {
@@ -418,5 +454,61 @@ mod tests {
             Station::decide(&state, &unlock(1, "this-session-id-is-too-long")),
             Err(StationRejection::InvalidSessionId { .. })
         ));
+    }
+
+    /// Every event type round-trips through the stored form, and the stored form is the
+    /// one earlier versions wrote (`{"connector":…,"session":…}`, the type beside it).
+    /// An unknown type or a malformed payload is a codec error, not a panic.
+    #[test]
+    fn events_round_trip_and_bad_bytes_are_refused() {
+        let session = String::from("s1");
+        let events = [
+            StationEvent::UnlockRequested {
+                connector: 1,
+                session: session.clone(),
+            },
+            StationEvent::UnlockAccepted {
+                connector: 2,
+                session: session.clone(),
+            },
+            StationEvent::UnlockRejected {
+                connector: 3,
+                session: session.clone(),
+            },
+            StationEvent::UnlockTimedOut {
+                connector: 4,
+                session: session.clone(),
+            },
+            StationEvent::SessionStopped {
+                connector: 5,
+                session,
+            },
+        ];
+        for event in &events {
+            let encoded = Station::encode_event(event);
+            let decoded = Station::decode_event(&encoded.event_type, &encoded.payload);
+            assert_eq!(decoded.as_ref(), Ok(event));
+        }
+        let stored = br#"{"connector":7,"session":"abc"}"#;
+        assert_eq!(
+            Station::decode_event("UnlockAccepted", stored),
+            Ok(StationEvent::UnlockAccepted {
+                connector: 7,
+                session: "abc".into()
+            })
+        );
+        let unknown = Station::decode_event("UnlockExploded", stored).unwrap_err();
+        assert_eq!(unknown.what, "UnlockExploded");
+        for bad in [
+            &b"{\"connector\":7}"[..],
+            b"{\"connector\":-1,\"session\":\"a\"}",
+            b"not json",
+            b"",
+        ] {
+            assert!(
+                Station::decode_event("UnlockAccepted", bad).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 }
