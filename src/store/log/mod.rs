@@ -17,6 +17,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+#[cfg(not(madsim))]
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, oneshot};
 
@@ -33,6 +35,11 @@ use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
 pub use format::{FORMAT_VERSION, SEGMENT_HEADER_BYTES};
 
 const SEGMENT_SUFFIX: &str = ".evlog";
+
+/// The longest a flusher waits for just-answered writers to append again before it starts
+/// the next group (see `Shared::linger`).
+#[cfg(not(madsim))]
+const LINGER_MAX: Duration = Duration::from_micros(300);
 
 /// How a log is laid out and how much it buffers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -267,22 +274,33 @@ impl LogStore {
             (targets, state.segments.clone())
         };
         let mut events = Vec::with_capacity(targets.len());
-        let mut cached: Option<(Location, Vec<EventData>)> = None;
+        // The record last decoded; each event is moved out of it, not copied (positions
+        // are distinct, so none is wanted twice — if one were, its record is read again).
+        let mut cached: Option<(Location, Vec<Option<EventData>>)> = None;
         for (where_, location) in targets {
-            let same_record = cached
-                .as_ref()
-                .is_some_and(|(l, _)| l.segment == location.segment && l.offset == location.offset);
-            if !same_record {
-                let record = self.read_record(&segments, location)?;
-                let decoded = format::decode_append(&record).map_err(|e| ReadError::Corrupt {
-                    file: self.describe_segment(location.segment),
-                    offset: u64::from(location.offset),
-                    reason: e.to_string(),
-                })?;
-                cached = Some((location, decoded.events));
-            }
-            let (_, record_events) = cached.as_ref().expect("filled above");
-            let data = record_events[location.event_index as usize].clone();
+            let index = location.event_index as usize;
+            let from_cache = cached
+                .as_mut()
+                .filter(|(l, _)| l.segment == location.segment && l.offset == location.offset)
+                .and_then(|(_, record_events)| record_events.get_mut(index)?.take());
+            let data = match from_cache {
+                Some(data) => data,
+                None => {
+                    let decoded = self.read_record(&segments, location, format::decode_append)?;
+                    let mut record_events: Vec<Option<EventData>> =
+                        decoded.events.into_iter().map(Some).collect();
+                    let data = record_events
+                        .get_mut(index)
+                        .and_then(Option::take)
+                        .ok_or_else(|| ReadError::Corrupt {
+                            file: self.describe_segment(location.segment),
+                            offset: u64::from(location.offset),
+                            reason: format!("the record holds no event #{index}"),
+                        })?;
+                    cached = Some((location, record_events));
+                    data
+                }
+            };
             events.push(RecordedEvent::from_data(
                 where_.stream,
                 where_.version,
@@ -293,24 +311,27 @@ impl LogStore {
         Ok(events)
     }
 
-    /// Reads one record and verifies its checksum; returns its body.
-    fn read_record(
+    /// Reads one record, verifies its checksum and decodes its body with `decode`. Damage
+    /// is reported with the segment file and the record's offset.
+    fn read_record<T>(
         &self,
         segments: &[Arc<dyn StorageFile>],
         location: Location,
-    ) -> Result<Vec<u8>, ReadError> {
+        decode: impl FnOnce(&[u8]) -> Result<T, format::FormatError>,
+    ) -> Result<T, ReadError> {
         let file = &segments[location.segment as usize];
         let mut record = vec![0u8; location.record_bytes as usize];
         let offset = u64::from(location.offset);
         file.read_exact_at(&mut record, offset).map_err(|e| {
             ReadError::Unavailable(format!("{}: {e}", self.describe_segment(location.segment)))
         })?;
-        let body = format::verify_record(&record).map_err(|e| ReadError::Corrupt {
-            file: self.describe_segment(location.segment),
-            offset,
-            reason: e.to_string(),
-        })?;
-        Ok(body.to_vec())
+        format::verify_record(&record)
+            .and_then(decode)
+            .map_err(|e| ReadError::Corrupt {
+                file: self.describe_segment(location.segment),
+                offset,
+                reason: e.to_string(),
+            })
     }
 
     /// Queues `bytes` as the next record and returns where it goes. Rolls to a new segment
@@ -373,12 +394,52 @@ impl Shared {
     /// strand the group.
     #[cfg(not(madsim))]
     fn flush_until_idle(&self) {
-        while let Some(group) = self.take_group() {
+        let mut answered = 0;
+        let mut sync_time = Duration::ZERO;
+        loop {
+            self.linger(answered, sync_time);
+            let Some(group) = self.take_group() else {
+                return;
+            };
+            let started = Instant::now();
             let written = self.write_group(&group.chunks, group.segments.clone());
             let synced = written.and_then(|written| self.sync_group(&written).map(|()| written));
-            if !self.finish_group(group, synced) {
+            sync_time = started.elapsed();
+            match self.finish_group(group, synced) {
+                Some(count) => answered = count,
+                None => return,
+            }
+        }
+    }
+
+    /// Waits, after answering `answered` writers, until most of them have appended again
+    /// — at most half a sync (`sync_time`), never more than [`LINGER_MAX`].
+    ///
+    /// Without it, the writers just answered find the next sync already running with
+    /// whoever else was queued, and wait for it to end before theirs can start: writers
+    /// split into two alternating groups and every append waits about two syncs. Waiting
+    /// a fraction of a sync lets one group carry them all (BENCHMARKS.md measures it at 16
+    /// appenders). A lone writer has nobody to wait for.
+    #[cfg(not(madsim))]
+    fn linger(&self, answered: usize, sync_time: Duration) {
+        if answered < 2 {
+            return;
+        }
+        let deadline = Instant::now() + (sync_time / 2).min(LINGER_MAX);
+        loop {
+            let returned = {
+                let state = self.lock();
+                let open_group = state.open_group;
+                state
+                    .waiters
+                    .iter()
+                    .filter(|w| w.group == open_group)
+                    .count()
+            };
+            if returned * 4 >= answered * 3 || Instant::now() >= deadline {
                 return;
             }
+            std::thread::yield_now();
         }
     }
 
@@ -394,7 +455,7 @@ impl Shared {
                 tokio::time::sleep(latency).await;
             }
             let synced = written.and_then(|written| self.sync_group(&written).map(|()| written));
-            if !self.finish_group(group, synced) {
+            if self.finish_group(group, synced).is_none() {
                 return;
             }
         }
@@ -419,8 +480,8 @@ impl Shared {
     }
 
     /// Publishes a durable group and acknowledges its waiters, or poisons the log on
-    /// failure. Returns whether to go on flushing.
-    fn finish_group(&self, group: Group, synced: io::Result<Written>) -> bool {
+    /// failure. Returns how many writers were answered, or `None` to stop flushing.
+    fn finish_group(&self, group: Group, synced: io::Result<Written>) -> Option<usize> {
         let mut state = self.lock();
         match synced {
             Ok(written) => {
@@ -435,12 +496,20 @@ impl Shared {
                         .partition(|w| w.group <= group.number);
                 state.waiters = pending;
                 let permits = done.iter().map(|w| w.permits).sum();
-                for waiter in done {
-                    complete(&mut state, waiter.reply);
-                }
+                // Snapshots are published under the lock; appenders are answered after it
+                // is released — waking a task can cost a system call, and hundreds of them
+                // under the lock would keep every appender of the next group waiting.
+                let answers: Vec<_> = done
+                    .into_iter()
+                    .filter_map(|waiter| complete(&mut state, waiter.reply))
+                    .collect();
                 drop(state);
                 self.group_commit_permits.add_permits(permits);
-                true
+                let answered = answers.len();
+                for (sender, result) in answers {
+                    let _ = sender.send(Ok(result));
+                }
+                Some(answered)
             }
             Err(error) => {
                 let message = format!("group commit failed: {error}");
@@ -454,7 +523,7 @@ impl Shared {
                     fail(waiter.reply, &message);
                 }
                 self.group_commit_permits.add_permits(permits);
-                false
+                None
             }
         }
     }
@@ -521,17 +590,24 @@ struct Written {
     touched: Vec<Arc<dyn StorageFile>>,
 }
 
-fn complete(state: &mut LogState, reply: Reply) {
+/// An appender's answer, to send once the state lock is released.
+type AppendAnswer = (
+    oneshot::Sender<Result<AppendResult, AppendError>>,
+    AppendResult,
+);
+
+/// Completes a durable waiter: publishes a snapshot (and answers its writer) at once, and
+/// returns an appender's answer for the caller to send after releasing the lock.
+fn complete(state: &mut LogState, reply: Reply) -> Option<AppendAnswer> {
     match reply {
-        Reply::Append(sender, result) => {
-            let _ = sender.send(Ok(result));
-        }
+        Reply::Append(sender, result) => Some((sender, result)),
         Reply::Snapshot(sender, stream, slot) => {
             let existing = state.snapshots.get(&stream).map(|s| s.version);
             if crate::store::snapshot_replaces(existing, slot.version) {
                 state.snapshots.insert(stream, slot);
             }
             let _ = sender.send(Ok(()));
+            None
         }
     }
 }
@@ -795,12 +871,7 @@ impl EventStore for LogStore {
                 Some(slot) => (*slot, state.segments.clone()),
             }
         };
-        let body = self.read_record(&segments, slot.location)?;
-        let record = format::decode_snapshot(&body).map_err(|e| ReadError::Corrupt {
-            file: self.describe_segment(slot.location.segment),
-            offset: u64::from(slot.location.offset),
-            reason: e.to_string(),
-        })?;
+        let record = self.read_record(&segments, slot.location, format::decode_snapshot)?;
         Ok(Some(record.snapshot))
     }
 }
