@@ -1,6 +1,6 @@
 //! The event store contract (DESIGN §2.1), one suite run unchanged against every backend:
-//! in-memory, the durable log on a real directory, and the durable log on the simulated
-//! disk. Each check names the contract point it proves.
+//! in-memory, the durable log on a real directory, the durable log on the simulated disk,
+//! and PostgreSQL (a fresh schema per test on the server `EVSOURCE_POSTGRES_URL` names). Each check names the contract point it proves.
 
 mod support;
 
@@ -659,3 +659,9 @@ conformance!(log_simdisk, small_log_config().limits, {
     let store = LogStore::open(Arc::new(disk.clone()), small_log_config()).expect("open");
     (disk, store)
 });
+#[cfg(feature = "postgres")]
+conformance!(
+    postgres,
+    small_log_config().limits,
+    support::postgres::fresh_store("conformance", small_log_config().limits).await
+);

@@ -7,6 +7,8 @@
 
 pub mod log;
 pub mod memory;
+#[cfg(all(feature = "postgres", not(madsim)))]
+pub mod postgres;
 pub mod subscription;
 
 use std::future::Future;

@@ -64,3 +64,70 @@ pub fn tagged(id: u128, event_type: &str, tags: &[&str]) -> EventData {
 pub fn events(ids: std::ops::Range<u128>) -> Vec<EventData> {
     ids.map(event).collect()
 }
+
+/// A fresh PostgreSQL store in a schema of its own, dropped with the guard.
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use evsource::core::Limits;
+    use evsource::store::postgres::{PostgresConfig, PostgresStore, drop_schema};
+
+    /// Where the tests find PostgreSQL: `EVSOURCE_POSTGRES_URL`, else the local server.
+    /// There is no silent skip: build without the `postgres` feature to leave these out.
+    pub fn url() -> String {
+        std::env::var("EVSOURCE_POSTGRES_URL")
+            .ok()
+            .filter(|url| !url.is_empty())
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    /// Drops the store's schema when the test ends, on a thread of its own (the test's
+    /// runtime may be gone by then).
+    pub struct SchemaGuard {
+        pub schema: String,
+    }
+
+    impl Drop for SchemaGuard {
+        fn drop(&mut self) {
+            let schema = self.schema.clone();
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async { drop_schema(&url(), &schema).await })
+            })
+            .join();
+        }
+    }
+
+    /// A unique schema name for this process.
+    pub fn fresh_schema(label: &str) -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        format!(
+            "evsource_test_{label}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Opens a store in a fresh schema with `limits`; panics, naming the URL and the way
+    /// out, when PostgreSQL cannot be reached.
+    pub async fn fresh_store(label: &str, limits: Limits) -> (SchemaGuard, PostgresStore) {
+        let schema = fresh_schema(label);
+        let url = url();
+        let mut config = PostgresConfig::from_url(&url).expect("EVSOURCE_POSTGRES_URL parses");
+        config.schema = schema.clone();
+        config.limits = limits;
+        let guard = SchemaGuard { schema };
+        let store = PostgresStore::open(config).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL tests need a server: {e}. Start one (README: PostgreSQL), point \
+                 EVSOURCE_POSTGRES_URL at it, or build with --no-default-features to leave \
+                 the backend out"
+            )
+        });
+        (guard, store)
+    }
+}
