@@ -372,9 +372,38 @@ fn fsync_floor(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The other physical floor, for `append/memory/batch=1`: one random read from a table far
+/// larger than the caches, each read depending on the last (a pointer chase through a
+/// random cycle over 256 MiB). An append with a fresh random 128-bit event id must find
+/// that id's slot in the store-wide id index, and once the store holds millions of events
+/// that slot is such a read.
+fn dram_floor(c: &mut Criterion) {
+    const SLOTS: usize = 256 * 1024 * 1024 / 8;
+    // Sattolo's shuffle: one cycle through every slot, drawn from a fixed seed.
+    let mut next: Vec<usize> = (0..SLOTS).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..SLOTS).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        next.swap(i, (x % i as u64) as usize);
+    }
+    let mut group = c.benchmark_group("dram");
+    group.throughput(Throughput::Elements(1));
+    let mut at = 0usize;
+    group.bench_function("random_read/table=256MiB", |b| {
+        b.iter(|| {
+            at = next[at];
+            at
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     fsync_floor,
+    dram_floor,
     append_memory,
     append_log,
     append_sqlite,
