@@ -19,15 +19,16 @@
 //!
 //! # Failures
 //!
-//! A connection lost before `COMMIT` was sent cannot have committed anything
-//! ([`AppendError::Unavailable`]); lost while committing, the outcome is unknown
-//! ([`AppendError::OutcomeUnknown`]), and retrying with the same event ids resolves it.
+//! A lost connection — before or during `COMMIT` — is an [`AppendError::OutcomeUnknown`]:
+//! the caller retries with the same event ids, which is an idempotent success if the
+//! append committed and a clean first write if it did not. A statement the server refused
+//! rolled everything back ([`AppendError::Unavailable`]).
 //!
 //! # Waking readers
 //!
 //! Each append notifies the schema's channel with the new event count; a dedicated
 //! connection LISTENs and raises a [`Counter`]. Readers also poll the head every
-//! [`POLL_INTERVAL`], so a lost notification (or listener) only delays them.
+//! [`PostgresConfig::poll_interval`], so a lost notification (or listener) only delays them.
 //!
 //! The module depends on the real tokio and is compiled out of simulation builds.
 
@@ -51,7 +52,8 @@ use crate::core::{AppendPlan, expected_version_matches};
 use crate::signal::Counter;
 use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
 
-/// How often a waiting reader polls the head when no notification arrives.
+/// How often a waiting reader polls the head when no notification arrives (the default of
+/// [`PostgresConfig::poll_interval`]).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The schema a store uses unless its URL names another (`?schema=…`).
@@ -66,6 +68,8 @@ pub struct PostgresConfig {
     pub schema: String,
     /// Connections kept for appends and reads (the listener has its own).
     pub pool_size: usize,
+    /// How often a waiting reader polls when no notification arrives.
+    pub poll_interval: Duration,
     pub limits: Limits,
 }
 
@@ -141,6 +145,7 @@ impl PostgresConfig {
             connection,
             schema,
             pool_size,
+            poll_interval: POLL_INTERVAL,
             limits: Limits::default(),
         })
     }
@@ -384,6 +389,7 @@ struct Shared {
     limits: Limits,
     /// The highest event count seen (notified or polled): wakes waiting readers.
     committed: Counter,
+    poll_interval: Duration,
     /// Keeps the listening connection open for the store's lifetime.
     _listener: Client,
 }
@@ -484,6 +490,7 @@ impl PostgresStore {
                 channel,
                 limits: config.limits.clone(),
                 committed,
+                poll_interval: config.poll_interval,
                 _listener: listener,
             }),
         };
@@ -856,6 +863,33 @@ pub async fn drop_schema(url: &str, schema: &str) -> Result<(), PostgresOpenErro
         })
 }
 
+/// What a database failure means for an append. A lost connection is reported as
+/// [`AppendError::OutcomeUnknown`] — retryable, and the caller's retry with the same event
+/// ids settles it — even when COMMIT was never sent (then nothing committed, and the retry
+/// is a clean first write); the message says which. An error the server reported for a
+/// statement before COMMIT rolled the transaction back: [`AppendError::Unavailable`].
+fn classify(error: tokio_postgres::Error, committing: bool) -> AppendError {
+    let server_refused = error.as_db_error().is_some_and(|db| {
+        // The server ending the session (pg_terminate_backend, shutdown) is a lost
+        // connection, not a refusal of the statement.
+        !matches!(
+            *db.code(),
+            SqlState::ADMIN_SHUTDOWN | SqlState::CRASH_SHUTDOWN | SqlState::CANNOT_CONNECT_NOW
+        )
+    });
+    match (committing, server_refused) {
+        (false, true) => AppendError::Unavailable(format!(
+            "the append was rolled back, nothing written: {error}"
+        )),
+        (false, false) => AppendError::OutcomeUnknown(format!(
+            "the connection was lost before COMMIT, so nothing committed: {error}"
+        )),
+        (true, _) => {
+            AppendError::OutcomeUnknown(format!("the connection failed while committing: {error}"))
+        }
+    }
+}
+
 fn unavailable(error: impl fmt::Display) -> ReadError {
     ReadError::Unavailable(error.to_string())
 }
@@ -887,17 +921,7 @@ impl EventStore for PostgresStore {
         {
             Ok(result) => Ok(result),
             Err(Failure::Refused(error)) => Err(error),
-            Err(Failure::Database { error, committing }) => {
-                if committing {
-                    Err(AppendError::OutcomeUnknown(format!(
-                        "the connection failed while committing: {error}"
-                    )))
-                } else {
-                    Err(AppendError::Unavailable(format!(
-                        "the append failed before commit and wrote nothing: {error}"
-                    )))
-                }
-            }
+            Err(Failure::Database { error, committing }) => Err(classify(error, committing)),
         }
     }
 
@@ -1015,8 +1039,11 @@ impl EventStore for PostgresStore {
 
     async fn wait_for_event_count_above(&self, count: u64) -> Result<(), ReadError> {
         loop {
-            let woken =
-                tokio::time::timeout(POLL_INTERVAL, self.shared.committed.wait_above(count)).await;
+            let woken = tokio::time::timeout(
+                self.shared.poll_interval,
+                self.shared.committed.wait_above(count),
+            )
+            .await;
             if woken.is_ok() || self.event_count().await? > count {
                 return Ok(());
             }
