@@ -5,6 +5,7 @@
 //! cross-stream conditions — are made by the pure [`crate::core::StoreIndex`]; backends only
 //! add durability and reads.
 
+pub mod any;
 pub mod log;
 pub mod memory;
 #[cfg(all(feature = "postgres", not(madsim)))]
@@ -19,6 +20,7 @@ use crate::core::types::{
     GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
 
+pub use any::{AnyStore, StoreUrlError};
 pub use log::{LogConfig, LogStore, OpenError};
 pub use memory::MemoryStore;
 pub use subscription::CatchUpSubscription;

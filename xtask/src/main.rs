@@ -236,9 +236,10 @@ fn draw_chart() -> ExitCode {
     }
 }
 
-/// The PostgreSQL peer of the append benches, and where it is unless told otherwise.
+/// The PostgreSQL server of the append benches' peer and of the PostgreSQL backend's tests,
+/// unless told otherwise (the tests' default, in `tests/support`, is the same).
 const POSTGRES_URL_VAR: &str = "EVSOURCE_POSTGRES_URL";
-const POSTGRES_URL_DEFAULT: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+const POSTGRES_URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// Redrawn after every bench run from criterion's latest results.
 const CHART: &str = "benches/durable-throughput.svg";
 
