@@ -194,7 +194,9 @@ fn sqlite_append(connection: &mut rusqlite::Connection, stream: &StreamId, event
 
 /// Where the PostgreSQL peer runs: `EVSOURCE_POSTGRES_URL`, a libpq-style connection
 /// string (`cargo xtask bench` sets it to the local server unless it is set already).
+#[cfg(feature = "postgres")]
 const POSTGRES_URL_VAR: &str = "EVSOURCE_POSTGRES_URL";
+#[cfg(feature = "postgres")]
 const POSTGRES_TABLE: &str = "evsource_bench_events";
 
 /// The peer a user would pick instead for a server store: seed 000's design on PostgreSQL —
@@ -204,10 +206,11 @@ const POSTGRES_TABLE: &str = "evsource_bench_events";
 /// (`synchronous_commit=on`: the commit waits for the WAL flush). One connection per
 /// appender, as a pool would hand out. Skipped, saying so, when no server is configured
 /// or reachable.
+#[cfg(feature = "postgres")]
 fn append_postgres(c: &mut Criterion) {
     let Ok(url) = std::env::var(POSTGRES_URL_VAR) else {
         eprintln!(
-            "append/postgres: skipped — {POSTGRES_URL_VAR} is not set (e.g. \"host=127.0.0.1 user=postgres dbname=test\")"
+            "append/postgres: skipped — {POSTGRES_URL_VAR} is not set (e.g. \"postgres://postgres@127.0.0.1:5432/test\")"
         );
         return;
     };
@@ -285,6 +288,7 @@ fn append_postgres(c: &mut Criterion) {
     let _ = runtime.block_on(admin.batch_execute(&format!("DROP TABLE {POSTGRES_TABLE}")));
 }
 
+#[cfg(feature = "postgres")]
 async fn postgres_append(
     client: &mut tokio_postgres::Client,
     stream: &StreamId,
@@ -331,6 +335,11 @@ async fn postgres_append(
             Err(error) => panic!("insert: {error}"),
         }
     }
+}
+
+#[cfg(not(feature = "postgres"))]
+fn append_postgres(_: &mut Criterion) {
+    eprintln!("append/postgres: skipped — built without the `postgres` feature");
 }
 
 /// The physical floor, measured in the same run: one `pwrite` + `fdatasync` into a
