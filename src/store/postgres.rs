@@ -681,6 +681,21 @@ impl PostgresStore {
         })
     }
 
+    /// Runs one of the prepared reads on a pooled connection.
+    async fn rows(
+        &self,
+        statement: fn(&Statements) -> &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, ReadError> {
+        let mut pooled = self.connection().await.map_err(ReadError::Unavailable)?;
+        let connection = pooled.get();
+        connection
+            .client
+            .query(statement(&connection.statements), params)
+            .await
+            .map_err(unavailable)
+    }
+
     fn read_max(&self, max: usize) -> i64 {
         max.min(self.shared.limits.read_events_max) as i64
     }
@@ -931,27 +946,14 @@ impl EventStore for PostgresStore {
         from: StreamVersion,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let mut pooled = self.connection().await.map_err(ReadError::Unavailable)?;
-        let connection = pooled.get();
-        let rows = connection
-            .client
-            .query(
-                &connection.statements.read_stream,
+        let rows = self
+            .rows(
+                |s| &s.read_stream,
                 &[&stream.as_str(), &(from.0 as i64), &self.read_max(max)],
             )
-            .await
-            .map_err(unavailable)?;
-        if rows.is_empty() {
-            let exists = connection
-                .client
-                .query_one(&connection.statements.stream_version, &[&stream.as_str()])
-                .await
-                .map_err(unavailable)?
-                .get::<_, Option<i64>>(0)
-                .is_some();
-            if !exists {
-                return Err(ReadError::StreamNotFound(stream.clone()));
-            }
+            .await?;
+        if rows.is_empty() && self.current_version(stream).await? == CurrentVersion::NoStream {
+            return Err(ReadError::StreamNotFound(stream.clone()));
         }
         self.decode_rows(rows)
     }
@@ -961,16 +963,9 @@ impl EventStore for PostgresStore {
         from: GlobalPosition,
         max: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
-        let mut pooled = self.connection().await.map_err(ReadError::Unavailable)?;
-        let connection = pooled.get();
-        let rows = connection
-            .client
-            .query(
-                &connection.statements.read_all,
-                &[&(from.0 as i64), &self.read_max(max)],
-            )
-            .await
-            .map_err(unavailable)?;
+        let rows = self
+            .rows(|s| &s.read_all, &[&(from.0 as i64), &self.read_max(max)])
+            .await?;
         self.decode_rows(rows)
     }
 
@@ -999,42 +994,35 @@ impl EventStore for PostgresStore {
     }
 
     async fn find_event(&self, id: EventId) -> Result<Option<RecordedEvent>, ReadError> {
-        let mut pooled = self.connection().await.map_err(ReadError::Unavailable)?;
-        let connection = pooled.get();
-        let row = connection
-            .client
-            .query_opt(&connection.statements.find_event, &[&id_bytes(id.0)])
-            .await
-            .map_err(unavailable)?;
-        row.map(|row| self.decode_row(row)).transpose()
+        let rows = self.rows(|s| &s.find_event, &[&id_bytes(id.0)]).await?;
+        rows.into_iter()
+            .next()
+            .map(|row| self.decode_row(row))
+            .transpose()
     }
 
     async fn current_version(&self, stream: &StreamId) -> Result<CurrentVersion, ReadError> {
-        let mut pooled = self.connection().await.map_err(ReadError::Unavailable)?;
-        let connection = pooled.get();
-        let version: Option<i64> = connection
-            .client
-            .query_one(&connection.statements.stream_version, &[&stream.as_str()])
-            .await
-            .map_err(unavailable)?
-            .get(0);
-        Ok(match version {
-            None => CurrentVersion::NoStream,
-            Some(version) => CurrentVersion::Current(StreamVersion(version as u64)),
-        })
+        let rows = self
+            .rows(|s| &s.stream_version, &[&stream.as_str()])
+            .await?;
+        Ok(
+            match rows.first().and_then(|row| row.get::<_, Option<i64>>(0)) {
+                None => CurrentVersion::NoStream,
+                Some(version) => CurrentVersion::Current(StreamVersion(version as u64)),
+            },
+        )
     }
 
     async fn event_count(&self) -> Result<u64, ReadError> {
-        let mut pooled = self.connection().await.map_err(ReadError::Unavailable)?;
-        let connection = pooled.get();
-        let count: i64 = connection
-            .client
-            .query_one(&connection.statements.read_head, &[])
-            .await
-            .map_err(unavailable)?
-            .get(0);
-        self.shared.committed.advance_to(count as u64);
-        Ok(count as u64)
+        let rows = self.rows(|s| &s.read_head, &[]).await?;
+        let count = rows
+            .first()
+            .map(|row| row.get::<_, i64>(0) as u64)
+            .ok_or_else(|| {
+                ReadError::Unavailable(format!("{}.head is empty", self.shared.schema))
+            })?;
+        self.shared.committed.advance_to(count);
+        Ok(count)
     }
 
     async fn wait_for_event_count_above(&self, count: u64) -> Result<(), ReadError> {
@@ -1086,14 +1074,8 @@ impl EventStore for PostgresStore {
     }
 
     async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, ReadError> {
-        let mut pooled = self.connection().await.map_err(ReadError::Unavailable)?;
-        let connection = pooled.get();
-        let row = connection
-            .client
-            .query_opt(&connection.statements.load_snapshot, &[&stream.as_str()])
-            .await
-            .map_err(unavailable)?;
-        Ok(row.map(|row| Snapshot {
+        let rows = self.rows(|s| &s.load_snapshot, &[&stream.as_str()]).await?;
+        Ok(rows.into_iter().next().map(|row| Snapshot {
             version: StreamVersion(row.get::<_, i64>(0) as u64),
             schema_version: row.get::<_, i32>(1) as u32,
             state: row.get(2),
