@@ -27,6 +27,29 @@ pub fn expected_version_matches(expected: ExpectedVersion, actual: CurrentVersio
     }
 }
 
+/// An id that occurs twice among `events`, if any.
+pub fn repeated_event_id(events: &[EventData]) -> Option<EventId> {
+    if events.len() < 2 {
+        return None;
+    }
+    // Sorted, a repeated id sits next to itself: O(n log n), not a pairwise scan.
+    let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+    ids.sort_unstable();
+    ids.windows(2)
+        .find(|pair| pair[0] == pair[1])
+        .map(|pair| pair[0])
+}
+
+/// Whether a retry of events stored from `first_version` on fits `expected`: the place an
+/// append with that expectation would have put them.
+pub fn retry_fits_expected(expected: ExpectedVersion, first_version: StreamVersion) -> bool {
+    match expected {
+        ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
+        ExpectedVersion::NoStream => first_version == StreamVersion::FIRST,
+        ExpectedVersion::Exact(version) => first_version == version.next(),
+    }
+}
+
 /// What to do with an append that passed every check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AppendPlan {
@@ -173,16 +196,11 @@ impl StoreIndex {
         expected: ExpectedVersion,
         events: &[EventData],
     ) -> Result<Option<AppendResult>, AppendError> {
-        if events.len() > 1 {
-            // Sorted, a repeated id sits next to itself: O(n log n), not a pairwise scan.
-            let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
-            ids.sort_unstable();
-            if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
-                return Err(AppendError::DuplicateEventId {
-                    event_id: pair[0],
-                    existing: None,
-                });
-            }
+        if let Some(event_id) = repeated_event_id(events) {
+            return Err(AppendError::DuplicateEventId {
+                event_id,
+                existing: None,
+            });
         }
         let first_existing = match self.ids.get(&events[0].id) {
             None => {
@@ -209,12 +227,7 @@ impl StoreIndex {
                     .get(first_version.0 as usize + offset)
                     .is_some_and(|p| self.events[p.0 as usize].id == event.id)
             });
-        let expected_fits = match expected {
-            ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
-            ExpectedVersion::NoStream => first_version == StreamVersion::FIRST,
-            ExpectedVersion::Exact(version) => first_version == version.next(),
-        };
-        if !(contiguous && expected_fits) {
+        if !(contiguous && retry_fits_expected(expected, first_version)) {
             return Err(AppendError::DuplicateEventId {
                 event_id: events[0].id,
                 existing: Some(first_existing),

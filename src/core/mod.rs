@@ -6,6 +6,8 @@ pub mod index;
 pub mod limits;
 pub mod types;
 
-pub use index::{AppendPlan, StoreIndex, expected_version_matches};
+pub use index::{
+    AppendPlan, StoreIndex, expected_version_matches, repeated_event_id, retry_fits_expected,
+};
 pub use limits::{LimitViolation, Limits};
 pub use types::*;

@@ -48,7 +48,7 @@ use crate::core::types::{
     AppendCondition, AppendResult, CommandId, CurrentVersion, EventData, EventId, ExpectedVersion,
     GlobalPosition, Metadata, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
-use crate::core::{AppendPlan, expected_version_matches};
+use crate::core::{AppendPlan, expected_version_matches, repeated_event_id, retry_fits_expected};
 use crate::signal::Counter;
 use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
 
@@ -96,6 +96,8 @@ pub enum PostgresOpenError {
         target: String,
         source: tokio_postgres::Error,
     },
+    #[error("opened schema {schema}, but cannot read its head: {reason}")]
+    Head { schema: String, reason: String },
     #[error("cannot migrate schema {schema}: {source}")]
     Migrate {
         schema: String,
@@ -495,9 +497,13 @@ impl PostgresStore {
             }),
         };
         // The count at open, so that waiters start from the truth.
-        store.event_count().await.map_err(|e| {
-            PostgresOpenError::Url(format!("opened, but cannot read the head: {e}"))
-        })?;
+        store
+            .event_count()
+            .await
+            .map_err(|e| PostgresOpenError::Head {
+                schema: config.schema.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(store)
     }
 
@@ -729,12 +735,7 @@ fn plan_append(
                 s == stream.as_str() && v == first_version + offset as u64
             })
         }) && first_stream == stream.as_str();
-        let expected_fits = match expected {
-            ExpectedVersion::Any | ExpectedVersion::StreamExists => true,
-            ExpectedVersion::NoStream => first_version == 0,
-            ExpectedVersion::Exact(version) => first_version == version.0 + 1,
-        };
-        if !(contiguous && expected_fits) {
+        if !(contiguous && retry_fits_expected(expected, StreamVersion(first_version))) {
             return Err(AppendError::DuplicateEventId {
                 event_id: events[0].id,
                 existing: Some(GlobalPosition(first_position)),
@@ -921,11 +922,9 @@ impl EventStore for PostgresStore {
             .limits
             .check_append(&events)
             .map_err(AppendError::LimitExceeded)?;
-        let mut sorted: Vec<u128> = events.iter().map(|e| e.id.0).collect();
-        sorted.sort_unstable();
-        if let Some(pair) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+        if let Some(event_id) = repeated_event_id(&events) {
             return Err(AppendError::DuplicateEventId {
-                event_id: EventId(pair[0]),
+                event_id,
                 existing: None,
             });
         }
