@@ -1,6 +1,7 @@
 //! End to end on real tokio over 127.0.0.1: a CSMS node on the durable log, five simulated
 //! stations with two connectors each (heartbeating and reporting status throughout), and
-//! four clients requesting unlocks concurrently through the command API. Every request
+//! four clients requesting unlocks concurrently through the operator API. Stations speak
+//! OCPP 1.6-J over WebSocket with their registered passwords. Every request
 //! the node accepted must get exactly one outcome event, no request may be unlocked twice
 //! physically, and an outcome is Accepted exactly when the station really unlocked.
 
@@ -17,6 +18,7 @@ use evsource::domain::board::UnlockBoard;
 use evsource::environment::SplitMix64;
 use evsource::handler::HandlerConfig;
 use evsource::node::api::{ApiCommand, ApiResponse};
+use evsource::node::auth::{self, PasswordCost};
 use evsource::node::client::ApiClient;
 use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
@@ -31,11 +33,17 @@ const STATIONS: usize = 5;
 const CONNECTORS: u32 = 2;
 const CLIENTS: u64 = 4;
 const REQUESTS_PER_CLIENT: u64 = 15;
+const TOKEN: &str = "loopback-operator-token";
+
+fn password(index: usize) -> String {
+    format!("password-of-station-{index}")
+}
 
 fn node_config() -> NodeConfig {
     NodeConfig {
-        station_listen: "127.0.0.1:0".parse().unwrap(),
-        api_listen: "127.0.0.1:0".parse().unwrap(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        operator_token: TOKEN.into(),
+        password_cost: PasswordCost::Minimal,
         session: SessionConfig {
             heartbeat_interval_secs: 1,
             ..SessionConfig::default()
@@ -56,7 +64,7 @@ fn node_config() -> NodeConfig {
 
 /// One client: requests unlocks on seed-chosen connectors, one at a time.
 async fn client(api: SocketAddr, client: u64) -> Vec<ApiResponse> {
-    let mut connection = ApiClient::connect(api).await.unwrap();
+    let mut connection = ApiClient::connect(api, TOKEN).await.unwrap();
     let mut rng = SplitMix64::new(client);
     let mut responses = Vec::new();
     for n in 0..REQUESTS_PER_CLIENT {
@@ -89,6 +97,12 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
         },
     )
     .unwrap();
+    for index in 0..STATIONS {
+        let hash = auth::hash_password(&password(index), [index as u8; 16], PasswordCost::Minimal);
+        auth::register(&store, &format!("CP{index}"), &hash, now_millis())
+            .await
+            .unwrap();
+    }
     let node = CsmsNode::start(store.clone(), node_config()).await.unwrap();
     let stop_stations = Shutdown::new();
     let mut stations: Vec<SharedChargePoint> = Vec::new();
@@ -100,14 +114,15 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
         let station = Arc::new(Mutex::new(ChargePoint::new(config, now_millis())));
         drivers.push(tokio::spawn(run_station(
             station.clone(),
-            node.station_addr,
+            node.addr,
+            password(index),
             Duration::from_millis(100),
             stop_stations.clone(),
         )));
         stations.push(station);
     }
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|c| tokio::spawn(client(node.api_addr, c)))
+        .map(|c| tokio::spawn(client(node.addr, c)))
         .collect();
     let mut applied = 0;
     for task in clients {

@@ -1,16 +1,14 @@
-//! The client command API: one JSON object per line over TCP, one answer line per request.
+//! The answers of the operator API's commands ([`super::operator`]) and the commands a
+//! client ([`super::client`]) sends:
 //!
 //! ```text
-//! → {"command_id":"0000000000000000000000000000002a","station":"CP1",
-//!    "command":{"RequestUnlock":{"connector":1,"session":"s-42"}}}
-//! ← {"command_id":"…2a","outcome":"Applied","position":17}
-//! ← {"command_id":"…2a","error":"command rejected: ConnectorBusy { … }","code":"rejected"}
+//! POST /api/stations/CP1/unlock {"connector":1,"session":"s-42","command_id":"…2a"}
+//! ← 202 {"command_id":"…2a","outcome":"Applied","position":17}
+//! ← 409 {"command_id":"…2a","error":"command rejected: ConnectorBusy { … }","code":"rejected"}
 //! ```
 //!
-//! `code` classifies an error for programs; see [`ErrorCode`].
-//!
-//! Only client commands are accepted; outcomes are recorded by the dispatcher, never by a
-//! client. Malformed lines get an error line and change nothing.
+//! `code` classifies an error for programs; see [`ErrorCode`]. Only client commands are
+//! accepted; outcomes are recorded by the dispatcher, never by a client.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,23 +16,11 @@ use crate::core::types::{CommandId, StreamId};
 use crate::domain::station::StationCommand;
 use crate::handler::HandleError;
 
-/// Longest request line accepted.
-pub const REQUEST_LINE_BYTES_MAX: usize = 4096;
-
 /// A client's command.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApiCommand {
     RequestUnlock { connector: u32, session: String },
     StopSession { session: String },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiRequest {
-    /// 32 hex digits; resubmitting the same id takes effect at most once.
-    pub command_id: String,
-    pub station: String,
-    pub command: ApiCommand,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,46 +89,8 @@ pub struct ParsedRequest {
     pub command: StationCommand,
 }
 
-/// Parses and validates one request line.
-pub fn parse_request(line: &str) -> Result<ParsedRequest, ApiResponse> {
-    if line.len() > REQUEST_LINE_BYTES_MAX {
-        return Err(ApiResponse::error(
-            "",
-            ErrorCode::BadRequest,
-            format!("request longer than {REQUEST_LINE_BYTES_MAX} bytes"),
-        ));
-    }
-    let request: ApiRequest = serde_json::from_str(line).map_err(|e| {
-        ApiResponse::error("", ErrorCode::BadRequest, format!("malformed request: {e}"))
-    })?;
-    let command_id = parse_command_id(&request.command_id).ok_or_else(|| {
-        ApiResponse::error(
-            &request.command_id,
-            ErrorCode::BadRequest,
-            "command_id must be 32 hex digits",
-        )
-    })?;
-    let stream = StreamId::new(&format!("station-{}", request.station)).map_err(|e| {
-        ApiResponse::error(
-            &request.command_id,
-            ErrorCode::BadRequest,
-            format!("invalid station: {e}"),
-        )
-    })?;
-    let command = match request.command {
-        ApiCommand::RequestUnlock { connector, session } => {
-            StationCommand::RequestUnlock { connector, session }
-        }
-        ApiCommand::StopSession { session } => StationCommand::StopSession { session },
-    };
-    Ok(ParsedRequest {
-        command_id,
-        stream,
-        command,
-    })
-}
-
-fn parse_command_id(text: &str) -> Option<CommandId> {
+/// A command id as clients write it: 32 hex digits.
+pub(crate) fn parse_command_id(text: &str) -> Option<CommandId> {
     if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
@@ -151,36 +99,27 @@ fn parse_command_id(text: &str) -> Option<CommandId> {
 
 #[cfg(test)]
 mod tests {
-    //! Request parsing: valid lines, and clear errors for everything else.
+    //! Command ids and error codes as clients see them.
     use super::*;
 
     #[test]
-    fn requests_parse_and_bad_ones_are_refused_clearly() {
-        let ok = parse_request(
-            r#"{"command_id":"0000000000000000000000000000002a","station":"CP1","command":{"RequestUnlock":{"connector":1,"session":"s"}}}"#,
-        )
-        .unwrap();
-        assert_eq!(ok.command_id, CommandId(42));
-        assert_eq!(ok.stream.as_str(), "station-CP1");
-        for (line, fragment) in [
-            ("not json", "malformed request"),
-            (
-                r#"{"command_id":"xyz","station":"CP1","command":{"StopSession":{"session":"s"}}}"#,
-                "32 hex digits",
-            ),
-            (
-                r#"{"command_id":"0000000000000000000000000000002a","station":"C P","command":{"StopSession":{"session":"s"}}}"#,
-                "invalid station",
-            ),
-            (
-                r#"{"command_id":"0000000000000000000000000000002a","station":"CP1","command":{"RecordAnswer":{}}}"#,
-                "malformed request",
-            ),
+    fn command_ids_are_32_hex_digits() {
+        assert_eq!(
+            parse_command_id("0000000000000000000000000000002a"),
+            Some(CommandId(42))
+        );
+        assert_eq!(
+            parse_command_id(&format!("{}", CommandId(u128::MAX))),
+            Some(CommandId(u128::MAX))
+        );
+        for bad in [
+            "",
+            "2a",
+            "xyz",
+            &"0".repeat(33),
+            &format!("{}g", "0".repeat(31)),
         ] {
-            let response = parse_request(line).unwrap_err();
-            assert_eq!(response.code, Some(ErrorCode::BadRequest), "{line}");
-            let error = response.error.unwrap();
-            assert!(error.contains(fragment), "{line}: {error}");
+            assert_eq!(parse_command_id(bad), None, "{bad}");
         }
     }
 

@@ -1,5 +1,6 @@
-//! Runs a simulated [`ChargePoint`] over a TCP connection to a CSMS node: the shell around
-//! the sans-IO station. It only moves lines and timers; the station decides everything.
+//! Runs a simulated [`ChargePoint`] over OCPP 1.6-J — a WebSocket to `/ocpp/{id}` with the
+//! `ocpp1.6` subprotocol and Basic authentication — to a CSMS node: the shell around the
+//! sans-IO station. It only moves frames and timers; the station decides everything.
 //! The station is shared behind a mutex so that a test or the simulator can inject
 //! physical events and read the ground truth while it runs.
 //!
@@ -13,8 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 
 use crate::chargepoint::ChargePoint;
 use crate::environment::{Environment, SplitMix64, SystemEnvironment};
@@ -59,32 +63,36 @@ pub struct LinkCounters {
 }
 
 /// Connects, speaks, and reconnects after `reconnect_delay` until shutdown.
+/// `password` is the station's AuthorizationKey, registered with the CSMS.
 pub async fn run_station(
     station: SharedChargePoint,
     csms: SocketAddr,
+    password: String,
     reconnect_delay: Duration,
     shutdown: Shutdown,
 ) {
     let link = Link::new(LinkFaults::default(), Arc::default());
-    run_station_over(station, csms, reconnect_delay, link, shutdown).await;
+    run_station_over(station, csms, password, reconnect_delay, link, shutdown).await;
 }
 
 /// [`run_station`] with faults injected on the link and the clock.
 pub async fn run_station_with_faults(
     station: SharedChargePoint,
     csms: SocketAddr,
+    password: String,
     reconnect_delay: Duration,
     faults: LinkFaults,
     counters: Arc<LinkCounters>,
     shutdown: Shutdown,
 ) {
     let link = Link::new(faults, counters);
-    run_station_over(station, csms, reconnect_delay, link, shutdown).await;
+    run_station_over(station, csms, password, reconnect_delay, link, shutdown).await;
 }
 
 async fn run_station_over(
     station: SharedChargePoint,
     csms: SocketAddr,
+    password: String,
     reconnect_delay: Duration,
     mut link: Link,
     shutdown: Shutdown,
@@ -93,8 +101,11 @@ async fn run_station_over(
         if shutdown.is_triggered() {
             return;
         }
-        if let Ok(stream) = TcpStream::connect(csms).await {
-            let ended = connection(&station, stream, &mut link, &shutdown).await;
+        let id = lock(&station).id().to_owned();
+        if let Ok(stream) = TcpStream::connect(csms).await
+            && let Some(ws) = handshake(stream, csms, &id, &password).await
+        {
+            let ended = connection(&station, ws, &mut link, &shutdown).await;
             lock(&station).handle_disconnected();
             if ended == Ended::Shutdown {
                 return;
@@ -223,6 +234,39 @@ impl Link {
     }
 }
 
+/// The station's WebSocket to the CSMS.
+pub type StationSocket = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// Opens the OCPP 1.6-J WebSocket over an existing stream (`client_async`: a handshake
+/// that opened its own socket would escape the simulator). A refusal is logged and
+/// ends this attempt.
+pub async fn handshake(
+    stream: TcpStream,
+    csms: SocketAddr,
+    id: &str,
+    password: &str,
+) -> Option<StationSocket> {
+    let url = format!("ws://{csms}{}{id}", super::server::OCPP_PATH_PREFIX);
+    let mut request = url.into_client_request().ok()?;
+    let headers = request.headers_mut();
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static(super::server::OCPP16),
+    );
+    headers.insert(
+        "Authorization",
+        HeaderValue::from_str(&super::auth::basic_header(id, password)).ok()?,
+    );
+    let config = Some(super::server::websocket_config());
+    match tokio_tungstenite::client_async_with_config(request, stream, config).await {
+        Ok((ws, _)) => Some(ws),
+        Err(error) => {
+            tracing::info!(station = id, %error, "the CSMS refused the connection");
+            None
+        }
+    }
+}
+
 #[derive(PartialEq, Eq)]
 enum Ended {
     Shutdown,
@@ -231,7 +275,7 @@ enum Ended {
 
 async fn connection(
     station: &SharedChargePoint,
-    stream: TcpStream,
+    stream: StationSocket,
     link: &mut Link,
     shutdown: &Shutdown,
 ) -> Ended {
@@ -242,16 +286,10 @@ async fn connection(
 
 async fn speak(
     station: &SharedChargePoint,
-    stream: TcpStream,
+    mut ws: StationSocket,
     link: &mut Link,
     shutdown: &Shutdown,
 ) -> Ended {
-    let (reader, mut writer) = tokio::io::split(stream);
-    let mut lines = BufReader::new(reader).lines();
-    let hello = format!("HELLO {}\n", lock(station).id());
-    if writer.write_all(hello.as_bytes()).await.is_err() || writer.flush().await.is_err() {
-        return Ended::Disconnected;
-    }
     lock(station).handle_connected(link.station_now());
     tracing::info!(station = lock(station).id(), "connected to the CSMS");
     loop {
@@ -269,12 +307,7 @@ async fn speak(
             (station.poll_timeout(), station.id().to_owned())
         };
         for text in link.due(true) {
-            let sent = async {
-                writer.write_all(text.as_bytes()).await?;
-                writer.write_all(b"\n").await?;
-                writer.flush().await
-            };
-            if sent.await.is_err() {
+            if ws.send(Message::text(text)).await.is_err() {
                 return Ended::Disconnected;
             }
         }
@@ -286,8 +319,9 @@ async fn speak(
         tokio::select! {
             biased;
             _ = shutdown.wait() => return Ended::Shutdown,
-            line = lines.next_line() => match line {
-                Ok(Some(text)) => link.send(text, false),
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => link.send(text.as_str().to_owned(), false),
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 _ => {
                     tracing::info!(station = %id, "connection to the CSMS closed");
                     return Ended::Disconnected;

@@ -2,11 +2,11 @@
 //! runs on real tokio; with it, the very same code runs inside the deterministic simulator.
 //!
 //! Tasks:
-//! * **station listener** — accepts charge point connections: OCPP-J frames, one per line
-//!   over TCP, after a `HELLO <charge point id>` line (WebSocket comes later). Each
-//!   connection task is a dumb pipe between its socket and the hub.
-//! * **API listener** — client commands as JSON lines ([`api`]), handled concurrently by
-//!   the command handler.
+//! * **listener** ([`server`]) — one port, HTTP/1.1. Charge points upgrade
+//!   `/ocpp/{id}` to OCPP 1.6-J over WebSocket after Basic authentication ([`auth`]);
+//!   each such connection task is a dumb pipe between its socket and the hub. Operators
+//!   use the HTTP/JSON API under `/api` ([`operator`]), whose commands the command
+//!   handler runs concurrently.
 //! * **hub** — owns every [`StationSession`], the [`Dispatcher`], the [`StationMirror`] and
 //!   one catch-up subscription; handles their inputs one at a time, so its behaviour
 //!   depends only on the order of inputs.
@@ -16,16 +16,20 @@
 //! and the owner exits the process. The next start recovers from the store.
 
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod driver;
+pub mod http;
 pub mod naive;
+mod operator;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -34,10 +38,11 @@ use crate::decider::Aggregate;
 use crate::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
 use crate::domain::board::UnlockBoard;
 use crate::domain::station::{Station, StationAnswer, StationCommand};
-use crate::environment::{Environment, SystemEnvironment};
+use crate::environment::{Environment, SplitMix64, SystemEnvironment};
 use crate::handler::{HandleError, HandlerConfig, Outcome};
 use crate::mirror::{
-    StationMirror, TelemetryEvent, UnlockEvidence, transaction_id_at, transaction_started,
+    StationMirror, StationView, TelemetryEvent, UnlockEvidence, transaction_id_at,
+    transaction_started,
 };
 use crate::projection::{Projection, ProjectionRunner};
 use crate::session::{SessionConfig, SessionOutput, StationSession};
@@ -45,8 +50,6 @@ use crate::signal::Shutdown;
 use crate::store::{CatchUpSubscription, EventStore};
 use naive::{StationHandler, TelemetryPlacement};
 
-/// Longest line read from a station or a client.
-pub const LINE_BYTES_MAX: usize = 64 * 1024;
 /// Frames queued for one connection before it is closed as too slow.
 pub const CONNECTION_QUEUE_MAX: usize = 256;
 /// Inputs queued for the hub.
@@ -56,8 +59,12 @@ const CHECKPOINT_STREAM: &str = "checkpoint-dispatcher";
 /// How a node is set up.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    pub station_listen: SocketAddr,
-    pub api_listen: SocketAddr,
+    /// Where charge points (`/ocpp/{id}`) and operators (`/api/…`) connect.
+    pub listen: SocketAddr,
+    /// The bearer token every operator API request must carry.
+    pub operator_token: String,
+    /// The cost of password hashes for charge points registered through the API.
+    pub password_cost: auth::PasswordCost,
     pub session: SessionConfig,
     pub dispatcher: DispatcherConfig,
     pub handler: HandlerConfig,
@@ -87,8 +94,8 @@ pub enum UnlockPath {
 /// A running node.
 #[derive(Debug)]
 pub struct CsmsNode {
-    pub station_addr: SocketAddr,
-    pub api_addr: SocketAddr,
+    /// The address bound (with the port chosen when `listen` asked for port 0).
+    pub addr: SocketAddr,
     shutdown: Shutdown,
     failed: Shutdown,
     tasks: Vec<JoinHandle<()>>,
@@ -97,10 +104,8 @@ pub struct CsmsNode {
 impl CsmsNode {
     /// Binds both listeners and starts every task.
     pub async fn start<S: EventStore>(store: S, config: NodeConfig) -> io::Result<CsmsNode> {
-        let station_listener = TcpListener::bind(config.station_listen).await?;
-        let api_listener = TcpListener::bind(config.api_listen).await?;
-        let station_addr = station_listener.local_addr()?;
-        let api_addr = api_listener.local_addr()?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
         let shutdown = Shutdown::new();
         let failed = Shutdown::new();
         let (hub_inputs, hub_receiver) = mpsc::channel(HUB_QUEUE_MAX);
@@ -117,29 +122,28 @@ impl CsmsNode {
                 shutdown.clone(),
                 failed.clone(),
             )),
-            tokio::spawn(accept_stations(
-                station_listener,
-                hub_inputs.clone(),
-                shutdown.clone(),
-            )),
-            tokio::spawn(accept_clients(
-                api_listener,
-                store,
-                ClientContext {
-                    handler: config.handler.clone(),
-                    telemetry: config.telemetry,
-                    seed: config.seed,
-                    hub: (config.unlock_path == UnlockPath::SideEffectFirst)
-                        .then(|| hub_inputs.clone()),
-                    call_timeout_millis: config.dispatcher.call_timeout_millis,
-                },
-                shutdown.clone(),
+            tokio::spawn(server::accept(
+                listener,
+                Arc::new(Shared {
+                    handler: StationHandler::new(
+                        store.clone(),
+                        config.handler.clone(),
+                        config.telemetry,
+                    ),
+                    store,
+                    hub: hub_inputs,
+                    operator_token: config.operator_token.clone(),
+                    password_cost: config.password_cost,
+                    seeds: Mutex::new(SplitMix64::new(config.seed.rotate_left(29))),
+                    naive_call_timeout_millis: (config.unlock_path == UnlockPath::SideEffectFirst)
+                        .then_some(config.dispatcher.call_timeout_millis),
+                    shutdown: shutdown.clone(),
+                }),
             )),
         ];
-        tracing::info!(%station_addr, %api_addr, "csms node started");
+        tracing::info!(%addr, "csms node started");
         Ok(CsmsNode {
-            station_addr,
-            api_addr,
+            addr,
             shutdown,
             failed,
             tasks,
@@ -181,9 +185,36 @@ async fn load_checkpoint<S: EventStore>(store: &S) -> io::Result<Option<GlobalPo
     Ok(position)
 }
 
+/// What every connection task shares.
+struct Shared<S> {
+    store: S,
+    hub: mpsc::Sender<HubInput>,
+    handler: StationHandler<S>,
+    operator_token: String,
+    password_cost: auth::PasswordCost,
+    /// Seeds each API request's generator (command ids, salts, retry jitter).
+    seeds: Mutex<SplitMix64>,
+    /// Set only for the naive design N1: unlocks are sent from the API task itself.
+    naive_call_timeout_millis: Option<u64>,
+    shutdown: Shutdown,
+}
+
+/// One station as the operator API lists it.
+#[derive(Debug)]
+struct StationListing {
+    id: String,
+    online: bool,
+    view: StationView,
+}
+
 /// What connection tasks tell the hub.
 #[derive(Debug)]
 enum HubInput {
+    /// The operator API asks what the mirror knows (of one station, or of all).
+    Stations {
+        only: Option<String>,
+        reply: tokio::sync::oneshot::Sender<Vec<StationListing>>,
+    },
     Connected {
         connection: u64,
         station: String,
@@ -298,6 +329,19 @@ impl<S: EventStore> Hub<S> {
     async fn handle_input(&mut self, input: HubInput) {
         let now = self.env.now_millis();
         match input {
+            HubInput::Stations { only, reply } => {
+                let listing = self
+                    .mirror
+                    .stations()
+                    .filter(|(id, _)| only.as_ref().is_none_or(|only| only == *id))
+                    .map(|(id, view)| StationListing {
+                        id: id.clone(),
+                        online: self.connections.contains_key(id),
+                        view: view.clone(),
+                    })
+                    .collect();
+                let _ = reply.send(listing);
+            }
             HubInput::Connected {
                 connection,
                 station,
@@ -731,172 +775,31 @@ async fn runner_wait<S: EventStore, P: Projection>(runner: &ProjectionRunner<S, 
     let _ = runner.store().wait_for_event_count_above(seen).await;
 }
 
-/// Accepts station connections until shutdown.
-async fn accept_stations(listener: TcpListener, hub: mpsc::Sender<HubInput>, shutdown: Shutdown) {
-    let mut next_connection = 1u64;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.wait() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let connection = next_connection;
-                    next_connection += 1;
-                    tokio::spawn(serve_station(stream, connection, hub.clone(), shutdown.clone()));
-                    tracing::debug!(%peer, connection, "station connected");
-                }
-                Err(error) => tracing::warn!(%error, "accepting a station failed"),
-            }
-        }
-    }
-}
-
-/// One station connection: `HELLO <id>`, then frames both ways, one per line.
-async fn serve_station(
-    stream: TcpStream,
-    connection: u64,
-    hub: mpsc::Sender<HubInput>,
-    shutdown: Shutdown,
-) {
-    let (reader, mut writer) = tokio::io::split(stream);
-    let mut lines = BufReader::new(reader).lines();
-    let station = match lines.next_line().await {
-        Ok(Some(hello)) => match hello.strip_prefix("HELLO ") {
-            Some(id) if StreamId::new(&format!("station-{id}")).is_ok() && id.len() <= 48 => {
-                id.to_owned()
-            }
-            _ => return,
-        },
-        _ => return,
+/// Runs one client command: through the handler (correct), or for the naive design N1
+/// through [`side_effect_first`].
+async fn run_command<S: EventStore>(
+    shared: &Shared<S>,
+    env: &mut SystemEnvironment,
+    stream: StreamId,
+    command_id: CommandId,
+    command: StationCommand,
+) -> api::ApiResponse {
+    let request = api::ParsedRequest {
+        command_id,
+        stream,
+        command,
     };
-    let (outbox, mut frames_out) = mpsc::channel::<String>(CONNECTION_QUEUE_MAX);
-    if hub
-        .send(HubInput::Connected {
-            connection,
-            station,
-            outbox,
-        })
+    if let Some(timeout) = shared.naive_call_timeout_millis {
+        return side_effect_first(&shared.handler, env, &shared.hub, timeout, request).await;
+    }
+    let id = format!("{command_id}");
+    match shared
+        .handler
+        .handle(env, &request.stream, command_id, &request.command)
         .await
-        .is_err()
     {
-        return;
-    }
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.wait() => break,
-            line = lines.next_line() => match line {
-                Ok(Some(text)) if text.len() <= LINE_BYTES_MAX => {
-                    if hub.send(HubInput::Frame { connection, text }).await.is_err() {
-                        break;
-                    }
-                }
-                _ => break, // closed, failed, or an oversized frame
-            },
-            frame = frames_out.recv() => match frame {
-                Some(text) => {
-                    let written = async {
-                        writer.write_all(text.as_bytes()).await?;
-                        writer.write_all(b"\n").await?;
-                        writer.flush().await
-                    };
-                    if written.await.is_err() {
-                        break;
-                    }
-                }
-                None => break, // replaced by a newer connection, or closed as too slow
-            },
-        }
-    }
-    let _ = hub.send(HubInput::Closed { connection }).await;
-}
-
-/// What every client connection task needs.
-struct ClientContext {
-    handler: HandlerConfig,
-    telemetry: TelemetryPlacement,
-    seed: u64,
-    /// Set only for the naive design N1: unlocks are sent from the API task itself.
-    hub: Option<mpsc::Sender<HubInput>>,
-    call_timeout_millis: u64,
-}
-
-/// Accepts client connections until shutdown.
-async fn accept_clients<S: EventStore>(
-    listener: TcpListener,
-    store: S,
-    context: ClientContext,
-    shutdown: Shutdown,
-) {
-    let ClientContext {
-        handler,
-        telemetry,
-        seed,
-        hub,
-        call_timeout_millis,
-    } = context;
-    let handler = StationHandler::new(store, handler, telemetry);
-    let mut next_client = 1u64;
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.wait() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let env = SystemEnvironment::new(seed ^ next_client.rotate_left(17));
-                    next_client += 1;
-                    let naive = hub.clone().map(|hub| (hub, call_timeout_millis));
-                    tokio::spawn(serve_client(stream, handler.clone(), env, naive, shutdown.clone()));
-                }
-                Err(error) => tracing::warn!(%error, "accepting a client failed"),
-            }
-        }
-    }
-}
-
-async fn serve_client<S: EventStore>(
-    stream: TcpStream,
-    handler: StationHandler<S>,
-    mut env: SystemEnvironment,
-    naive: Option<(mpsc::Sender<HubInput>, u64)>,
-    shutdown: Shutdown,
-) {
-    let (reader, mut writer) = tokio::io::split(stream);
-    let mut lines = BufReader::new(reader).lines();
-    loop {
-        let line = tokio::select! {
-            biased;
-            _ = shutdown.wait() => return,
-            line = lines.next_line() => line,
-        };
-        let Ok(Some(line)) = line else { return };
-        let response = match api::parse_request(&line) {
-            Err(response) => response,
-            Ok(request) if naive.is_some() => {
-                let (hub, timeout) = naive.as_ref().expect("checked");
-                side_effect_first(&handler, &mut env, hub, *timeout, request).await
-            }
-            Ok(request) => {
-                let command_id = format!("{}", request.command_id);
-                match handler
-                    .handle(
-                        &mut env,
-                        &request.stream,
-                        request.command_id,
-                        &request.command,
-                    )
-                    .await
-                {
-                    Ok(outcome) => outcome_response(command_id, &outcome),
-                    Err(error) => api::ApiResponse::failed(command_id, &error),
-                }
-            }
-        };
-        let mut text = serde_json::to_string(&response).expect("responses serialise");
-        text.push('\n');
-        if writer.write_all(text.as_bytes()).await.is_err() || writer.flush().await.is_err() {
-            return;
-        }
+        Ok(outcome) => outcome_response(id, &outcome),
+        Err(error) => api::ApiResponse::failed(id, &error),
     }
 }
 

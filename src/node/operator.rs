@@ -1,0 +1,279 @@
+//! The operator API: HTTP/JSON under `/api`, on the same listener as the charge points.
+//! Every request carries `Authorization: Bearer <operator token>` (401 otherwise); every
+//! body is validated before anything is done (400 with a message that says what is wrong).
+//!
+//! | method and path | does |
+//! | --- | --- |
+//! | `PUT /api/stations/{id}` `{"password": …}` | registers a charge point (or rotates its password) |
+//! | `POST /api/stations/{id}/unlock` `{"connector": 1, "session": "s-42", "command_id"?: …}` | requests an unlock; answers the command id |
+//! | `POST /api/stations/{id}/stop` `{"session": …, "command_id"?: …}` | ends a session |
+//! | `GET /api/stations` | every station and connector the mirror knows |
+//! | `GET /api/stations/{id}` | one station |
+//! | `GET /api/stations/{id}/events?stream=station\|telemetry&from=0&limit=100` | a station's events |
+//!
+//! A command answered with 202 is durable: the outbox dispatcher sends it to the station.
+//! Resubmitting the same `command_id` (32 hex digits) takes effect once; without one the
+//! node picks a fresh id and returns it.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use super::api::{ApiResponse, ErrorCode};
+use super::http::{Head, Response};
+use super::{HubInput, Shared, StationListing, auth};
+use crate::core::types::{CommandId, StreamId, StreamVersion};
+use crate::domain::station::StationCommand;
+use crate::environment::{Environment, SystemEnvironment};
+use crate::store::{EventStore, ReadError};
+
+/// Most events one events request returns.
+pub const EVENTS_PAGE_MAX: usize = 1_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Registration {
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnlockBody {
+    connector: u32,
+    session: String,
+    #[serde(default)]
+    command_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopBody {
+    session: String,
+    #[serde(default)]
+    command_id: Option<String>,
+}
+
+/// Answers one API request.
+pub(super) async fn handle<S: EventStore>(
+    shared: &Shared<S>,
+    head: &Head,
+    body: &[u8],
+) -> Response {
+    let Some(rest) = head.path.strip_prefix("/api/") else {
+        return Response::error(404, format!("no such resource: {}", head.path));
+    };
+    let presented = head
+        .header("authorization")
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    if !presented.is_some_and(|token| {
+        auth::secrets_equal(token.as_bytes(), shared.operator_token.as_bytes())
+    }) {
+        return Response::error(
+            401,
+            "an operator token is required: Authorization: Bearer <token>",
+        )
+        .with_header("WWW-Authenticate", "Bearer realm=\"evsource\"");
+    }
+    let segments: Vec<&str> = rest.split('/').collect();
+    match (head.method.as_str(), segments.as_slice()) {
+        ("GET", ["stations"]) => list_stations(shared, None).await,
+        ("GET", ["stations", id]) => list_stations(shared, Some(id)).await,
+        ("PUT", ["stations", id]) => register(shared, id, body).await,
+        ("POST", ["stations", id, "unlock"]) => match parse::<UnlockBody>(body) {
+            Ok(unlock) => {
+                let command = StationCommand::RequestUnlock {
+                    connector: unlock.connector,
+                    session: unlock.session,
+                };
+                command_response(shared, id, unlock.command_id, command).await
+            }
+            Err(response) => response,
+        },
+        ("POST", ["stations", id, "stop"]) => match parse::<StopBody>(body) {
+            Ok(stop) => {
+                let command = StationCommand::StopSession {
+                    session: stop.session,
+                };
+                command_response(shared, id, stop.command_id, command).await
+            }
+            Err(response) => response,
+        },
+        ("GET", ["stations", id, "events"]) => events(shared, id, head).await,
+        (_, ["stations"] | ["stations", _] | ["stations", _, "unlock" | "stop" | "events"]) => {
+            Response::error(
+                405,
+                format!("{} is not allowed on {}", head.method, head.path),
+            )
+        }
+        _ => Response::error(404, format!("no such resource: {}", head.path)),
+    }
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body)
+        .map_err(|error| Response::error(400, format!("invalid body: {error}")))
+}
+
+async fn list_stations<S: EventStore>(shared: &Shared<S>, only: Option<&str>) -> Response {
+    let (reply, listing) = oneshot::channel();
+    let only = only.map(str::to_owned);
+    let asked = HubInput::Stations {
+        only: only.clone(),
+        reply,
+    };
+    if shared.hub.send(asked).await.is_err() {
+        return Response::error(503, "the node is stopping");
+    }
+    let Ok(stations) = listing.await else {
+        return Response::error(503, "the node is stopping");
+    };
+    match only {
+        Some(id) => match stations.into_iter().next() {
+            Some(station) => Response::json(200, &listing_json(station)),
+            None => Response::error(404, format!("the mirror knows no station {id}")),
+        },
+        None => {
+            let all: Vec<Value> = stations.into_iter().map(listing_json).collect();
+            Response::json(200, &json!({ "stations": all }))
+        }
+    }
+}
+
+fn listing_json(listing: StationListing) -> Value {
+    let mut view = serde_json::to_value(&listing.view).expect("views serialise");
+    view["id"] = json!(listing.id);
+    view["online"] = json!(listing.online);
+    view
+}
+
+async fn register<S: EventStore>(shared: &Shared<S>, station: &str, body: &[u8]) -> Response {
+    if let Err(error) = auth::check_station_id(station) {
+        return Response::error(400, error.to_string());
+    }
+    let registration = match parse::<Registration>(body) {
+        Ok(registration) => registration,
+        Err(response) => return response,
+    };
+    if let Err(error) = auth::check_password(&registration.password) {
+        return Response::error(400, error.to_string());
+    }
+    let mut env = shared.environment();
+    let mut salt = [0u8; 16];
+    salt[..8].copy_from_slice(&env.random_u64().to_le_bytes());
+    salt[8..].copy_from_slice(&env.random_u64().to_le_bytes());
+    let hash = auth::hash_password(&registration.password, salt, shared.password_cost);
+    match auth::register(&shared.store, station, &hash, env.now_millis()).await {
+        Ok(()) => {
+            tracing::info!(%station, "charge point registered");
+            Response::json(201, &json!({ "id": station, "registered": true }))
+        }
+        Err(error) => Response::error(503, error.to_string()),
+    }
+}
+
+/// Runs a station command; 404 for a charge point that is not registered.
+async fn command_response<S: EventStore>(
+    shared: &Shared<S>,
+    station: &str,
+    command_id: Option<String>,
+    command: StationCommand,
+) -> Response {
+    let mut env = shared.environment();
+    let command_id = match command_id {
+        Some(text) => match super::api::parse_command_id(&text) {
+            Some(id) => id,
+            None => return Response::error(400, "command_id must be 32 hex digits"),
+        },
+        None => CommandId(u128::from(env.random_u64()) << 64 | u128::from(env.random_u64())),
+    };
+    match auth::registered_hash(&shared.store, station).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Response::error(404, format!("no registered charge point {station}")),
+        Err(error) => return Response::error(503, error.to_string()),
+    }
+    let stream =
+        StreamId::new(&format!("station-{station}")).expect("a checked id makes a stream id");
+    let answer = super::run_command(shared, &mut env, stream, command_id, command).await;
+    api_response(answer)
+}
+
+fn api_response(answer: ApiResponse) -> Response {
+    let status = match (&answer.code, answer.outcome.as_deref()) {
+        (None, Some("Unchanged")) => 200,
+        (None, _) => 202,
+        (Some(ErrorCode::BadRequest), _) => 400,
+        (Some(ErrorCode::Rejected), _) => 409,
+        (Some(ErrorCode::Contention | ErrorCode::Unavailable), _) => 503,
+    };
+    let body = serde_json::to_value(&answer).expect("answers serialise");
+    let response = Response::json(status, &body);
+    if status == 503 {
+        response.with_header("Retry-After", "1")
+    } else {
+        response
+    }
+}
+
+async fn events<S: EventStore>(shared: &Shared<S>, station: &str, head: &Head) -> Response {
+    if auth::check_station_id(station).is_err() {
+        return Response::error(404, format!("no registered charge point {station}"));
+    }
+    let kind = head.query_param("stream").unwrap_or("station");
+    if !matches!(kind, "station" | "telemetry") {
+        return Response::error(400, "stream must be station or telemetry");
+    }
+    let number = |name: &str, default: u64| match head.query_param(name) {
+        None => Ok(default),
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| Response::error(400, format!("{name} must be a non-negative integer"))),
+    };
+    let (from, limit) = match (number("from", 0), number("limit", 100)) {
+        (Ok(from), Ok(limit)) if (1..=EVENTS_PAGE_MAX as u64).contains(&limit) => (from, limit),
+        (Err(response), _) | (_, Err(response)) => return response,
+        _ => return Response::error(400, format!("limit must be 1 to {EVENTS_PAGE_MAX}")),
+    };
+    match auth::registered_hash(&shared.store, station).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Response::error(404, format!("no registered charge point {station}")),
+        Err(error) => return Response::error(503, error.to_string()),
+    }
+    let stream =
+        StreamId::new(&format!("{kind}-{station}")).expect("a checked id makes a stream id");
+    let events = match shared
+        .store
+        .read_stream(&stream, StreamVersion(from), limit as usize)
+        .await
+    {
+        Ok(events) => events,
+        Err(ReadError::StreamNotFound(_)) => Vec::new(),
+        Err(error) => return Response::error(503, error.to_string()),
+    };
+    let next = events.last().map_or(from, |e| e.version.0 + 1);
+    let events: Vec<Value> = events
+        .into_iter()
+        .map(|event| {
+            let data = serde_json::from_slice::<Value>(&event.payload).unwrap_or(Value::Null);
+            json!({
+                "version": event.version.0,
+                "position": event.position.0,
+                "type": event.event_type,
+                "recorded_at_millis": event.metadata.recorded_at_millis,
+                "data": data,
+            })
+        })
+        .collect();
+    Response::json(
+        200,
+        &json!({ "stream": stream.as_str(), "events": events, "next": next }),
+    )
+}
+
+impl<S> Shared<S> {
+    /// A generator for one request, split off the node's seeded one.
+    fn environment(&self) -> SystemEnvironment {
+        let mut seeds = self.seeds.lock().unwrap_or_else(|p| p.into_inner());
+        SystemEnvironment::new(seeds.next_u64())
+    }
+}

@@ -1,0 +1,278 @@
+//! The node's one listener: every connection starts as HTTP/1.1. `GET /ocpp/{id}` with a
+//! WebSocket upgrade becomes a charge point connection (OCPP 1.6-J, subprotocol
+//! `ocpp1.6`, security profile 1); `/api/…` is the operator API ([`super::operator`]).
+//!
+//! The WebSocket handshake is answered here rather than by tungstenite's `accept`, so that
+//! checking a station's registration (a store read) and its password (Argon2, CPU) can
+//! be asynchronous and the same port can serve both. Everything after the handshake is
+//! tungstenite's, over madsim's or tokio's `TcpStream`: the simulator runs this very code.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use super::http::{self, Head, Response};
+use super::{CONNECTION_QUEUE_MAX, HubInput, Shared, auth, operator};
+use crate::ocpp::frame::FRAME_BYTES_MAX;
+use crate::signal::Shutdown;
+
+/// The WebSocket subprotocol of OCPP 1.6-J.
+pub const OCPP16: &str = "ocpp1.6";
+/// Where charge points connect: `/ocpp/{chargePointId}`.
+pub const OCPP_PATH_PREFIX: &str = "/ocpp/";
+
+/// Accepts connections until shutdown.
+pub(super) async fn accept<S: crate::store::EventStore>(
+    listener: TcpListener,
+    shared: Arc<Shared<S>>,
+) {
+    let mut next_connection = 1u64;
+    loop {
+        tokio::select! {
+            biased;
+            _ = shared.shutdown.wait() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let connection = next_connection;
+                    next_connection += 1;
+                    tracing::debug!(%peer, connection, "connection accepted");
+                    tokio::spawn(serve(stream, connection, shared.clone()));
+                }
+                Err(error) => tracing::warn!(%error, "accepting a connection failed"),
+            }
+        }
+    }
+}
+
+/// One connection: HTTP requests until it upgrades, closes, or breaks the protocol.
+async fn serve<S: crate::store::EventStore>(
+    mut stream: TcpStream,
+    connection: u64,
+    shared: Arc<Shared<S>>,
+) {
+    let mut buffer = Vec::new();
+    loop {
+        let head = tokio::select! {
+            biased;
+            _ = shared.shutdown.wait() => return,
+            head = http::read_head(&mut stream, &mut buffer) => head,
+        };
+        let head = match head {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(error) => {
+                if let Some(status) = error.status() {
+                    let response = Response::error(status, error.to_string());
+                    let _ = http::write_response(&mut stream, &response, true).await;
+                }
+                return;
+            }
+        };
+        if let Some(station) = head.path.strip_prefix(OCPP_PATH_PREFIX) {
+            let station = station.to_owned();
+            match admit(&head, &station, &shared).await {
+                Ok(accept_key) => {
+                    let ws = upgrade(stream, accept_key, buffer).await;
+                    if let Some(ws) = ws {
+                        station_connection(ws, station, connection, &shared).await;
+                    }
+                }
+                Err(response) => {
+                    let _ = http::write_response(&mut stream, &response, true).await;
+                }
+            }
+            return;
+        }
+        let response = match http::read_body(&mut stream, &head, &mut buffer).await {
+            Ok(body) => operator::handle(&shared, &head, &body).await,
+            Err(error) => {
+                if let Some(status) = error.status() {
+                    let response = Response::error(status, error.to_string());
+                    let _ = http::write_response(&mut stream, &response, true).await;
+                }
+                return;
+            }
+        };
+        if http::write_response(&mut stream, &response, head.close)
+            .await
+            .is_err()
+            || head.close
+        {
+            return;
+        }
+    }
+}
+
+/// Decides a charge point's upgrade request: a well-formed WebSocket upgrade offering
+/// `ocpp1.6`, for a registered id, with that id's password. Returns the
+/// `Sec-WebSocket-Accept` value, or the refusal to send. Refusals never say whether the
+/// id or the password was wrong, and the password is never logged.
+async fn admit<S: crate::store::EventStore>(
+    head: &Head,
+    station: &str,
+    shared: &Shared<S>,
+) -> Result<String, Response> {
+    if head.method != "GET" {
+        return Err(Response::error(405, "charge points connect with GET"));
+    }
+    let key = head.header("sec-websocket-key");
+    let upgrade = head.header_has_token("upgrade", "websocket")
+        && head.header_has_token("connection", "upgrade")
+        && head.header("sec-websocket-version") == Some("13");
+    let Some(key) = key.filter(|_| upgrade) else {
+        return Err(
+            Response::error(426, "a WebSocket upgrade (version 13) is required")
+                .with_header("Sec-WebSocket-Version", "13"),
+        );
+    };
+    if !head.header_has_token("sec-websocket-protocol", OCPP16) {
+        return Err(Response::error(
+            400,
+            format!("the WebSocket subprotocol {OCPP16} must be offered"),
+        ));
+    }
+    if auth::check_station_id(station).is_err() {
+        return Err(Response::error(404, "no such charge point"));
+    }
+    let unauthorized = || {
+        Response::error(401, "charge point credentials refused")
+            .with_header("WWW-Authenticate", "Basic realm=\"evsource\"")
+    };
+    let Some((user, password)) = head.header("authorization").and_then(auth::parse_basic) else {
+        tracing::info!(%station, "connection refused: no Basic credentials");
+        return Err(unauthorized());
+    };
+    if user != station {
+        tracing::info!(%station, "connection refused: the user is not the charge point id");
+        return Err(unauthorized());
+    }
+    let hash = match auth::registered_hash(&shared.store, station).await {
+        Ok(Some(hash)) => hash,
+        Ok(None) => {
+            tracing::info!(%station, "connection refused: not registered");
+            return Err(unauthorized());
+        }
+        Err(error) => {
+            tracing::warn!(%station, %error, "reading the registration failed");
+            return Err(Response::error(503, "the registry is unavailable"));
+        }
+    };
+    if !auth::verify_password(&hash, &password) {
+        tracing::info!(%station, "connection refused: wrong password");
+        return Err(unauthorized());
+    }
+    Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
+
+/// The WebSocket settings of both ends: messages over [`FRAME_BYTES_MAX`] are refused
+/// before they are buffered whole.
+pub fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(FRAME_BYTES_MAX))
+        .max_frame_size(Some(FRAME_BYTES_MAX))
+}
+
+async fn upgrade<T: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: T,
+    accept_key: String,
+    read_ahead: Vec<u8>,
+) -> Option<WebSocketStream<T>> {
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept_key}\r\nSec-WebSocket-Protocol: {OCPP16}\r\n\r\n"
+    );
+    stream.write_all(response.as_bytes()).await.ok()?;
+    stream.flush().await.ok()?;
+    Some(
+        WebSocketStream::from_partially_read(
+            stream,
+            read_ahead,
+            Role::Server,
+            Some(websocket_config()),
+        )
+        .await,
+    )
+}
+
+/// An admitted charge point: frames both ways between its WebSocket and the hub, until
+/// either side closes, the hub replaces the connection, or the node shuts down.
+async fn station_connection<S: crate::store::EventStore>(
+    mut ws: WebSocketStream<TcpStream>,
+    station: String,
+    connection: u64,
+    shared: &Shared<S>,
+) {
+    let (outbox, mut frames_out) = mpsc::channel::<String>(CONNECTION_QUEUE_MAX);
+    let hub = &shared.hub;
+    let connected = HubInput::Connected {
+        connection,
+        station: station.clone(),
+        outbox,
+    };
+    if hub.send(connected).await.is_err() {
+        return;
+    }
+    let close = run_link(&mut ws, connection, hub, &mut frames_out, &shared.shutdown).await;
+    if let Some((code, reason)) = close {
+        tracing::info!(%station, connection, ?code, reason, "closing the charge point's connection");
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = ws.close(Some(frame)).await;
+    }
+    let _ = hub.send(HubInput::Closed { connection }).await;
+}
+
+/// Moves frames until the link ends; returns the close frame to send, if any.
+async fn run_link(
+    ws: &mut WebSocketStream<TcpStream>,
+    connection: u64,
+    hub: &mpsc::Sender<HubInput>,
+    frames_out: &mut mpsc::Receiver<String>,
+    shutdown: &Shutdown,
+) -> Option<(CloseCode, &'static str)> {
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => return Some((CloseCode::Away, "the CSMS is shutting down")),
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    let text = text.as_str().to_owned();
+                    if hub.send(HubInput::Frame { connection, text }).await.is_err() {
+                        return Some((CloseCode::Away, "the CSMS is shutting down"));
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => {
+                    return Some((CloseCode::Unsupported, "OCPP-J frames are text messages"));
+                }
+                Some(Ok(Message::Close(_))) | None => return None,
+                Some(Ok(_)) => {} // ping (answered by tungstenite), pong
+                Some(Err(WsError::Capacity(error))) => {
+                    tracing::info!(connection, %error, "oversized message from a charge point");
+                    return Some((CloseCode::Size, "message larger than the CSMS accepts"));
+                }
+                Some(Err(error)) => {
+                    tracing::info!(connection, %error, "charge point connection failed");
+                    return None;
+                }
+            },
+            frame = frames_out.recv() => match frame {
+                Some(text) => {
+                    if ws.send(Message::text(text)).await.is_err() {
+                        return None;
+                    }
+                }
+                // Replaced by a newer connection of the same station, or too slow.
+                None => return Some((CloseCode::Policy, "replaced by a newer connection")),
+            },
+        }
+    }
+}
