@@ -14,6 +14,7 @@ use evsource::core::{CommandId, GlobalPosition, RecordedEvent};
 use evsource::dispatcher::{CheckpointPolicy, DispatcherConfig};
 use evsource::handler::HandlerConfig;
 use evsource::node::api::{ApiCommand, ErrorCode};
+use evsource::node::auth::{self, PasswordCost};
 use evsource::node::client::ApiClient;
 use evsource::node::driver::{LinkCounters, SharedChargePoint, run_station_with_faults};
 use evsource::node::naive::{TelemetryPlacement, is_noted_telemetry};
@@ -72,8 +73,37 @@ pub struct RunReport {
 }
 
 const CSMS_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
-const STATION_PORT: u16 = 4000;
-const API_PORT: u16 = 4001;
+const CSMS_PORT: u16 = 4000;
+/// The operator token of the simulated CSMS.
+const OPERATOR_TOKEN: &str = "simulated-operator";
+
+/// The simulated station `index`'s id and password (its AuthorizationKey).
+fn station_credentials(index: usize) -> (String, String) {
+    (format!("CP{index}"), format!("key-of-station-{index:04}"))
+}
+
+/// Registers every station the first time the node starts on this disk (later starts
+/// find them registered). Each hash is salted from the seed, so runs stay reproducible.
+async fn register_stations(store: &LogStore, registrations: &[(String, String)]) {
+    for (station, hash) in registrations {
+        loop {
+            match auth::registered_hash(store, station).await {
+                Ok(Some(current)) if current == *hash => break,
+                Ok(_) => {
+                    if let Err(error) = auth::register(store, station, hash, now_millis()).await {
+                        tracing::warn!(%station, %error, "registering the station failed; retrying");
+                    } else {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%station, %error, "reading the registry failed; retrying")
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
 
 fn now_millis() -> u64 {
     SystemTime::now()
@@ -117,14 +147,24 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         _ => TelemetryPlacement::OwnStream,
     };
 
+    let registrations: Vec<(String, String)> = (0..scenario.stations)
+        .map(|index| {
+            let (id, password) = station_credentials(index);
+            let salt: [u8; 16] = madsim::rand::thread_rng().r#gen();
+            let hash = auth::hash_password(&password, salt, PasswordCost::Minimal);
+            (id, hash)
+        })
+        .collect();
     let csms = {
         let (disk, slot) = (disk.clone(), slot.clone());
+        let registrations = Arc::new(registrations);
         handle
             .create_node()
             .name("csms")
             .ip(CSMS_IP)
             .init(move || {
                 let (disk, slot) = (disk.clone(), slot.clone());
+                let registrations = registrations.clone();
                 async move {
                     // Every (re)start recovers the log from what the disk really holds. An
                     // open refused for a transient read fault is retried, as a process
@@ -139,12 +179,11 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                             }
                         }
                     };
+                    register_stations(&store, &registrations).await;
                     let config = NodeConfig {
-                        station_listen: SocketAddr::new(
-                            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                            STATION_PORT,
-                        ),
-                        api_listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), API_PORT),
+                        listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), CSMS_PORT),
+                        operator_token: OPERATOR_TOKEN.to_owned(),
+                        password_cost: PasswordCost::Minimal,
                         session: SessionConfig {
                             heartbeat_interval_secs,
                             ..SessionConfig::default()
@@ -169,14 +208,14 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             })
             .build()
     };
-    let station_addr = SocketAddr::new(CSMS_IP, STATION_PORT);
-    let api_addr = SocketAddr::new(CSMS_IP, API_PORT);
+    let csms_addr = SocketAddr::new(CSMS_IP, CSMS_PORT);
 
     let mut stations: Vec<SharedChargePoint> = Vec::new();
     let mut station_nodes = Vec::new();
     let link_counters = Arc::new(LinkCounters::default());
     for index in 0..scenario.stations {
-        let mut config = ChargePointConfig::new(format!("CP{index}"), scenario.connectors);
+        let (id, password) = station_credentials(index);
+        let mut config = ChargePointConfig::new(id, scenario.connectors);
         {
             let mut rng = madsim::rand::thread_rng();
             config.plug_in_delay_millis = rng.gen_range(500..60_000);
@@ -197,7 +236,8 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             .init(move || {
                 run_station_with_faults(
                     driven.clone(),
-                    station_addr,
+                    csms_addr,
+                    password.clone(),
                     Duration::from_secs(1),
                     link.clone(),
                     counters.clone(),
@@ -222,7 +262,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         clients.push(node.spawn(run_client(
             client,
             scenario,
-            api_addr,
+            csms_addr,
             stations.clone(),
             status_bursts.clone(),
         )));
@@ -396,7 +436,7 @@ async fn run_client(
         let mut answer = ClientAnswer::Refused;
         for _attempt in 0..600 {
             if connection.is_none() {
-                connection = ApiClient::connect(api).await.ok();
+                connection = ApiClient::connect(api, OPERATOR_TOKEN).await.ok();
             }
             let Some(open) = connection.as_mut() else {
                 tokio::time::sleep(Duration::from_secs(1)).await;
