@@ -85,6 +85,14 @@ pub fn hash_password(password: &str, salt: [u8; 16], cost: PasswordCost) -> Stri
         .to_string()
 }
 
+/// A fresh salt from the caller's generator.
+pub fn salt_from(env: &mut impl crate::environment::Environment) -> [u8; 16] {
+    let mut salt = [0u8; 16];
+    salt[..8].copy_from_slice(&env.random_u64().to_le_bytes());
+    salt[8..].copy_from_slice(&env.random_u64().to_le_bytes());
+    salt
+}
+
 /// Checks `password` against a stored PHC string, in constant time. A malformed hash
 /// verifies nothing.
 pub fn verify_password(phc: &str, password: &str) -> bool {

@@ -159,9 +159,7 @@ async fn register<S: EventStore>(shared: &Shared<S>, station: &str, body: &[u8])
         return Response::error(400, error.to_string());
     }
     let mut env = shared.environment();
-    let mut salt = [0u8; 16];
-    salt[..8].copy_from_slice(&env.random_u64().to_le_bytes());
-    salt[8..].copy_from_slice(&env.random_u64().to_le_bytes());
+    let salt = auth::salt_from(&mut env);
     let hash = auth::hash_password(&registration.password, salt, shared.password_cost);
     match auth::register(&shared.store, station, &hash, env.now_millis()).await {
         Ok(()) => {
