@@ -35,7 +35,13 @@ commands:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("test") if args.len() == 1 => run_all(&test_steps()),
+        Some("test") if args.len() == 1 => match ensure_interop_python() {
+            Ok(()) => run_all(&test_steps()),
+            Err(error) => {
+                eprintln!("==> OCPP interop environment: {error}");
+                ExitCode::FAILURE
+            }
+        },
         Some("sim") => simulate(&args[1..]),
         Some("models") => check_models(&args[1..]),
         Some("bench") => bench(&args[1..]),
@@ -92,7 +98,7 @@ fn test_steps() -> Vec<Step> {
             name: "tests",
             program: "cargo",
             args: &["test", "--workspace", "--all-targets", "--locked"],
-            env: &[],
+            env: &[(INTEROP_PYTHON_VAR, INTEROP_PYTHON)],
         },
         Step {
             name: "doc tests",
@@ -141,6 +147,52 @@ fn test_steps() -> Vec<Step> {
             env: SIMULATION_ENV,
         },
     ]
+}
+
+/// The Python environment of the interop test: the PyPI `ocpp` package (an independent
+/// OCPP 1.6-J implementation, whose schemas also check the CSMS's frames).
+const INTEROP_VENV: &str = "target/ocpp-venv";
+const INTEROP_PYTHON: &str = "target/ocpp-venv/bin/python";
+const INTEROP_PYTHON_VAR: &str = "EVSOURCE_PYTHON";
+const INTEROP_REQUIREMENTS: &str = "tests/interop/requirements.txt";
+
+/// Creates (or refreshes, when the requirements changed) the interop test's virtualenv.
+fn ensure_interop_python() -> Result<(), String> {
+    let requirements = std::fs::read_to_string(INTEROP_REQUIREMENTS)
+        .map_err(|e| format!("cannot read {INTEROP_REQUIREMENTS}: {e}"))?;
+    let marker = Path::new(INTEROP_VENV).join("installed-requirements.txt");
+    if Path::new(INTEROP_PYTHON).exists()
+        && std::fs::read_to_string(&marker).is_ok_and(|installed| installed == requirements)
+    {
+        return Ok(());
+    }
+    eprintln!(
+        "==> OCPP interop environment: python3 -m venv {INTEROP_VENV}; pip install -r {INTEROP_REQUIREMENTS}"
+    );
+    let run = |program: &str, args: &[&str]| -> Result<(), String> {
+        match Command::new(program).args(args).status() {
+            Ok(status) if status.success() => Ok(()),
+            Ok(status) => Err(format!("{program} {} failed ({status})", args.join(" "))),
+            Err(error) => Err(format!(
+                "cannot start {program}: {error} (Python 3 with venv and pip is needed)"
+            )),
+        }
+    };
+    run("python3", &["-m", "venv", "--clear", INTEROP_VENV])?;
+    run(
+        INTEROP_PYTHON,
+        &[
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+            INTEROP_REQUIREMENTS,
+        ],
+    )?;
+    std::fs::write(&marker, requirements)
+        .map_err(|e| format!("cannot write {}: {e}", marker.display()))
 }
 
 /// Builds the simulator in release with `--cfg madsim` and runs it with `args`.
