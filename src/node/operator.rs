@@ -15,7 +15,6 @@
 //! Resubmitting the same `command_id` (32 hex digits) takes effect once; without one the
 //! node picks a fresh id and returns it.
 
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -23,34 +22,77 @@ use super::api::{ApiResponse, ErrorCode};
 use super::http::{Head, Response};
 use super::{HubInput, Shared, StationListing, auth};
 use crate::core::types::{CommandId, StreamId, StreamVersion};
-use crate::domain::station::StationCommand;
+use crate::domain::station::{SESSION_ID_BYTES_MAX, StationCommand};
 use crate::environment::{Environment, SystemEnvironment};
 use crate::store::{EventStore, ReadError};
 
 /// Most events one events request returns.
 pub const EVENTS_PAGE_MAX: usize = 1_000;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Registration {
-    password: String,
-}
+/// A JSON object body, checked field by field so that every refusal names the field.
+struct Body(serde_json::Map<String, Value>);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct UnlockBody {
-    connector: u32,
-    session: String,
-    #[serde(default)]
-    command_id: Option<String>,
-}
+impl Body {
+    fn parse(bytes: &[u8], allowed: &[&str]) -> Result<Body, Response> {
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| Response::error(400, format!("the body is not JSON: {e}")))?;
+        let Value::Object(fields) = value else {
+            return Err(Response::error(400, "the body must be a JSON object"));
+        };
+        if let Some(unknown) = fields.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(Response::error(
+                400,
+                format!("unknown field {unknown:?}; expected {}", allowed.join(", ")),
+            ));
+        }
+        Ok(Body(fields))
+    }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StopBody {
-    session: String,
-    #[serde(default)]
-    command_id: Option<String>,
+    fn text(&self, name: &str) -> Result<Option<&str>, Response> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(Some(text)),
+            Some(_) => Err(Response::error(400, format!("{name} must be a string"))),
+        }
+    }
+
+    fn required_text(&self, name: &str) -> Result<&str, Response> {
+        self.text(name)?
+            .ok_or_else(|| Response::error(400, format!("{name} is required")))
+    }
+
+    fn connector(&self) -> Result<u32, Response> {
+        let refused = || {
+            Response::error(
+                400,
+                format!("connector is required: an integer from 1 to {}", u32::MAX),
+            )
+        };
+        let number = self
+            .0
+            .get("connector")
+            .and_then(Value::as_u64)
+            .ok_or_else(refused)?;
+        u32::try_from(number)
+            .ok()
+            .filter(|c| *c >= 1)
+            .ok_or_else(refused)
+    }
+
+    /// A session id: the idTag the station sees (OCPP's CiString20).
+    fn session(&self) -> Result<String, Response> {
+        let session = self.required_text("session")?;
+        let printable = session.bytes().all(|b| b.is_ascii_graphic());
+        if session.is_empty() || session.len() > SESSION_ID_BYTES_MAX || !printable {
+            return Err(Response::error(
+                400,
+                format!(
+                    "session must be 1 to {SESSION_ID_BYTES_MAX} printable ASCII characters (it is the idTag the station sees)"
+                ),
+            ));
+        }
+        Ok(session.to_owned())
+    }
 }
 
 /// Answers one API request.
@@ -80,25 +122,35 @@ pub(super) async fn handle<S: EventStore>(
         ("GET", ["stations"]) => list_stations(shared, None).await,
         ("GET", ["stations", id]) => list_stations(shared, Some(id)).await,
         ("PUT", ["stations", id]) => register(shared, id, body).await,
-        ("POST", ["stations", id, "unlock"]) => match parse::<UnlockBody>(body) {
-            Ok(unlock) => {
+        ("POST", ["stations", id, "unlock"]) => {
+            let parsed = Body::parse(body, &["connector", "session", "command_id"]).and_then(|b| {
                 let command = StationCommand::RequestUnlock {
-                    connector: unlock.connector,
-                    session: unlock.session,
+                    connector: b.connector()?,
+                    session: b.session()?,
                 };
-                command_response(shared, id, unlock.command_id, command).await
+                Ok((command, b.text("command_id")?.map(str::to_owned)))
+            });
+            match parsed {
+                Ok((command, command_id)) => {
+                    command_response(shared, id, command_id, command).await
+                }
+                Err(response) => response,
             }
-            Err(response) => response,
-        },
-        ("POST", ["stations", id, "stop"]) => match parse::<StopBody>(body) {
-            Ok(stop) => {
+        }
+        ("POST", ["stations", id, "stop"]) => {
+            let parsed = Body::parse(body, &["session", "command_id"]).and_then(|b| {
                 let command = StationCommand::StopSession {
-                    session: stop.session,
+                    session: b.session()?,
                 };
-                command_response(shared, id, stop.command_id, command).await
+                Ok((command, b.text("command_id")?.map(str::to_owned)))
+            });
+            match parsed {
+                Ok((command, command_id)) => {
+                    command_response(shared, id, command_id, command).await
+                }
+                Err(response) => response,
             }
-            Err(response) => response,
-        },
+        }
         ("GET", ["stations", id, "events"]) => events(shared, id, head).await,
         (_, ["stations"] | ["stations", _] | ["stations", _, "unlock" | "stop" | "events"]) => {
             Response::error(
@@ -108,11 +160,6 @@ pub(super) async fn handle<S: EventStore>(
         }
         _ => Response::error(404, format!("no such resource: {}", head.path)),
     }
-}
-
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|error| Response::error(400, format!("invalid body: {error}")))
 }
 
 async fn list_stations<S: EventStore>(shared: &Shared<S>, only: Option<&str>) -> Response {
@@ -151,16 +198,18 @@ async fn register<S: EventStore>(shared: &Shared<S>, station: &str, body: &[u8])
     if let Err(error) = auth::check_station_id(station) {
         return Response::error(400, error.to_string());
     }
-    let registration = match parse::<Registration>(body) {
-        Ok(registration) => registration,
+    let password = match Body::parse(body, &["password"])
+        .and_then(|b| Ok(b.required_text("password")?.to_owned()))
+    {
+        Ok(password) => password,
         Err(response) => return response,
     };
-    if let Err(error) = auth::check_password(&registration.password) {
+    if let Err(error) = auth::check_password(&password) {
         return Response::error(400, error.to_string());
     }
     let mut env = shared.environment();
     let salt = auth::salt_from(&mut env);
-    let hash = auth::hash_password(&registration.password, salt, shared.password_cost);
+    let hash = auth::hash_password(&password, salt, shared.password_cost);
     match auth::register(&shared.store, station, &hash, env.now_millis()).await {
         Ok(()) => {
             tracing::info!(%station, "charge point registered");

@@ -1,0 +1,341 @@
+//! The OCPP 1.6-J endpoint and the operator API of a running node (real tokio, 127.0.0.1,
+//! in-memory store), seen from outside through a plain WebSocket client:
+//! * who may connect — each refusal at the handshake, with its status;
+//! * protocol hygiene — malformed and schema-violating frames get the right CALLERROR
+//!   and the connection stays; a repeated message id gets the earlier answer; oversized
+//!   and binary messages close the connection with the matching close code; a newer
+//!   connection replaces an older one;
+//! * the operator API — 401 without the token, 400 for a bad body, 404 for an unknown
+//!   station, and an unlock that reaches the station.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use evsource::dispatcher::DispatcherConfig;
+use evsource::handler::HandlerConfig;
+use evsource::node::auth::{self, PasswordCost};
+use evsource::node::client::ApiClient;
+use evsource::node::naive::TelemetryPlacement;
+use evsource::node::{CsmsNode, NodeConfig, UnlockPath};
+use evsource::session::SessionConfig;
+use evsource::store::{EventStore, MemoryStore};
+
+const TOKEN: &str = "endpoint-operator-token";
+const STATION: &str = "CP-7";
+const PASSWORD: &str = "endpoint-password-07";
+
+type Socket = WebSocketStream<TcpStream>;
+
+async fn start() -> (CsmsNode, MemoryStore) {
+    let store = MemoryStore::default();
+    let hash = auth::hash_password(PASSWORD, [7; 16], PasswordCost::Minimal);
+    auth::register(&store, STATION, &hash, 0).await.unwrap();
+    let config = NodeConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        operator_token: TOKEN.into(),
+        password_cost: PasswordCost::Minimal,
+        session: SessionConfig::default(),
+        dispatcher: DispatcherConfig {
+            call_timeout_millis: 2_000,
+            ..DispatcherConfig::default()
+        },
+        handler: HandlerConfig::default(),
+        seed: 7,
+        projection_save_every_events: 100,
+        unlock_path: UnlockPath::Outbox,
+        telemetry: TelemetryPlacement::OwnStream,
+    };
+    (CsmsNode::start(store.clone(), config).await.unwrap(), store)
+}
+
+/// Opens `/ocpp/{path_id}` offering `protocol`, with Basic credentials if given.
+async fn connect(
+    addr: SocketAddr,
+    path_id: &str,
+    credentials: Option<(&str, &str)>,
+    protocol: &str,
+) -> Result<Socket, WsError> {
+    let mut request = format!("ws://{addr}/ocpp/{path_id}")
+        .into_client_request()
+        .unwrap();
+    let headers = request.headers_mut();
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_str(protocol).unwrap(),
+    );
+    if let Some((user, password)) = credentials {
+        let value = auth::basic_header(user, password);
+        headers.insert("Authorization", HeaderValue::from_str(&value).unwrap());
+    }
+    let stream = TcpStream::connect(addr).await.unwrap();
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+async fn station(addr: SocketAddr) -> Socket {
+    connect(addr, STATION, Some((STATION, PASSWORD)), "ocpp1.6")
+        .await
+        .expect("the registered station connects")
+}
+
+/// The next text frame, parsed (pings and pongs skipped), within 5 s.
+async fn next_frame(ws: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5 s")
+            .expect("the connection is open")
+            .expect("a valid message");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(text.as_str()).unwrap();
+        }
+    }
+}
+
+async fn call(ws: &mut Socket, frame: Value) -> Value {
+    ws.send(Message::text(frame.to_string())).await.unwrap();
+    next_frame(ws).await
+}
+
+/// The close code the CSMS ends the connection with.
+async fn close_code(ws: &mut Socket) -> Option<CloseCode> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("the CSMS closes within 5 s")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+            Some(Ok(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+async fn boot(ws: &mut Socket) {
+    let answer = call(
+        ws,
+        json!([2, "boot-1", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]),
+    )
+    .await;
+    assert_eq!(answer[0], 3, "{answer}");
+    assert_eq!(answer[2]["status"], "Accepted", "{answer}");
+}
+
+#[tokio::test]
+async fn each_refusal_happens_at_the_handshake() {
+    let (node, _store) = start().await;
+    let addr = node.addr;
+    // (id in the path, Basic credentials, subprotocol offered, status, what is wrong)
+    type Case<'a> = (&'a str, Option<(&'a str, &'a str)>, &'a str, u16, &'a str);
+    let cases: [Case; 6] = [
+        (
+            "CP-unknown",
+            Some(("CP-unknown", PASSWORD)),
+            "ocpp1.6",
+            401,
+            "an unregistered id",
+        ),
+        (
+            STATION,
+            Some((STATION, "wrong-password-0007")),
+            "ocpp1.6",
+            401,
+            "a wrong password",
+        ),
+        (
+            STATION,
+            Some(("CP-other", PASSWORD)),
+            "ocpp1.6",
+            401,
+            "a user that is not the id",
+        ),
+        (STATION, None, "ocpp1.6", 401, "no credentials"),
+        (
+            STATION,
+            Some((STATION, PASSWORD)),
+            "ocpp2.0.1",
+            400,
+            "no ocpp1.6 subprotocol",
+        ),
+        (
+            "CP%207",
+            Some(("CP 7", PASSWORD)),
+            "ocpp1.6",
+            404,
+            "an id that is not an id",
+        ),
+    ];
+    for (path_id, credentials, protocol, status, what) in cases {
+        match connect(addr, path_id, credentials, protocol).await {
+            Err(WsError::Http(response)) => {
+                assert_eq!(response.status().as_u16(), status, "{what}");
+                if status == 401 {
+                    assert!(
+                        response.headers().contains_key("www-authenticate"),
+                        "{what}"
+                    );
+                }
+            }
+            Err(other) => panic!("{what}: {other}"),
+            Ok(_) => panic!("{what}: the handshake succeeded"),
+        }
+    }
+    let mut ws = station(addr).await;
+    boot(&mut ws).await;
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn broken_frames_get_the_right_callerror_and_the_connection_stays() {
+    let (node, _store) = start().await;
+    let mut ws = station(node.addr).await;
+    // Before the boot is accepted, nothing else is.
+    let early = call(&mut ws, json!([2, "early", "Heartbeat", {}])).await;
+    assert_eq!(early, json!([4, "early", "SecurityError", early[3], {}]));
+    boot(&mut ws).await;
+    let cases = [
+        (
+            json!([2, "m1", "Heartbeat", "not an object"]),
+            "FormationViolation",
+        ),
+        (json!([2, "m2", "Heartbeat"]), "FormationViolation"),
+        (
+            json!([2, "m3", "StatusNotification", {"connectorId": 1, "status": "Available"}]),
+            "OccurenceConstraintViolation",
+        ),
+        (
+            json!([2, "m4", "StatusNotification", {"connectorId": "one", "errorCode": "NoError", "status": "Available"}]),
+            "TypeConstraintViolation",
+        ),
+        (
+            json!([2, "m5", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Sleeping"}]),
+            "PropertyConstraintViolation",
+        ),
+        (json!([2, "m6", "NoSuchAction", {}]), "NotImplemented"),
+    ];
+    for (frame, code) in cases {
+        let id = frame[1].clone();
+        let answer = call(&mut ws, frame.clone()).await;
+        assert_eq!(answer[0], 4, "{frame} → {answer}");
+        assert_eq!(answer[1], id, "{frame} → {answer}");
+        assert_eq!(answer[2], code, "{frame} → {answer}");
+    }
+    // Text that is not a frame has no id to answer; the connection stays all the same.
+    ws.send(Message::text("this is not json")).await.unwrap();
+    let heartbeat = call(&mut ws, json!([2, "h1", "Heartbeat", {}])).await;
+    assert_eq!(heartbeat[0], 3, "{heartbeat}");
+    // A repeated message id gets the earlier answer, not a new one.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let again = call(&mut ws, json!([2, "h1", "Heartbeat", {}])).await;
+    assert_eq!(again, heartbeat, "the earlier answer, word for word");
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversized_and_binary_messages_close_the_connection_with_their_codes() {
+    let (node, _store) = start().await;
+    let mut ws = station(node.addr).await;
+    boot(&mut ws).await;
+    let huge = format!(
+        "[2,\"big\",\"Heartbeat\",{{\"pad\":\"{}\"}}]",
+        "x".repeat(evsource::ocpp::frame::FRAME_BYTES_MAX)
+    );
+    ws.send(Message::text(huge)).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Size));
+
+    let mut ws = station(node.addr).await;
+    ws.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::Unsupported));
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_newer_connection_replaces_the_older_one() {
+    let (node, _store) = start().await;
+    let mut older = station(node.addr).await;
+    boot(&mut older).await;
+    let mut newer = station(node.addr).await;
+    assert_eq!(close_code(&mut older).await, Some(CloseCode::Policy));
+    let heartbeat = call(&mut newer, json!([2, "n1", "Heartbeat", {}])).await;
+    assert_eq!(
+        heartbeat[0], 3,
+        "the newer connection is served: {heartbeat}"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_operator_api_checks_token_and_bodies_and_unlocks_reach_the_station() {
+    let (node, store) = start().await;
+    let mut ws = station(node.addr).await;
+    boot(&mut ws).await;
+    // After its boot a station reports its connectors; that shows it took the boot as
+    // accepted, and the dispatcher may send to it.
+    let status = json!([2, "s0", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}]);
+    assert_eq!(call(&mut ws, status).await, json!([3, "s0", {}]));
+    let mut anonymous = ApiClient::connect(node.addr, "not-the-token")
+        .await
+        .unwrap();
+    let (status, _) = anonymous
+        .request("GET", "/api/stations", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 401);
+
+    let mut api = ApiClient::connect(node.addr, TOKEN).await.unwrap();
+    let unlock = format!("/api/stations/{STATION}/unlock");
+    let bad_bodies = [
+        (json!({"connector": 1}), "session"),
+        (json!({"connector": -1, "session": "s"}), "connector"),
+        (json!({"connector": 1, "session": "s", "extra": 1}), "extra"),
+        (
+            json!({"connector": 1, "session": "s", "command_id": "xyz"}),
+            "32 hex digits",
+        ),
+    ];
+    for (body, fragment) in bad_bodies {
+        let (status, answer) = api.request("POST", &unlock, Some(&body)).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert_eq!(status, 400, "{body} → {answer}");
+        assert!(answer.contains(fragment), "{body} → {answer}");
+    }
+    let body = json!({"connector": 1, "session": "s-1"});
+    let (status, _) = api
+        .request("POST", "/api/stations/CP-nobody/unlock", Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "an unregistered station");
+    let (status, _) = api.request("DELETE", "/api/stations", None).await.unwrap();
+    assert_eq!(status, 405);
+    let events_before = store.event_count().await.unwrap();
+
+    let (status, answer) = api.request("POST", &unlock, Some(&body)).await.unwrap();
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&answer));
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    let command_id = answer["command_id"].as_str().unwrap().to_owned();
+    assert_eq!(command_id.len(), 32, "{answer}");
+    assert_eq!(answer["outcome"], "Applied");
+    assert!(store.event_count().await.unwrap() > events_before);
+    // The dispatcher sends the RemoteStartTransaction to the station.
+    let remote_start = next_frame(&mut ws).await;
+    assert_eq!(remote_start[0], 2, "{remote_start}");
+    assert_eq!(remote_start[2], "RemoteStartTransaction");
+    assert_eq!(remote_start[3], json!({"connectorId": 1, "idTag": "s-1"}));
+    // Resubmitting the same command id takes effect once.
+    let again = json!({"connector": 1, "session": "s-1", "command_id": command_id});
+    let (status, answer) = api.request("POST", &unlock, Some(&again)).await.unwrap();
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["outcome"], "AlreadyApplied", "{answer}");
+    node.shutdown().await;
+}
