@@ -26,6 +26,7 @@ use evsource::node::auth::{self, PasswordCost};
 use evsource::node::client::ApiClient;
 use evsource::node::naive::TelemetryPlacement;
 use evsource::node::{CsmsNode, NodeConfig, UnlockPath};
+use evsource::ocpp::schema::Schemas;
 use evsource::session::SessionConfig;
 use evsource::store::{EventStore, MemoryStore};
 
@@ -102,9 +103,17 @@ async fn next_frame(ws: &mut Socket) -> Value {
     }
 }
 
+/// Sends a CALL and returns the CSMS's answer, checked against the official schema of
+/// the action's response when `EVSOURCE_OCPP_SCHEMAS` is set.
 async fn call(ws: &mut Socket, frame: Value) -> Value {
     ws.send(Message::text(frame.to_string())).await.unwrap();
-    next_frame(ws).await
+    let answer = next_frame(ws).await;
+    if let Some(schemas) = Schemas::from_env() {
+        schemas
+            .check_frame(&answer.to_string(), frame[2].as_str())
+            .unwrap_or_else(|e| panic!("{e}: {answer}"));
+    }
+    answer
 }
 
 /// The close code the CSMS ends the connection with.
@@ -328,6 +337,11 @@ async fn the_operator_api_checks_token_and_bodies_and_unlocks_reach_the_station(
     assert!(store.event_count().await.unwrap() > events_before);
     // The dispatcher sends the RemoteStartTransaction to the station.
     let remote_start = next_frame(&mut ws).await;
+    if let Some(schemas) = Schemas::from_env() {
+        schemas
+            .check_frame(&remote_start.to_string(), None)
+            .unwrap();
+    }
     assert_eq!(remote_start[0], 2, "{remote_start}");
     assert_eq!(remote_start[2], "RemoteStartTransaction");
     assert_eq!(remote_start[3], json!({"connectorId": 1, "idTag": "s-1"}));

@@ -292,6 +292,7 @@ async fn speak(
 ) -> Ended {
     lock(station).handle_connected(link.station_now());
     tracing::info!(station = lock(station).id(), "connected to the CSMS");
+    let mut conformance = Conformance::default();
     loop {
         // Deliver what arrived, let the station speak, then send what is due.
         let (next_timer, id) = {
@@ -302,6 +303,7 @@ async fn speak(
             let now = link.station_now();
             let outgoing: Vec<String> = std::iter::from_fn(|| station.poll_transmit(now)).collect();
             for text in outgoing {
+                conformance.sent(&text);
                 link.send(text, true);
             }
             (station.poll_timeout(), station.id().to_owned())
@@ -320,7 +322,10 @@ async fn speak(
             biased;
             _ = shutdown.wait() => return Ended::Shutdown,
             message = ws.next() => match message {
-                Some(Ok(Message::Text(text))) => link.send(text.as_str().to_owned(), false),
+                Some(Ok(Message::Text(text))) => {
+                    conformance.received(&id, text.as_str());
+                    link.send(text.as_str().to_owned(), false);
+                }
                 Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
                 _ => {
                     tracing::info!(station = %id, "connection to the CSMS closed");
@@ -334,6 +339,43 @@ async fn speak(
                     station.handle_timeout(now);
                 }
             }
+        }
+    }
+}
+
+/// When `EVSOURCE_OCPP_SCHEMAS` names the official OCPP 1.6 schemas (as `cargo xtask
+/// test` does), every frame the CSMS sends is checked against them; a violation is a bug
+/// in the CSMS and stops the run loudly.
+#[derive(Default)]
+struct Conformance {
+    /// The action of each CALL the station sent on this connection, by message id.
+    actions: BTreeMap<String, String>,
+}
+
+impl Conformance {
+    const REMEMBERED_MAX: usize = 1024;
+
+    fn sent(&mut self, text: &str) {
+        if crate::ocpp::schema::Schemas::from_env().is_none() {
+            return;
+        }
+        if let Ok(crate::ocpp::Frame::Call { id, action, .. }) = crate::ocpp::Frame::parse(text) {
+            if self.actions.len() >= Self::REMEMBERED_MAX {
+                self.actions.clear();
+            }
+            self.actions.insert(id, action);
+        }
+    }
+
+    fn received(&self, station: &str, text: &str) {
+        let Some(schemas) = crate::ocpp::schema::Schemas::from_env() else {
+            return;
+        };
+        let answered = crate::ocpp::Frame::parse(text)
+            .ok()
+            .and_then(|frame| self.actions.get(frame.id()).cloned());
+        if let Err(error) = schemas.check_frame(text, answered.as_deref()) {
+            panic!("the CSMS sent {station} a frame that violates OCPP 1.6: {error}\n{text}");
         }
     }
 }

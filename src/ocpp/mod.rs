@@ -5,6 +5,7 @@
 pub mod answers;
 pub mod frame;
 pub mod messages;
+pub mod schema;
 pub mod time;
 
 pub use frame::{ErrorCode, Frame, FrameError};

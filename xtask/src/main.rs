@@ -35,13 +35,15 @@ commands:
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("test") if args.len() == 1 => match ensure_interop_python() {
-            Ok(()) => run_all(&test_steps()),
-            Err(error) => {
-                eprintln!("==> OCPP interop environment: {error}");
-                ExitCode::FAILURE
+        Some("test") if args.len() == 1 => {
+            match ensure_interop_python().and_then(|()| ocpp_schemas()) {
+                Ok(schemas) => run_all(&test_steps(), &[(SCHEMAS_VAR, schemas)]),
+                Err(error) => {
+                    eprintln!("==> OCPP interop environment: {error}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
         Some("sim") => simulate(&args[1..]),
         Some("models") => check_models(&args[1..]),
         Some("bench") => bench(&args[1..]),
@@ -195,6 +197,24 @@ fn ensure_interop_python() -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", marker.display()))
 }
 
+/// Where the tests find the official OCPP 1.6 schemas: those the `ocpp` package installed.
+const SCHEMAS_VAR: &str = "EVSOURCE_OCPP_SCHEMAS";
+
+/// The `ocpp/v16/schemas` directory inside the interop virtualenv, as an absolute path.
+fn ocpp_schemas() -> Result<String, String> {
+    let lib = Path::new(INTEROP_VENV).join("lib");
+    let entries =
+        std::fs::read_dir(&lib).map_err(|e| format!("cannot list {}: {e}", lib.display()))?;
+    for entry in entries.flatten() {
+        let dir = entry.path().join("site-packages/ocpp/v16/schemas");
+        if dir.join("BootNotificationResponse.json").exists() {
+            let absolute = std::fs::canonicalize(&dir).map_err(|e| e.to_string())?;
+            return Ok(absolute.to_string_lossy().into_owned());
+        }
+    }
+    Err(format!("no ocpp/v16/schemas under {}", lib.display()))
+}
+
 /// Builds the simulator in release with `--cfg madsim` and runs it with `args`.
 fn simulate(args: &[String]) -> ExitCode {
     run_release("evsource-sims", "evsource-sim", args, SIMULATION_ENV)
@@ -306,7 +326,12 @@ fn exit_code_of(mut command: Command) -> ExitCode {
     }
 }
 
-fn run_all(steps: &[Step]) -> ExitCode {
+/// Runs `steps` in order, each with its own environment plus `shared`; stops at the first
+/// failure.
+fn run_all(steps: &[Step], shared: &[(&str, String)]) -> ExitCode {
+    for (name, value) in shared {
+        eprintln!("==> {name}={value}");
+    }
     for step in steps {
         let env: Vec<String> = step
             .env
@@ -323,6 +348,7 @@ fn run_all(steps: &[Step]) -> ExitCode {
         let status = Command::new(step.program)
             .args(step.args)
             .envs(step.env.iter().copied())
+            .envs(shared.iter().map(|(k, v)| (*k, v.as_str())))
             .status();
         match status {
             Ok(status) if status.success() => {}
