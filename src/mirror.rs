@@ -191,6 +191,16 @@ impl StationMirror {
             .map(|view| now_millis.saturating_sub(view.last_seen_millis))
     }
 
+    /// Whether a connector of `station` is released for `id_tag`: the answer to the
+    /// station's Authorize for an idTag the CSMS issued.
+    pub fn id_tag_in_use(&self, station: &str, id_tag: &str) -> bool {
+        self.stations.get(station).is_some_and(|view| {
+            view.connectors
+                .values()
+                .any(|c| c.id_tag.as_deref() == Some(id_tag))
+        })
+    }
+
     /// Evidence for deciding an ambiguous remote start (a lost or refused answer).
     pub fn unlock_evidence(&self, station: &str, connector: u32, id_tag: &str) -> UnlockEvidence {
         let Some(view) = self

@@ -57,6 +57,10 @@ pub enum SessionOutput {
     },
     /// The station answered the dispatcher's CALL with a CALLERROR.
     RemoteStartFailed { call_id: String },
+    /// The station asks whether `id_tag` may charge (it does so before starting a remotely
+    /// started transaction when AuthorizeRemoteTxRequests is on). Decide from what the
+    /// CSMS issued, then call [`StationSession::complete_authorize`].
+    Authorize { call_id: String, id_tag: String },
     /// The station has shown on this connection that it considers its boot accepted (it
     /// sent a CALL other than BootNotification): the dispatcher may send to it.
     Online,
@@ -203,6 +207,16 @@ impl StationSession {
                 });
                 return;
             }
+            StationRequest::Authorize(request) => {
+                // Answered once the node has looked the idTag up.
+                self.outputs.push_back(SessionOutput::Authorize {
+                    call_id: id,
+                    id_tag: request.id_tag,
+                });
+                return;
+            }
+            StationRequest::MeterValues(_) => json!({}),
+            StationRequest::DataTransfer(_) => json!({ "status": "UnknownVendorId" }),
             StationRequest::StopTransaction(stop) => {
                 self.outputs.push_back(SessionOutput::Telemetry(
                     TelemetryEvent::TransactionStopped {
@@ -227,6 +241,17 @@ impl StationSession {
         let reply = Frame::CallResult {
             id: call_id.clone(),
             payload: json!({ "idTagInfo": { "status": "Accepted" }, "transactionId": transaction_id }),
+        };
+        self.answer(call_id, reply);
+    }
+
+    /// Answers an Authorize: `Accepted` for an idTag the CSMS issued to this station and
+    /// that is still in use, `Invalid` otherwise.
+    pub fn complete_authorize(&mut self, call_id: String, accepted: bool) {
+        let status = if accepted { "Accepted" } else { "Invalid" };
+        let reply = Frame::CallResult {
+            id: call_id.clone(),
+            payload: json!({ "idTagInfo": { "status": status } }),
         };
         self.answer(call_id, reply);
     }

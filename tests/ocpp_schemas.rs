@@ -31,6 +31,10 @@ fn conversation() -> Vec<(String, String)> {
         json!([2, "3", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available", "timestamp": "2026-11-23T10:00:00Z"}]),
         json!([2, "4", "StartTransaction", {"connectorId": 1, "idTag": "s-1", "meterStart": 0, "timestamp": "2026-11-23T10:00:01Z"}]),
         json!([2, "5", "StopTransaction", {"transactionId": 7, "meterStop": 10, "timestamp": "2026-11-23T10:00:02Z", "reason": "Local"}]),
+        json!([2, "6", "Authorize", {"idTag": "s-1"}]),
+        json!([2, "7", "Authorize", {"idTag": "stranger"}]),
+        json!([2, "8", "MeterValues", {"connectorId": 1, "transactionId": 7, "meterValue": [{"timestamp": "2026-11-23T10:00:03Z", "sampledValue": [{"value": "12"}]}]}]),
+        json!([2, "9", "DataTransfer", {"vendorId": "com.example"}]),
     ];
     let mut actions = std::collections::BTreeMap::new();
     for frame in &calls {
@@ -40,8 +44,14 @@ fn conversation() -> Vec<(String, String)> {
         );
         session.handle_text(&frame.to_string(), T0);
         while let Some(output) = session.poll_output() {
-            if let SessionOutput::StartTransaction { call_id, .. } = output {
-                session.complete_start_transaction(call_id, 7);
+            match output {
+                SessionOutput::StartTransaction { call_id, .. } => {
+                    session.complete_start_transaction(call_id, 7);
+                }
+                SessionOutput::Authorize { call_id, id_tag } => {
+                    session.complete_authorize(call_id, id_tag == "s-1");
+                }
+                _ => {}
             }
         }
     }
@@ -64,8 +74,8 @@ fn every_answer_and_request_of_the_csms_conforms() {
     let sent = conversation();
     assert_eq!(
         sent.len(),
-        6,
-        "five answers and one RemoteStartTransaction: {sent:?}"
+        10,
+        "nine answers and one RemoteStartTransaction: {sent:?}"
     );
     for (text, action) in &sent {
         let answered = (!action.is_empty()).then_some(action.as_str());
@@ -76,6 +86,14 @@ fn every_answer_and_request_of_the_csms_conforms() {
     assert!(
         sent.iter()
             .any(|(text, _)| text.contains("RemoteStartTransaction"))
+    );
+    assert!(
+        sent.iter().any(|(text, _)| text.contains("\"Invalid\"")),
+        "a stranger's idTag is refused"
+    );
+    assert!(
+        sent.iter()
+            .any(|(text, _)| text.contains("UnknownVendorId"))
     );
 }
 

@@ -313,6 +313,12 @@ impl World {
             SessionOutput::RemoteStartFailed { call_id } => self
                 .dispatcher
                 .handle_call_error(&station, &call_id, self.now),
+            SessionOutput::Authorize { call_id, id_tag } => {
+                self.catch_up().await;
+                let issued = self.mirror.id_tag_in_use(&station, &id_tag);
+                let session = self.links[index].session.as_mut().unwrap();
+                session.complete_authorize(call_id, issued);
+            }
             SessionOutput::Online => self.dispatcher.handle_link(&station, true, self.now),
         }
     }

@@ -558,6 +558,14 @@ impl<S: EventStore> Hub<S> {
                 self.calls.remove(&(station.to_owned(), call_id.clone()));
                 self.dispatcher.handle_call_error(station, &call_id, now);
             }
+            SessionOutput::Authorize { call_id, id_tag } => {
+                self.catch_up(subscription).await;
+                let issued = self.mirror.id_tag_in_use(station, &id_tag);
+                tracing::info!(%station, %id_tag, issued, "Authorize answered");
+                if let Some(connection) = self.connections.get_mut(station) {
+                    connection.session.complete_authorize(call_id, issued);
+                }
+            }
             SessionOutput::Online => {
                 tracing::info!(%station, "station online: its boot is accepted");
                 self.dispatcher.handle_link(station, true, now);

@@ -210,6 +210,35 @@ pub struct StopTransactionConf {
     pub id_tag_info: Option<IdTagInfo>,
 }
 
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthorizeReq {
+    pub id_tag: String,
+}
+
+/// Meter readings during a transaction. Accepted and answered; the samples are not
+/// interpreted by this CSMS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MeterValuesReq {
+    pub connector_id: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<i64>,
+    pub meter_value: Vec<Value>,
+}
+
+/// A vendor-specific message. This CSMS knows no vendor extensions: it answers
+/// `UnknownVendorId`, as OCPP 1.6 prescribes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataTransferReq {
+    pub vendor_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+}
+
 /// Maximum lengths of the CiString fields of the subset (OCPP 1.6 JSON schemas).
 const STRING_LIMITS: &[(&str, usize)] = &[
     ("chargePointVendor", 20),
@@ -226,6 +255,7 @@ const STRING_LIMITS: &[(&str, usize)] = &[
     ("vendorErrorCode", 50),
     ("idTag", 20),
     ("parentIdTag", 20),
+    ("messageId", 50),
 ];
 
 /// Why a CALL's payload is not a valid message: the CALLERROR code and a description.
@@ -292,6 +322,9 @@ pub enum StationRequest {
     StatusNotification(StatusNotificationReq),
     StartTransaction(StartTransactionReq),
     StopTransaction(StopTransactionReq),
+    Authorize(AuthorizeReq),
+    MeterValues(MeterValuesReq),
+    DataTransfer(DataTransferReq),
 }
 
 /// Actions of OCPP 1.6 that exist but that this CSMS does not implement: answered with
@@ -304,6 +337,9 @@ impl StationRequest {
             StationRequest::StatusNotification(_) => "StatusNotification",
             StationRequest::StartTransaction(_) => "StartTransaction",
             StationRequest::StopTransaction(_) => "StopTransaction",
+            StationRequest::Authorize(_) => "Authorize",
+            StationRequest::MeterValues(_) => "MeterValues",
+            StationRequest::DataTransfer(_) => "DataTransfer",
         }
     }
 
@@ -320,6 +356,18 @@ impl StationRequest {
                 StationRequest::StartTransaction(decode_payload(action, payload)?)
             }
             "StopTransaction" => StationRequest::StopTransaction(decode_payload(action, payload)?),
+            "Authorize" => StationRequest::Authorize(decode_payload(action, payload)?),
+            "MeterValues" => {
+                let request: MeterValuesReq = decode_payload(action, payload)?;
+                if request.meter_value.is_empty() {
+                    return Err(PayloadError {
+                        code: ErrorCode::OccurenceConstraintViolation,
+                        description: "MeterValues: meterValue needs at least one entry".into(),
+                    });
+                }
+                StationRequest::MeterValues(request)
+            }
+            "DataTransfer" => StationRequest::DataTransfer(decode_payload(action, payload)?),
             other => {
                 return Err(PayloadError {
                     code: ErrorCode::NotImplemented,
@@ -336,6 +384,9 @@ impl StationRequest {
             StationRequest::StatusNotification(req) => serde_json::to_value(req),
             StationRequest::StartTransaction(req) => serde_json::to_value(req),
             StationRequest::StopTransaction(req) => serde_json::to_value(req),
+            StationRequest::Authorize(req) => serde_json::to_value(req),
+            StationRequest::MeterValues(req) => serde_json::to_value(req),
+            StationRequest::DataTransfer(req) => serde_json::to_value(req),
         };
         value.expect("messages always serialise")
     }
@@ -464,9 +515,20 @@ mod tests {
             ),
             (
                 "DataTransfer",
-                json!({"vendorId": "x"}),
-                ErrorCode::NotImplemented,
+                json!({"messageId": "x"}),
+                ErrorCode::OccurenceConstraintViolation,
             ),
+            (
+                "MeterValues",
+                json!({"connectorId": 1, "meterValue": []}),
+                ErrorCode::OccurenceConstraintViolation,
+            ),
+            (
+                "Authorize",
+                json!({"idTag": 7}),
+                ErrorCode::TypeConstraintViolation,
+            ),
+            ("GetConfiguration", json!({}), ErrorCode::NotImplemented),
             ("NoSuchAction", json!({}), ErrorCode::NotImplemented),
         ];
         for (action, payload, code) in cases {

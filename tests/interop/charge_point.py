@@ -7,7 +7,7 @@ JSON schemas it ships, so a malformed answer from the CSMS fails this script. Th
 exercises, in order: registration through the operator API; refused handshakes (unknown
 id, wrong password, a user that is not the charge point id, no credentials, no ocpp1.6
 subprotocol); boot, heartbeat and status notifications; a remote start the station
-accepts and one it rejects, each requested through the operator API; a transaction;
+accepts (with Authorize, MeterValues and a DataTransfer) and one it rejects, each requested through the operator API; a transaction;
 a newer connection replacing an older one; disconnect and reconnect. It exits non-zero,
 saying what failed, at the first deviation.
 """
@@ -164,6 +164,11 @@ async def main(addr, token):
         verdict = await remote_start(operator, station, 1, "interop-yes")
         expect(verdict == RemoteStartStopStatus.accepted, f"connector 1: {verdict}")
         await operator.wait_for_event("station", "UnlockAccepted")
+        # With AuthorizeRemoteTxRequests on, a station authorizes the idTag first.
+        authorized = await station.call(call.Authorize(id_tag="interop-yes"))
+        expect(authorized.id_tag_info["status"] == "Accepted", f"authorize {authorized}")
+        stranger = await station.call(call.Authorize(id_tag="not-issued"))
+        expect(stranger.id_tag_info["status"] == "Invalid", f"authorize a stranger {stranger}")
         await station.call(
             call.StatusNotification(connector_id=1, error_code="NoError", status="Preparing", timestamp=now())
         )
@@ -175,6 +180,15 @@ async def main(addr, token):
         await station.call(
             call.StatusNotification(connector_id=1, error_code="NoError", status="Charging", timestamp=now())
         )
+        await station.call(
+            call.MeterValues(
+                connector_id=1,
+                transaction_id=started.transaction_id,
+                meter_value=[{"timestamp": now(), "sampledValue": [{"value": "600"}]}],
+            )
+        )
+        vendor = await station.call(call.DataTransfer(vendor_id="org.example.interop"))
+        expect(vendor.status == "UnknownVendorId", f"data transfer {vendor}")
 
         # A remote start the station rejects.
         verdict = await remote_start(operator, station, 2, "interop-no")
