@@ -123,33 +123,22 @@ pub(super) async fn handle<S: EventStore>(
         ("GET", ["stations", id]) => list_stations(shared, Some(id)).await,
         ("PUT", ["stations", id]) => register(shared, id, body).await,
         ("POST", ["stations", id, "unlock"]) => {
-            let parsed = Body::parse(body, &["connector", "session", "command_id"]).and_then(|b| {
-                let command = StationCommand::RequestUnlock {
+            let fields = ["connector", "session", "command_id"];
+            station_command(shared, id, body, &fields, |b| {
+                Ok(StationCommand::RequestUnlock {
                     connector: b.connector()?,
                     session: b.session()?,
-                };
-                Ok((command, b.text("command_id")?.map(str::to_owned)))
-            });
-            match parsed {
-                Ok((command, command_id)) => {
-                    command_response(shared, id, command_id, command).await
-                }
-                Err(response) => response,
-            }
+                })
+            })
+            .await
         }
         ("POST", ["stations", id, "stop"]) => {
-            let parsed = Body::parse(body, &["session", "command_id"]).and_then(|b| {
-                let command = StationCommand::StopSession {
+            station_command(shared, id, body, &["session", "command_id"], |b| {
+                Ok(StationCommand::StopSession {
                     session: b.session()?,
-                };
-                Ok((command, b.text("command_id")?.map(str::to_owned)))
-            });
-            match parsed {
-                Ok((command, command_id)) => {
-                    command_response(shared, id, command_id, command).await
-                }
-                Err(response) => response,
-            }
+                })
+            })
+            .await
         }
         ("GET", ["stations", id, "events"]) => events(shared, id, head).await,
         (_, ["stations"] | ["stations", _] | ["stations", _, "unlock" | "stop" | "events"]) => {
@@ -216,6 +205,22 @@ async fn register<S: EventStore>(shared: &Shared<S>, station: &str, body: &[u8])
             Response::json(201, &json!({ "id": station, "registered": true }))
         }
         Err(error) => Response::error(503, error.to_string()),
+    }
+}
+
+/// Reads a command body (`fields`, `command` builds the command from it), then runs it.
+async fn station_command<S: EventStore>(
+    shared: &Shared<S>,
+    station: &str,
+    body: &[u8],
+    fields: &[&str],
+    command: impl FnOnce(&Body) -> Result<StationCommand, Response>,
+) -> Response {
+    let parsed = Body::parse(body, fields)
+        .and_then(|b| Ok((command(&b)?, b.text("command_id")?.map(str::to_owned))));
+    match parsed {
+        Ok((command, command_id)) => command_response(shared, station, command_id, command).await,
+        Err(response) => response,
     }
 }
 

@@ -28,6 +28,10 @@ pub const OCPP16: &str = "ocpp1.6";
 /// Where charge points connect: `/ocpp/{chargePointId}`.
 pub const OCPP_PATH_PREFIX: &str = "/ocpp/";
 
+/// How long a connection may take to send a request head or body (or stay idle between
+/// requests) before it is closed.
+pub const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Accepts connections until shutdown.
 pub(super) async fn accept<S: crate::store::EventStore>(
     listener: TcpListener,
@@ -62,12 +66,13 @@ async fn serve<S: crate::store::EventStore>(
         let head = tokio::select! {
             biased;
             _ = shared.shutdown.wait() => return,
-            head = http::read_head(&mut stream, &mut buffer) => head,
+            head = tokio::time::timeout(HEAD_TIMEOUT, http::read_head(&mut stream, &mut buffer)) => head,
         };
         let head = match head {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(error) => {
+            Ok(Ok(Some(head))) => head,
+            // Closed between requests, or idle (or trickling a head) for too long.
+            Ok(Ok(None)) | Err(_) => return,
+            Ok(Err(error)) => {
                 if let Some(status) = error.status() {
                     let response = Response::error(status, error.to_string());
                     let _ = http::write_response(&mut stream, &response, true).await;
@@ -90,9 +95,14 @@ async fn serve<S: crate::store::EventStore>(
             }
             return;
         }
-        let response = match http::read_body(&mut stream, &head, &mut buffer).await {
-            Ok(body) => operator::handle(&shared, &head, &body).await,
-            Err(error) => {
+        let body = tokio::time::timeout(
+            HEAD_TIMEOUT,
+            http::read_body(&mut stream, &head, &mut buffer),
+        );
+        let response = match body.await {
+            Err(_) => return,
+            Ok(Ok(body)) => operator::handle(&shared, &head, &body).await,
+            Ok(Err(error)) => {
                 if let Some(status) = error.status() {
                     let response = Response::error(status, error.to_string());
                     let _ = http::write_response(&mut stream, &response, true).await;
@@ -164,11 +174,27 @@ async fn admit<S: crate::store::EventStore>(
             return Err(Response::error(503, "the registry is unavailable"));
         }
     };
-    if !auth::verify_password(&hash, &password) {
+    if !verify_off_the_runtime(hash, password).await {
         tracing::info!(%station, "connection refused: wrong password");
         return Err(unauthorized());
     }
     Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
+
+/// Argon2 takes tens of milliseconds of CPU by design: on the real runtime it runs on the
+/// blocking pool, so a boot storm does not stall the hub and the other connections. The
+/// simulator has no threads to spare and runs it in place.
+async fn verify_off_the_runtime(hash: String, password: String) -> bool {
+    #[cfg(not(madsim))]
+    {
+        tokio::task::spawn_blocking(move || auth::verify_password(&hash, &password))
+            .await
+            .unwrap_or(false)
+    }
+    #[cfg(madsim)]
+    {
+        auth::verify_password(&hash, &password)
+    }
 }
 
 /// The WebSocket settings of both ends: messages over [`FRAME_BYTES_MAX`] are refused
@@ -271,7 +297,7 @@ async fn run_link(
                     }
                 }
                 // Replaced by a newer connection of the same station, or too slow.
-                None => return Some((CloseCode::Policy, "replaced by a newer connection")),
+                None => return Some((CloseCode::Policy, "replaced by a newer connection, or too slow")),
             },
         }
     }
