@@ -63,7 +63,10 @@ fn a_reconnected_station_goes_online_only_when_it_proves_it_is_accepted() {
 #[test]
 fn every_call_is_answered_and_a_repeated_id_gets_the_same_answer() {
     let mut session = StationSession::resume_accepted("CP1", SessionConfig::default());
-    session.handle_text(r#"[2,"7","DataTransfer",{"vendorId":"x"}]"#, 0);
+    session.handle_text(
+        r#"[2,"7","FirmwareStatusNotification",{"status":"Idle"}]"#,
+        0,
+    );
     session.handle_text(r#"[2,"8","StatusNotification",{"connectorId":"one"}]"#, 0);
     session.handle_text(HEARTBEAT, 0);
     session.handle_text(HEARTBEAT, 5);

@@ -102,7 +102,7 @@ pub struct CsmsNode {
 }
 
 impl CsmsNode {
-    /// Binds both listeners and starts every task.
+    /// Binds the listener and starts every task.
     pub async fn start<S: EventStore>(store: S, config: NodeConfig) -> io::Result<CsmsNode> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
