@@ -198,7 +198,11 @@ async fn register<S: EventStore>(shared: &Shared<S>, station: &str, body: &[u8])
     }
     let mut env = shared.environment();
     let salt = auth::salt_from(&mut env);
-    let hash = auth::hash_password(&password, salt, shared.password_cost);
+    let cost = shared.password_cost;
+    let hashed = super::server::off_the_runtime(move || auth::hash_password(&password, salt, cost));
+    let Some(hash) = hashed.await else {
+        return Response::error(503, "the node is stopping");
+    };
     match auth::register(&shared.store, station, &hash, env.now_millis()).await {
         Ok(()) => {
             tracing::info!(%station, "charge point registered");

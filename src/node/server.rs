@@ -176,26 +176,28 @@ async fn admit<S: crate::store::EventStore>(
             return Err(Response::error(503, "the registry is unavailable"));
         }
     };
-    if !verify_off_the_runtime(hash, password).await {
+    let verified = off_the_runtime(move || auth::verify_password(&hash, &password)).await;
+    if verified != Some(true) {
         tracing::info!(%station, "connection refused: wrong password");
         return Err(unauthorized());
     }
     Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
 }
 
-/// Argon2 takes tens of milliseconds of CPU by design: on the real runtime it runs on the
-/// blocking pool, so a boot storm does not stall the hub and the other connections. The
-/// simulator has no threads to spare and runs it in place.
-async fn verify_off_the_runtime(hash: String, password: String) -> bool {
+/// Runs CPU-heavy work — Argon2 takes tens of milliseconds by design — on the blocking
+/// pool of the real runtime, so a boot storm or a burst of registrations does not stall
+/// the hub and the other connections. The simulator has no threads to spare and runs it
+/// in place. `None`: the runtime is shutting down.
+pub(super) async fn off_the_runtime<R: Send + 'static>(
+    work: impl FnOnce() -> R + Send + 'static,
+) -> Option<R> {
     #[cfg(not(madsim))]
     {
-        tokio::task::spawn_blocking(move || auth::verify_password(&hash, &password))
-            .await
-            .unwrap_or(false)
+        tokio::task::spawn_blocking(work).await.ok()
     }
     #[cfg(madsim)]
     {
-        auth::verify_password(&hash, &password)
+        Some(work())
     }
 }
 
