@@ -228,6 +228,21 @@ async fn station_command<S: EventStore>(
     }
 }
 
+/// 404 unless `station` is registered; 503 if the registry cannot be read.
+async fn require_registered<S: EventStore>(
+    shared: &Shared<S>,
+    station: &str,
+) -> Result<(), Response> {
+    match auth::registered_hash(&shared.store, station).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Response::error(
+            404,
+            format!("no registered charge point {station}"),
+        )),
+        Err(error) => Err(Response::error(503, error.to_string())),
+    }
+}
+
 /// Runs a station command; 404 for a charge point that is not registered.
 async fn command_response<S: EventStore>(
     shared: &Shared<S>,
@@ -243,10 +258,8 @@ async fn command_response<S: EventStore>(
         },
         None => CommandId(u128::from(env.random_u64()) << 64 | u128::from(env.random_u64())),
     };
-    match auth::registered_hash(&shared.store, station).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Response::error(404, format!("no registered charge point {station}")),
-        Err(error) => return Response::error(503, error.to_string()),
+    if let Err(response) = require_registered(shared, station).await {
+        return response;
     }
     let stream =
         StreamId::new(&format!("station-{station}")).expect("a checked id makes a stream id");
@@ -290,10 +303,8 @@ async fn events<S: EventStore>(shared: &Shared<S>, station: &str, head: &Head) -
         (Err(response), _) | (_, Err(response)) => return response,
         _ => return Response::error(400, format!("limit must be 1 to {EVENTS_PAGE_MAX}")),
     };
-    match auth::registered_hash(&shared.store, station).await {
-        Ok(Some(_)) => {}
-        Ok(None) => return Response::error(404, format!("no registered charge point {station}")),
-        Err(error) => return Response::error(503, error.to_string()),
+    if let Err(response) = require_registered(shared, station).await {
+        return response;
     }
     let stream =
         StreamId::new(&format!("{kind}-{station}")).expect("a checked id makes a stream id");
