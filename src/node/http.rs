@@ -50,7 +50,7 @@ impl Head {
         self.query
             .as_deref()?
             .split('&')
-            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
             .find(|(key, _)| *key == name)
             .map(|(_, value)| value)
     }

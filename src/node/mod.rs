@@ -330,16 +330,24 @@ impl<S: EventStore> Hub<S> {
         let now = self.env.now_millis();
         match input {
             HubInput::Stations { only, reply } => {
-                let listing = self
-                    .mirror
-                    .stations()
-                    .filter(|(id, _)| only.as_ref().is_none_or(|only| only == *id))
-                    .map(|(id, view)| StationListing {
-                        id: id.clone(),
-                        online: self.connections.contains_key(id),
-                        view: view.clone(),
-                    })
-                    .collect();
+                let listed = |id: &str, view: &StationView| StationListing {
+                    id: id.to_owned(),
+                    online: self.connections.contains_key(id),
+                    view: view.clone(),
+                };
+                let listing = match only {
+                    Some(id) => self
+                        .mirror
+                        .station(&id)
+                        .map(|v| listed(&id, v))
+                        .into_iter()
+                        .collect(),
+                    None => self
+                        .mirror
+                        .stations()
+                        .map(|(id, v)| listed(id, v))
+                        .collect(),
+                };
                 let _ = reply.send(listing);
             }
             HubInput::Connected {

@@ -74,13 +74,7 @@ async fn serve<S: crate::store::EventStore>(
             Ok(Ok(Some(head))) => head,
             // Closed between requests, or idle (or trickling a head) for too long.
             Ok(Ok(None)) | Err(_) => return,
-            Ok(Err(error)) => {
-                if let Some(status) = error.status() {
-                    let response = Response::error(status, error.to_string());
-                    let _ = http::write_response(&mut stream, &response, true).await;
-                }
-                return;
-            }
+            Ok(Err(error)) => return refuse(&mut stream, &error).await,
         };
         if let Some(station) = head.path.strip_prefix(OCPP_PATH_PREFIX) {
             let station = station.to_owned();
@@ -104,13 +98,7 @@ async fn serve<S: crate::store::EventStore>(
         let response = match body.await {
             Err(_) => return,
             Ok(Ok(body)) => operator::handle(&shared, &head, &body).await,
-            Ok(Err(error)) => {
-                if let Some(status) = error.status() {
-                    let response = Response::error(status, error.to_string());
-                    let _ = http::write_response(&mut stream, &response, true).await;
-                }
-                return;
-            }
+            Ok(Err(error)) => return refuse(&mut stream, &error).await,
         };
         if http::write_response(&mut stream, &response, head.close)
             .await
@@ -119,6 +107,15 @@ async fn serve<S: crate::store::EventStore>(
         {
             return;
         }
+    }
+}
+
+/// Answers a request that could not be read with its status, if the connection can still
+/// carry one; the caller then closes the connection.
+async fn refuse(stream: &mut TcpStream, error: &http::HttpError) {
+    if let Some(status) = error.status() {
+        let response = Response::error(status, error.to_string());
+        let _ = http::write_response(stream, &response, true).await;
     }
 }
 
