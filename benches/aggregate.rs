@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use evsource::core::{CommandId, EventData, ExpectedVersion, Limits, Snapshot, StreamId};
 use evsource::decider::{Aggregate, Decider};
-use evsource::domain::station::{Station, StationCommand, StationEvent};
+use evsource::domain::station::{SessionId, Station, StationCommand, StationEvent};
 use evsource::environment::SystemEnvironment;
 use evsource::handler::{CommandHandler, HandlerConfig, encode_events};
 use evsource::store::{CatchUpSubscription, EventStore, LogConfig, LogStore};
@@ -72,7 +72,7 @@ const SESSIONS: u64 = 1_000;
 /// refuse a reused id; replay does not check it, and its cost per event is the same).
 fn station_history(count: u64) -> impl Iterator<Item = StationEvent> {
     (0..count).map(|n| {
-        let session = format!("s{}", n / 3 % SESSIONS);
+        let session = SessionId::new(&format!("s{}", n / 3 % SESSIONS)).expect("valid");
         let connector = 1 + (n / 3 % 4) as u32;
         match n % 3 {
             0 => StationEvent::UnlockRequested { connector, session },

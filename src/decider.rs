@@ -21,6 +21,14 @@ pub trait Decider {
     /// The state after `event`.
     fn evolve(state: Self::State, event: &Self::Event) -> Self::State;
 
+    /// [`evolve`](Self::evolve) applied in place: the same step, without moving the state
+    /// in and out (replay runs it once per event). Deciders whose state is costly to move
+    /// implement this and let `evolve` call it.
+    fn evolve_in_place(state: &mut Self::State, event: &Self::Event) {
+        let current = std::mem::replace(state, Self::initial());
+        *state = Self::evolve(current, event);
+    }
+
     /// Replays `events` from `initial()`.
     fn fold<'a>(events: impl IntoIterator<Item = &'a Self::Event>) -> Self::State
     where

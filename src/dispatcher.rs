@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::core::types::GlobalPosition;
-use crate::domain::station::{StationAnswer, StationEvent};
+use crate::domain::station::{SessionId, StationAnswer, StationEvent};
 use crate::mirror::UnlockEvidence;
 use crate::ocpp::messages::RemoteStartStopStatus;
 
@@ -91,7 +91,7 @@ pub enum DispatchEffect {
 struct Tracked {
     station: String,
     connector: u32,
-    session: String,
+    session: SessionId,
     read_at_millis: u64,
     attempts: u32,
     next_attempt_at: u64,
@@ -167,7 +167,7 @@ impl Dispatcher {
                     Tracked {
                         station: station.to_owned(),
                         connector: *connector,
-                        session: session.clone(),
+                        session: *session,
                         read_at_millis: now,
                         attempts: 0,
                         next_attempt_at: now,
@@ -333,7 +333,7 @@ impl Dispatcher {
         tracked.decided = Some(answer);
         self.effects.push_back(DispatchEffect::RecordOutcome {
             station: tracked.station.clone(),
-            session: tracked.session.clone(),
+            session: tracked.session.to_string(),
             answer,
         });
     }
@@ -372,7 +372,7 @@ impl Dispatcher {
                 station: station.clone(),
                 call_id,
                 connector: tracked.connector,
-                id_tag: tracked.session.clone(),
+                id_tag: tracked.session.to_string(),
             });
             let link = self.links.get_mut(&station).expect("online station");
             link.in_flight = Some((request, now + self.config.call_timeout_millis));

@@ -8,12 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::core::types::{
-    AppendResult, CommandId, CurrentVersion, EventData, EventId, ExpectedVersion, GlobalPosition,
-    Metadata, Snapshot, StreamId,
+    AppendResult, CommandId, CurrentVersion, EventData, EventId, EventView, ExpectedVersion,
+    GlobalPosition, Metadata, Snapshot, StreamId,
 };
 use crate::decider::{Aggregate, CodecError, Decider};
 use crate::environment::Environment;
@@ -29,8 +30,6 @@ pub struct HandlerConfig {
     pub backoff_max: Duration,
     /// Save a snapshot whenever a stream's length crosses a multiple of this (0: never).
     pub snapshot_every_events: u64,
-    /// Events read per page while loading.
-    pub load_page_events: usize,
     /// States of this many recently used streams are kept in memory, so a command on a
     /// hot stream reads only the events since (0: always load from the store).
     pub state_cache_streams: usize,
@@ -43,7 +42,6 @@ impl Default for HandlerConfig {
             backoff_base: Duration::from_millis(1),
             backoff_max: Duration::from_millis(100),
             snapshot_every_events: 1000,
-            load_page_events: 1024,
             state_cache_streams: 1024,
         }
     }
@@ -98,6 +96,38 @@ struct Start<T> {
     state: T,
     version: CurrentVersion,
     from_snapshot: bool,
+}
+
+/// A fold in progress: the state so far, the version it reflects, and the first event
+/// that did not decode (which stops the fold).
+struct Replay<S> {
+    state: S,
+    version: CurrentVersion,
+    replayed: u64,
+    failure: Option<CodecError>,
+}
+
+impl<S> Replay<S> {
+    #[inline(always)]
+    fn apply<A: Aggregate<State = S>>(&mut self, event: EventView<'_>) -> ControlFlow<()> {
+        assert_eq!(
+            event.version,
+            self.version.next_version(),
+            "stream read skipped a version"
+        );
+        match A::decode_event(event.event_type, event.payload) {
+            Ok(decoded) => {
+                A::evolve_in_place(&mut self.state, &decoded);
+                self.version = CurrentVersion::Current(event.version);
+                self.replayed += 1;
+                ControlFlow::Continue(())
+            }
+            Err(error) => {
+                self.failure = Some(error);
+                ControlFlow::Break(())
+            }
+        }
+    }
 }
 
 /// Recently used stream states, each at the durable version it reflects. A stream never
@@ -346,50 +376,41 @@ where
         })
     }
 
-    /// Replays the events of `stream` after `start`.
+    /// Replays the events of `stream` after `start`, borrowing each from the store
+    /// ([`EventStore::visit_stream`]): the state is folded as the events are read.
     async fn replay_after(
         &self,
         stream: &StreamId,
         start: Start<A::State>,
     ) -> Result<Loaded<A::State>, HandleError<A::Rejection>> {
         let Start {
-            mut state,
-            mut version,
-            from_snapshot,
-        } = start;
-        let mut replayed_events = 0;
-        loop {
-            let from = version.next_version();
-            let page = match self
-                .store
-                .read_stream(stream, from, self.config.load_page_events)
-                .await
-            {
-                Ok(page) => page,
-                Err(ReadError::StreamNotFound(_)) => Vec::new(),
-                Err(error) => return Err(HandleError::Read(error)),
-            };
-            let page_len = page.len();
-            for recorded in page {
-                assert_eq!(
-                    recorded.version,
-                    version.next_version(),
-                    "stream read skipped a version"
-                );
-                let event = A::decode_event(&recorded.event_type, &recorded.payload)
-                    .map_err(HandleError::Codec)?;
-                state = A::evolve(state, &event);
-                version = CurrentVersion::Current(recorded.version);
-                replayed_events += 1;
-            }
-            if page_len < self.config.load_page_events {
-                break;
-            }
-        }
-        Ok(Loaded {
             state,
             version,
-            replayed_events,
+            from_snapshot,
+        } = start;
+        let mut replay = Replay {
+            state,
+            version,
+            replayed: 0,
+            failure: None,
+        };
+        let visited = self
+            .store
+            .visit_stream(stream, version.next_version(), |event| {
+                replay.apply::<A>(event)
+            })
+            .await;
+        match visited {
+            Ok(_) | Err(ReadError::StreamNotFound(_)) => {}
+            Err(error) => return Err(HandleError::Read(error)),
+        }
+        if let Some(error) = replay.failure {
+            return Err(HandleError::Codec(error));
+        }
+        Ok(Loaded {
+            state: replay.state,
+            version: replay.version,
+            replayed_events: replay.replayed,
             from_snapshot,
         })
     }

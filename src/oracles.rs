@@ -128,7 +128,7 @@ pub fn check_unlocks(
             })?;
         let (session, answer) = match decoded {
             StationEvent::UnlockRequested { connector, session } => {
-                requests.insert((station.to_owned(), session), connector);
+                requests.insert((station.to_owned(), session.to_string()), connector);
                 continue;
             }
             StationEvent::UnlockAccepted { session, .. } => (session, StationAnswer::Accepted),
@@ -137,7 +137,7 @@ pub fn check_unlocks(
             StationEvent::SessionStopped { .. } => continue,
         };
         outcomes
-            .entry((station.to_owned(), session))
+            .entry((station.to_owned(), session.to_string()))
             .or_default()
             .push(answer);
     }

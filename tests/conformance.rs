@@ -4,11 +4,13 @@
 
 mod support;
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use evsource::core::{
-    AppendCondition, CurrentVersion, EventId, ExpectedVersion, GlobalPosition, LimitViolation,
-    Limits, Query, QueryItem, Snapshot, StreamId, StreamIdError, StreamVersion,
+    AppendCondition, CommandId, CurrentVersion, EventId, EventView, ExpectedVersion,
+    GlobalPosition, LimitViolation, Limits, Metadata, Query, QueryItem, Snapshot, StreamId,
+    StreamIdError, StreamVersion,
 };
 use evsource::storage::SimDisk;
 use evsource::store::subscription::SubscriptionError;
@@ -358,6 +360,109 @@ async fn reads_page_and_unknown_streams_are_errors<S: EventStore>(store: S) {
     assert_eq!(store.find_event(EventId(999)).await.unwrap(), None);
 }
 
+/// An owned copy of what a visit sees, to compare with the owned reads.
+fn visited(
+    view: EventView<'_>,
+) -> (
+    StreamVersion,
+    GlobalPosition,
+    EventId,
+    String,
+    Vec<u8>,
+    Metadata,
+) {
+    (
+        view.version,
+        view.position,
+        view.id,
+        view.event_type.to_owned(),
+        view.payload.to_vec(),
+        view.metadata(),
+    )
+}
+
+/// `visit_stream` (the replay path) sees exactly what `read_stream` returns: every event of
+/// the stream from the given version, in order, with its metadata — across appends of
+/// many events, appends to another stream in between, segment boundaries and the default
+/// implementation's pages; it stops when the visitor breaks, and an unknown stream is an
+/// error.
+async fn visits_see_what_reads_return<S: EventStore>(store: S) {
+    let v = stream("v");
+    let mut next_id = 1u128;
+    let mut appended = 0u64;
+    for round in 0..120u128 {
+        let count = 1 + round % 20;
+        let mut batch = events(next_id..next_id + count);
+        for (offset, event) in batch.iter_mut().enumerate() {
+            event.metadata.command_id = Some(CommandId(round + 1));
+            event.metadata.correlation_id = (offset % 2 == 0).then_some(CommandId(7));
+            event.metadata.causation_id = (offset % 3 == 0).then_some(EventId(round));
+        }
+        next_id += count;
+        appended += count as u64;
+        store.append(&v, ExpectedVersion::Any, batch).await.unwrap();
+        store
+            .append(
+                &stream("w"),
+                ExpectedVersion::Any,
+                vec![event(1_000_000 + round)],
+            )
+            .await
+            .unwrap();
+    }
+    assert!(appended > 1024, "more than one page of the default visit");
+    let mut owned = Vec::new();
+    loop {
+        let from = StreamVersion(owned.len() as u64);
+        let page = store.read_stream(&v, from, 100).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        owned.extend(page.iter().map(|event| visited(event.view())));
+    }
+    assert_eq!(owned.len() as u64, appended);
+    for from in [0, 1, 517, appended - 1, appended, appended + 5] {
+        let mut seen = Vec::new();
+        let count = store
+            .visit_stream(&v, StreamVersion(from), |view| {
+                seen.push(visited(view));
+                ControlFlow::Continue(())
+            })
+            .await
+            .unwrap();
+        let expected = &owned[(from.min(appended) as usize)..];
+        assert_eq!(count, expected.len() as u64, "visited from {from}");
+        assert!(
+            seen == expected,
+            "the visit from {from} differs from the reads"
+        );
+    }
+    let mut seen = 0;
+    let count = store
+        .visit_stream(&v, StreamVersion(3), |view| {
+            assert_eq!(view.version, StreamVersion(3 + seen));
+            seen += 1;
+            if seen == 10 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!((count, seen), (10, 10), "a break stops the visit at once");
+    assert_eq!(
+        store
+            .visit_stream(
+                &stream("nope"),
+                StreamVersion(0),
+                |_| ControlFlow::Continue(())
+            )
+            .await,
+        Err(ReadError::StreamNotFound(stream("nope")))
+    );
+}
+
 async fn catch_up_subscription_delivers_history_then_live<S: EventStore>(store: S, limits: Limits) {
     fill(&store, "s", 1, 7).await;
     let mut subscription = CatchUpSubscription::new(store.clone(), None, 3, &limits).unwrap();
@@ -625,6 +730,12 @@ macro_rules! conformance {
             async fn reads_page_and_unknown_streams_are_errors() {
                 let (_guard, store) = $make;
                 super::reads_page_and_unknown_streams_are_errors(store).await;
+            }
+
+            #[tokio::test]
+            async fn visits_see_what_reads_return() {
+                let (_guard, store) = $make;
+                super::visits_see_what_reads_return(store).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

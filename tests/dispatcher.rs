@@ -6,7 +6,7 @@
 
 use evsource::core::GlobalPosition;
 use evsource::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
-use evsource::domain::station::{StationAnswer, StationEvent};
+use evsource::domain::station::{SessionId, StationAnswer, StationEvent};
 use evsource::mirror::UnlockEvidence;
 use evsource::ocpp::messages::RemoteStartStopStatus::{Accepted, Rejected};
 
@@ -24,7 +24,7 @@ fn config() -> DispatcherConfig {
 fn requested(connector: u32, session: &str) -> StationEvent {
     StationEvent::UnlockRequested {
         connector,
-        session: session.into(),
+        session: SessionId::new(session).unwrap(),
     }
 }
 
@@ -71,7 +71,7 @@ fn an_accepted_unlock_is_recorded_and_only_then_checkpointed() {
         "CP1",
         &StationEvent::UnlockAccepted {
             connector: 1,
-            session: "s1".into(),
+            session: SessionId::new("s1").unwrap(),
         },
         30,
     );
@@ -203,7 +203,7 @@ fn a_restart_from_the_checkpoint_sends_again_what_was_not_recorded() {
         "CP1",
         &StationEvent::SessionStopped {
             connector: 2,
-            session: "old".into(),
+            session: SessionId::new("old").unwrap(),
         },
         0,
     );

@@ -8,7 +8,7 @@ use evsource::core::{
     CommandId, EventData, EventId, GlobalPosition, Metadata, RecordedEvent, StreamVersion,
 };
 use evsource::decider::Aggregate;
-use evsource::domain::station::{Station, StationEvent};
+use evsource::domain::station::{SessionId, Station, StationEvent};
 use evsource::oracles::{
     StationTruth, check_acknowledged, check_commands_once, check_no_starvation, check_store_shape,
     check_unlocks,
@@ -43,14 +43,14 @@ fn recorded(
 fn requested(session: &str) -> StationEvent {
     StationEvent::UnlockRequested {
         connector: 1,
-        session: session.into(),
+        session: SessionId::new(session).unwrap(),
     }
 }
 
 fn accepted(session: &str) -> StationEvent {
     StationEvent::UnlockAccepted {
         connector: 1,
-        session: session.into(),
+        session: SessionId::new(session).unwrap(),
     }
 }
 

@@ -16,7 +16,7 @@ use evsource::core::expected_version_matches;
 use evsource::core::{CommandId, CurrentVersion, EventId, ExpectedVersion, StreamVersion};
 use evsource::decider::Decider;
 use evsource::domain::account::{Account, AccountCommand, AccountEvent, AccountState};
-use evsource::domain::station::{Station, StationCommand, StationEvent};
+use evsource::domain::station::{SessionId, Station, StationCommand, StationEvent};
 use stateright::{Model, Property};
 
 /// Which append protocol the handlers follow.
@@ -194,7 +194,8 @@ impl Entry {
         match self {
             Entry::UnlockRequested { connector, by } => Some(StationEvent::UnlockRequested {
                 connector,
-                session: format!("h{}c{}", by.0, by.1),
+                session: SessionId::new(&format!("h{}c{}", by.0, by.1))
+                    .expect("the model's session ids are valid"),
             }),
             _ => None,
         }

@@ -16,7 +16,7 @@ use std::hash::{Hash, Hasher};
 use evsource::chargepoint::{ChargePoint, ChargePointConfig};
 use evsource::core::GlobalPosition;
 use evsource::dispatcher::{CheckpointPolicy, DispatchEffect, Dispatcher, DispatcherConfig};
-use evsource::domain::station::{StationAnswer, StationEvent};
+use evsource::domain::station::{SessionId, StationAnswer, StationEvent};
 use evsource::mirror::UnlockEvidence;
 use evsource::ocpp::Frame;
 use evsource::ocpp::messages::RemoteStartStopStatus;
@@ -138,25 +138,20 @@ pub enum Answer {
 
 impl Stored {
     fn to_event(&self) -> StationEvent {
-        match self.clone() {
-            Stored::Requested { connector, session } => {
-                StationEvent::UnlockRequested { connector, session }
-            }
+        let (connector, session, answer) = match self {
+            Stored::Requested { connector, session } => (*connector, session, None),
             Stored::Answered {
                 connector,
                 session,
-                answer: Answer::Accepted,
-            } => StationEvent::UnlockAccepted { connector, session },
-            Stored::Answered {
-                connector,
-                session,
-                answer: Answer::Rejected,
-            } => StationEvent::UnlockRejected { connector, session },
-            Stored::Answered {
-                connector,
-                session,
-                answer: Answer::TimedOut,
-            } => StationEvent::UnlockTimedOut { connector, session },
+                answer,
+            } => (*connector, session, Some(*answer)),
+        };
+        let session = SessionId::new(session).expect("the model's session ids are valid");
+        match answer {
+            None => StationEvent::UnlockRequested { connector, session },
+            Some(Answer::Accepted) => StationEvent::UnlockAccepted { connector, session },
+            Some(Answer::Rejected) => StationEvent::UnlockRejected { connector, session },
+            Some(Answer::TimedOut) => StationEvent::UnlockTimedOut { connector, session },
         }
     }
 }

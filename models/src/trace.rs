@@ -7,11 +7,12 @@
 //! the simulator (`sims/tests/model_trace.rs`) alike, `Path::from_actions` must accept every
 //! recorded trace.
 
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 
 use crate::append::{Action, AppendModel};
 use evsource::core::{
-    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
+    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, EventView, ExpectedVersion,
     GlobalPosition, Limits, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
 use evsource::domain::account::{Account, AccountCommand, AccountEvent};
@@ -73,6 +74,22 @@ impl EventStore for Recording {
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         self.interleave().await;
         let result = self.inner.read_stream(stream, from, max).await;
+        self.record(Action::Load(self.handler));
+        result
+    }
+
+    /// A load is one atomic read of the stream (the in-memory store's visit): one `Load`.
+    async fn visit_stream<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        visit: F,
+    ) -> Result<u64, ReadError>
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()> + Send,
+    {
+        self.interleave().await;
+        let result = self.inner.visit_stream(stream, from, visit).await;
         self.record(Action::Load(self.handler));
         result
     }

@@ -283,6 +283,155 @@ impl RecordedEvent {
     }
 }
 
+/// A stored event of one stream, borrowed from the store's own buffer: what replay reads
+/// (see [`crate::store::EventStore::visit_stream`]). It has no tags; readers that need
+/// them use the owned reads. Its metadata is decoded only when asked for.
+#[derive(Clone, Copy, Debug)]
+pub struct EventView<'a> {
+    pub version: StreamVersion,
+    pub position: GlobalPosition,
+    pub id: EventId,
+    pub event_type: &'a str,
+    pub payload: &'a [u8],
+    metadata: MetadataSource<'a>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum MetadataSource<'a> {
+    Decoded(&'a Metadata),
+    Compact(CompactMetadata<'a>),
+}
+
+impl<'a> EventView<'a> {
+    pub fn new(
+        version: StreamVersion,
+        position: GlobalPosition,
+        id: EventId,
+        event_type: &'a str,
+        payload: &'a [u8],
+        metadata: CompactMetadata<'a>,
+    ) -> EventView<'a> {
+        EventView {
+            version,
+            position,
+            id,
+            event_type,
+            payload,
+            metadata: MetadataSource::Compact(metadata),
+        }
+    }
+
+    pub fn metadata(&self) -> Metadata {
+        match self.metadata {
+            MetadataSource::Decoded(metadata) => *metadata,
+            MetadataSource::Compact(compact) => compact.decode(),
+        }
+    }
+}
+
+impl PartialEq for EventView<'_> {
+    fn eq(&self, other: &EventView<'_>) -> bool {
+        (
+            self.version,
+            self.position,
+            self.id,
+            self.event_type,
+            self.payload,
+        ) == (
+            other.version,
+            other.position,
+            other.id,
+            other.event_type,
+            other.payload,
+        ) && self.metadata() == other.metadata()
+    }
+}
+
+impl Eq for EventView<'_> {}
+
+impl RecordedEvent {
+    pub fn view(&self) -> EventView<'_> {
+        EventView {
+            version: self.version,
+            position: self.position,
+            id: self.id,
+            event_type: &self.event_type,
+            payload: &self.payload,
+            metadata: MetadataSource::Decoded(&self.metadata),
+        }
+    }
+}
+
+/// [`Metadata`] in its compact binary form, checked for length and not yet decoded:
+/// flags u8 (bit 0 command, bit 1 causation, bit 2 correlation, the rest zero), each
+/// present id as u128, then recorded_at u64; little-endian.
+#[derive(Clone, Copy, Debug)]
+pub struct CompactMetadata<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> CompactMetadata<'a> {
+    const FLAG_BITS: u8 = 0b111;
+
+    /// Splits compact metadata off the front of `bytes`; `None` when they are too short
+    /// for the ids their flags announce or use an unknown flag.
+    #[inline]
+    pub fn split(bytes: &'a [u8]) -> Option<(CompactMetadata<'a>, &'a [u8])> {
+        let flags = *bytes.first()?;
+        if flags & !CompactMetadata::FLAG_BITS != 0 {
+            return None;
+        }
+        let len = 1 + 16 * flags.count_ones() as usize + 8;
+        (bytes.len() >= len).then(|| {
+            let (compact, rest) = bytes.split_at(len);
+            (CompactMetadata { bytes: compact }, rest)
+        })
+    }
+
+    pub fn decode(&self) -> Metadata {
+        let flags = self.bytes[0];
+        let mut rest = &self.bytes[1..];
+        let mut id = |present: bool| {
+            present.then(|| {
+                let (id, tail) = rest.split_first_chunk::<16>().expect("length checked");
+                rest = tail;
+                u128::from_le_bytes(*id)
+            })
+        };
+        let command_id = id(flags & 1 != 0).map(CommandId);
+        let causation_id = id(flags & 2 != 0).map(EventId);
+        let correlation_id = id(flags & 4 != 0).map(CommandId);
+        let recorded_at = rest.first_chunk::<8>().expect("length checked");
+        Metadata {
+            command_id,
+            causation_id,
+            correlation_id,
+            recorded_at_millis: u64::from_le_bytes(*recorded_at),
+        }
+    }
+}
+
+impl Metadata {
+    /// Appends the compact form read by [`CompactMetadata`].
+    pub fn encode_compact(&self, out: &mut Vec<u8>) {
+        let flags = u8::from(self.command_id.is_some())
+            | (u8::from(self.causation_id.is_some()) << 1)
+            | (u8::from(self.correlation_id.is_some()) << 2);
+        out.push(flags);
+        for id in [
+            self.command_id.map(|c| c.0),
+            self.causation_id.map(|c| c.0),
+            self.correlation_id.map(|c| c.0),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        out.extend_from_slice(&self.recorded_at_millis.to_le_bytes());
+    }
+}
+
 /// One clause of a [`Query`]: events whose type is one of `event_types` (any type when
 /// empty) and that carry every tag in `tags`.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::types::RecordedEvent;
 use crate::decider::Aggregate;
-use crate::domain::station::{Station, StationEvent};
+use crate::domain::station::{SessionId, Station, StationEvent};
 use crate::projection::Projection;
 
 /// Per station: who holds each connector, and how requests ended.
@@ -19,7 +19,7 @@ pub struct BoardState {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StationBoard {
     /// Connector → session currently holding it (requested or active).
-    pub connectors: BTreeMap<u32, String>,
+    pub connectors: BTreeMap<u32, SessionId>,
     pub requested: u64,
     pub accepted: u64,
     pub rejected: u64,

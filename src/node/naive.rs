@@ -212,7 +212,7 @@ mod tests {
     fn business_events_decode_as_the_stations_own() {
         let event = StationEvent::UnlockRequested {
             connector: 1,
-            session: "s".into(),
+            session: crate::domain::station::SessionId::new("s").unwrap(),
         };
         let encoded = Station::encode_event(&event);
         assert!(!is_noted_telemetry(&encoded.event_type, &encoded.payload));

@@ -2,8 +2,10 @@
 //! `postgresql://…`). [`AnyStore`] is the chosen backend behind the one [`EventStore`]
 //! contract, so whatever takes a store takes any of them.
 
+use std::ops::ControlFlow;
+
 use crate::core::types::{
-    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
+    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, EventView, ExpectedVersion,
     GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
 use crate::store::{
@@ -105,6 +107,18 @@ impl EventStore for AnyStore {
         max: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         each_backend!(self, store => store.read_stream(stream, from, max).await)
+    }
+
+    async fn visit_stream<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        visit: F,
+    ) -> Result<u64, ReadError>
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()> + Send,
+    {
+        each_backend!(self, store => store.visit_stream(stream, from, visit).await)
     }
 
     async fn read_all(

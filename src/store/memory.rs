@@ -2,12 +2,13 @@
 //! Nothing survives the process; it exists for tests, models and benchmarks.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::core::index::{AppendPlan, StoreIndex};
 use crate::core::limits::Limits;
 use crate::core::types::{
-    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
+    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, EventView, ExpectedVersion,
     GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
 use crate::signal::Counter;
@@ -124,6 +125,30 @@ impl EventStore for MemoryStore {
         max: usize,
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         self.read_stream_now(stream, from, max)
+    }
+
+    async fn visit_stream<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        mut visit: F,
+    ) -> Result<u64, ReadError>
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()> + Send,
+    {
+        let state = self.lock();
+        let positions = state
+            .index
+            .stream_positions(stream, from, usize::MAX)
+            .ok_or_else(|| ReadError::StreamNotFound(stream.clone()))?;
+        let mut visited = 0;
+        for position in positions {
+            visited += 1;
+            if visit(state.events[position.0 as usize].view()).is_break() {
+                break;
+            }
+        }
+        Ok(visited)
     }
 
     async fn read_all(

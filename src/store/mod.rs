@@ -13,10 +13,11 @@ pub mod postgres;
 pub mod subscription;
 
 use std::future::Future;
+use std::ops::ControlFlow;
 
 use crate::core::limits::LimitViolation;
 use crate::core::types::{
-    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
+    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, EventView, ExpectedVersion,
     GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
 
@@ -138,6 +139,27 @@ pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
         max: usize,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, ReadError>> + Send;
 
+    /// Visits the events of `stream` from version `from`, in version order, borrowed from
+    /// the store's own buffers: the replay path, which allocates nothing per event where
+    /// the backend can avoid it. Visits at least every event readable when the call
+    /// starts (events appended meanwhile may be visited too), unless `visit` breaks.
+    /// Returns the number of events visited. Unknown stream: an error. `visit` runs while
+    /// the backend may hold a lock: it must not call back into the store.
+    ///
+    /// The default pages through [`read_stream`](Self::read_stream) until a page comes
+    /// back empty (it cannot know the backend's page limit).
+    fn visit_stream<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        visit: F,
+    ) -> impl Future<Output = Result<u64, ReadError>> + Send
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()> + Send,
+    {
+        visit_pages(self, stream, from, VISIT_PAGE_EVENTS, None, visit)
+    }
+
     /// Events of all streams from position `from`, in position order.
     fn read_all(
         &self,
@@ -189,6 +211,44 @@ pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     ) -> impl Future<Output = Result<Option<Snapshot>, ReadError>> + Send;
 }
 
+/// Events per page of [`EventStore::visit_stream`]'s default, paged implementation.
+const VISIT_PAGE_EVENTS: usize = 1024;
+
+/// [`EventStore::visit_stream`] through pages of `read_stream(…, page)`. The visit ends at
+/// an empty page — or, when the backend's own page limit is known (`page_limit`), at the
+/// first page shorter than `page.min(page_limit)`, saving the empty read.
+pub(crate) async fn visit_pages<S: EventStore, F>(
+    store: &S,
+    stream: &StreamId,
+    from: StreamVersion,
+    page: usize,
+    page_limit: Option<usize>,
+    mut visit: F,
+) -> Result<u64, ReadError>
+where
+    F: FnMut(EventView<'_>) -> ControlFlow<()> + Send,
+{
+    let full_page = page_limit.map(|limit| page.min(limit));
+    let mut next = from;
+    let mut visited = 0;
+    loop {
+        let events = store.read_stream(stream, next, page).await?;
+        let Some(last) = events.last() else {
+            return Ok(visited);
+        };
+        next = last.version.next();
+        for event in &events {
+            visited += 1;
+            if visit(event.view()).is_break() {
+                return Ok(visited);
+            }
+        }
+        if full_page.is_some_and(|full| events.len() < full) {
+            return Ok(visited);
+        }
+    }
+}
+
 /// A snapshot must describe a version the stream has.
 pub(crate) fn check_snapshot_in_stream(
     stream: &StreamId,
@@ -209,4 +269,65 @@ pub(crate) fn check_snapshot_in_stream(
 /// replaces a newer one (concurrent savers may race).
 pub(crate) fn snapshot_replaces(existing: Option<StreamVersion>, candidate: StreamVersion) -> bool {
     existing.is_none_or(|existing| existing <= candidate)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The paged visit behind `visit_stream`'s default and the PostgreSQL backend: whatever
+    //! the page and the backend's own cap, it sees every event once, in order.
+    use super::*;
+    use crate::core::types::Metadata;
+    use crate::core::{Limits, StreamId};
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn paged_visits_see_every_event_once_whatever_the_page() {
+        // A backend that returns at most 4 events per read, whatever is asked.
+        let store = MemoryStore::new(Limits {
+            read_events_max: 4,
+            ..Limits::default()
+        });
+        let stream = StreamId::new("s").expect("valid");
+        for id in 1..=23u128 {
+            let event = EventData {
+                id: EventId(id),
+                event_type: "T".into(),
+                tags: Vec::new(),
+                metadata: Metadata::default(),
+                payload: id.to_le_bytes().to_vec(),
+            };
+            store
+                .append(&stream, ExpectedVersion::Any, vec![event])
+                .await
+                .expect("append");
+        }
+        for (from, page, page_limit) in [
+            (0, 7, None),
+            (0, 4, Some(4)),
+            (5, 10, Some(4)),
+            (22, 3, None),
+            (23, 3, Some(4)),
+        ] {
+            let mut versions = Vec::new();
+            let visited = visit_pages(
+                &store,
+                &stream,
+                StreamVersion(from),
+                page,
+                page_limit,
+                |e| {
+                    versions.push(e.version.0);
+                    ControlFlow::Continue(())
+                },
+            )
+            .await
+            .expect("visit");
+            assert_eq!(
+                versions,
+                (from..23).collect::<Vec<_>>(),
+                "from {from}, page {page}"
+            );
+            assert_eq!(visited, 23 - from);
+        }
+    }
 }

@@ -34,6 +34,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,12 +46,13 @@ use tokio_postgres::{AsyncMessage, Client, NoTls, Row, Statement};
 
 use crate::core::limits::Limits;
 use crate::core::types::{
-    AppendCondition, AppendResult, CommandId, CurrentVersion, EventData, EventId, ExpectedVersion,
-    GlobalPosition, Metadata, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
+    AppendCondition, AppendResult, CommandId, CurrentVersion, EventData, EventId, EventView,
+    ExpectedVersion, GlobalPosition, Metadata, Query, RecordedEvent, Snapshot, StreamId,
+    StreamVersion,
 };
 use crate::core::{AppendPlan, expected_version_matches, repeated_event_id, retry_fits_expected};
 use crate::signal::Counter;
-use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
+use crate::store::{AppendError, EventStore, ReadError, SnapshotError, visit_pages};
 
 /// How often a waiting reader polls the head when no notification arrives (the default of
 /// [`PostgresConfig::poll_interval`]).
@@ -955,6 +957,20 @@ impl EventStore for PostgresStore {
             return Err(ReadError::StreamNotFound(stream.clone()));
         }
         self.decode_rows(rows)
+    }
+
+    async fn visit_stream<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        visit: F,
+    ) -> Result<u64, ReadError>
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()> + Send,
+    {
+        // Knowing its own page limit, a short page ends the visit: one query per page.
+        let page = self.shared.limits.read_events_max;
+        visit_pages(self, stream, from, page, Some(page), visit).await
     }
 
     async fn read_all(

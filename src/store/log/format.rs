@@ -34,7 +34,7 @@
 //! it must not — when deciding whether damage is a torn tail (see `recovery.rs`).
 
 use crate::core::types::{
-    CommandId, EventData, EventId, GlobalPosition, Metadata, Snapshot, StreamId, StreamVersion,
+    CompactMetadata, EventData, EventId, GlobalPosition, Snapshot, StreamId, StreamVersion,
 };
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"EVSRCLOG";
@@ -190,22 +190,8 @@ pub fn encode_append(
 }
 
 fn encode_event(out: &mut Vec<u8>, event: &EventData) {
-    let meta = &event.metadata;
     out.extend_from_slice(&event.id.0.to_le_bytes());
-    let flags = u8::from(meta.command_id.is_some())
-        | (u8::from(meta.causation_id.is_some()) << 1)
-        | (u8::from(meta.correlation_id.is_some()) << 2);
-    out.push(flags);
-    if let Some(command) = meta.command_id {
-        out.extend_from_slice(&command.0.to_le_bytes());
-    }
-    if let Some(causation) = meta.causation_id {
-        out.extend_from_slice(&causation.0.to_le_bytes());
-    }
-    if let Some(correlation) = meta.correlation_id {
-        out.extend_from_slice(&correlation.0.to_le_bytes());
-    }
-    out.extend_from_slice(&meta.recorded_at_millis.to_le_bytes());
+    event.metadata.encode_compact(out);
     put_str16(out, &event.event_type);
     out.extend_from_slice(&(event.tags.len() as u16).to_le_bytes());
     for tag in &event.tags {
@@ -320,6 +306,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     fn take(&mut self, count: usize) -> Result<&'a [u8], FormatError> {
         if self.bytes.len() < count {
             return Err(FormatError::Truncated);
@@ -329,26 +316,27 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], FormatError> {
         Ok(self.take(N)?.try_into().expect("exact length"))
     }
 
-    fn u8(&mut self) -> Result<u8, FormatError> {
-        Ok(self.array::<1>()?[0])
-    }
-
+    #[inline]
     fn u16(&mut self) -> Result<u16, FormatError> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     fn u32(&mut self) -> Result<u32, FormatError> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     fn u64(&mut self) -> Result<u64, FormatError> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
+    #[inline]
     fn u128(&mut self) -> Result<u128, FormatError> {
         Ok(u128::from_le_bytes(self.array()?))
     }
@@ -381,66 +369,185 @@ impl<'a> Reader<'a> {
     }
 }
 
-pub fn decode_append(body: &[u8]) -> Result<AppendRecord, FormatError> {
+/// The fixed part of an append body; its events follow (see [`AppendEvents`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendHeader {
+    pub first_position: GlobalPosition,
+    pub first_version: StreamVersion,
+    pub stream: StreamId,
+    pub event_count: u32,
+}
+
+/// One event of an append body, borrowed from it. Tags and metadata are left encoded: the
+/// replay path needs neither, and [`EventFields::to_data`] decodes them for the owned reads.
+#[derive(Clone, Copy, Debug)]
+pub struct EventFields<'a> {
+    pub id: EventId,
+    pub metadata: CompactMetadata<'a>,
+    pub event_type: &'a str,
+    tag_count: u16,
+    tags: &'a [u8],
+    pub payload: &'a [u8],
+}
+
+impl EventFields<'_> {
+    pub fn to_data(self) -> Result<EventData, FormatError> {
+        let mut reader = Reader { bytes: self.tags };
+        let mut tags = Vec::with_capacity(usize::from(self.tag_count));
+        for _ in 0..self.tag_count {
+            tags.push(reader.str16()?.to_owned());
+        }
+        reader.finish()?;
+        Ok(EventData {
+            id: self.id,
+            event_type: self.event_type.to_owned(),
+            tags,
+            metadata: self.metadata.decode(),
+            payload: self.payload.to_vec(),
+        })
+    }
+}
+
+/// The events of an append body, decoded one by one without copying.
+pub struct AppendEvents<'a> {
+    reader: Reader<'a>,
+    remaining: u32,
+    /// Types seen in this record: a stream's events have few types, and one seen before
+    /// is borrowed again instead of being validated as UTF-8 again.
+    types: TypeCache<'a>,
+}
+
+/// The last [`TypeCache::SLOTS`] distinct event types of a record, each with its bytes
+/// as one 128-bit word (types of up to 16 bytes; longer ones are validated every time).
+#[derive(Default)]
+struct TypeCache<'a> {
+    slots: [(u128, &'a str); TypeCache::SLOTS],
+    next: usize,
+}
+
+impl<'a> TypeCache<'a> {
+    const SLOTS: usize = 8;
+
+    /// The type whose `len` bytes start `rest`.
+    #[inline]
+    fn take(&mut self, rest: &'a [u8], len: usize) -> Result<&'a str, FormatError> {
+        let bytes = rest.get(..len).ok_or(FormatError::Truncated)?;
+        // A 16-byte window (the type and what follows it), masked to the type's length.
+        let key = rest
+            .first_chunk::<16>()
+            .filter(|_| len <= 16)
+            .map(|window| {
+                let mask = u128::MAX.checked_shr(8 * (16 - len as u32)).unwrap_or(0);
+                u128::from_le_bytes(*window) & mask
+            });
+        if let Some(key) = key
+            && let Some(&(_, known)) = self
+                .slots
+                .iter()
+                .find(|&&(k, known)| k == key && known.len() == len)
+        {
+            return Ok(known);
+        }
+        let event_type = std::str::from_utf8(bytes).map_err(|_| FormatError::BadUtf8)?;
+        if let Some(key) = key {
+            self.slots[self.next] = (key, event_type);
+            self.next = (self.next + 1) % TypeCache::SLOTS;
+        }
+        Ok(event_type)
+    }
+}
+
+/// Splits an append body into its header and its events. The events' iterator reports
+/// a malformed event, and bytes left over after the last one, as errors.
+pub fn decode_append_header(body: &[u8]) -> Result<(AppendHeader, AppendEvents<'_>), FormatError> {
     let mut reader = Reader { bytes: body };
     let first_position = GlobalPosition(reader.u64()?);
     let first_version = StreamVersion(reader.u64()?);
     let stream = reader.stream_id()?;
-    let count = reader.u32()? as usize;
+    let count = reader.u32()?;
     // Each event takes at least 34 bytes: refuse counts the body cannot hold.
-    if count == 0 || count > body.len() / 34 {
-        return Err(FormatError::BadLength(count as u64));
+    if count == 0 || count as usize > body.len() / 34 {
+        return Err(FormatError::BadLength(u64::from(count)));
     }
-    let mut events = Vec::with_capacity(count);
-    for _ in 0..count {
-        events.push(decode_event(&mut reader)?);
-    }
-    reader.finish()?;
-    Ok(AppendRecord {
+    let header = AppendHeader {
         first_position,
         first_version,
         stream,
+        event_count: count,
+    };
+    Ok((
+        header,
+        AppendEvents {
+            reader,
+            remaining: count,
+            types: TypeCache::default(),
+        },
+    ))
+}
+
+impl<'a> Iterator for AppendEvents<'a> {
+    type Item = Result<EventFields<'a>, FormatError>;
+
+    // Always inlined, like `decode_event`: returned through memory, an event's fields
+    // cost the replay loop a store-forwarding stall per event.
+    #[inline(always)]
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let event = decode_event(&mut self.reader, &mut self.types);
+        let event = match event {
+            Ok(event) if self.remaining == 0 => self.reader.finish().map(|()| event),
+            other => other,
+        };
+        if event.is_err() {
+            self.remaining = 0;
+        }
+        Some(event)
+    }
+}
+
+pub fn decode_append(body: &[u8]) -> Result<AppendRecord, FormatError> {
+    let (header, events) = decode_append_header(body)?;
+    let events = events
+        .map(|event| event?.to_data())
+        .collect::<Result<Vec<EventData>, FormatError>>()?;
+    Ok(AppendRecord {
+        first_position: header.first_position,
+        first_version: header.first_version,
+        stream: header.stream,
         events,
     })
 }
 
-fn decode_event(reader: &mut Reader<'_>) -> Result<EventData, FormatError> {
+/// Decodes one event; its type is looked up in (or added to) `types`.
+#[inline(always)]
+fn decode_event<'a>(
+    reader: &mut Reader<'a>,
+    types: &mut TypeCache<'a>,
+) -> Result<EventFields<'a>, FormatError> {
     let id = EventId(reader.u128()?);
-    let flags = reader.u8()?;
-    let command_id = if flags & 1 != 0 {
-        Some(CommandId(reader.u128()?))
-    } else {
-        None
-    };
-    let causation_id = if flags & 2 != 0 {
-        Some(EventId(reader.u128()?))
-    } else {
-        None
-    };
-    let correlation_id = if flags & 4 != 0 {
-        Some(CommandId(reader.u128()?))
-    } else {
-        None
-    };
-    let recorded_at_millis = reader.u64()?;
-    let event_type = reader.str16()?.to_owned();
+    let (metadata, rest) = CompactMetadata::split(reader.bytes).ok_or(FormatError::Truncated)?;
+    reader.bytes = rest;
+    let type_len = usize::from(reader.u16()?);
+    let event_type = types.take(reader.bytes, type_len)?;
+    reader.bytes = &reader.bytes[type_len..];
     let tag_count = reader.u16()?;
-    let mut tags = Vec::with_capacity(usize::from(tag_count).min(64));
+    let tags_start = reader.bytes;
     for _ in 0..tag_count {
-        tags.push(reader.str16()?.to_owned());
+        let length = reader.u16()?;
+        reader.take(usize::from(length))?;
     }
+    let tags = &tags_start[..tags_start.len() - reader.bytes.len()];
     let payload_len = reader.u32()? as usize;
-    let payload = reader.take(payload_len)?.to_vec();
-    Ok(EventData {
+    let payload = reader.take(payload_len)?;
+    Ok(EventFields {
         id,
+        metadata,
         event_type,
+        tag_count,
         tags,
-        metadata: Metadata {
-            command_id,
-            causation_id,
-            correlation_id,
-            recorded_at_millis,
-        },
         payload,
     })
 }
@@ -467,6 +574,7 @@ pub fn decode_snapshot(body: &[u8]) -> Result<SnapshotRecord, FormatError> {
 mod tests {
     //! Round trips and rejection of damaged bytes at the format level.
     use super::*;
+    use crate::core::types::{CommandId, Metadata};
 
     fn sample_event(index: u8) -> EventData {
         EventData {

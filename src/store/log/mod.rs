@@ -15,6 +15,7 @@ mod recovery;
 
 use std::collections::BTreeMap;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 #[cfg(not(madsim))]
@@ -25,7 +26,7 @@ use tokio::sync::{Semaphore, oneshot};
 use crate::core::index::{AppendPlan, StoreIndex};
 use crate::core::limits::Limits;
 use crate::core::types::{
-    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, ExpectedVersion,
+    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, EventView, ExpectedVersion,
     GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
 use crate::signal::Counter;
@@ -122,6 +123,23 @@ struct Location {
     record_bytes: u32,
     event_index: u32,
 }
+
+/// Consecutive events of one stream in one record: what a replay reads with one read.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    record: Location,
+    first_index: u32,
+    count: u32,
+    first_version: StreamVersion,
+    first_position: GlobalPosition,
+}
+
+/// The segment files, shared with readers that work outside the lock.
+type Segments = Vec<Arc<dyn StorageFile>>;
+
+/// Events a replay locates per lock acquisition, so a long replay never holds the lock
+/// (and appenders) for long.
+const VISIT_CHUNK_EVENTS: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug)]
 struct SnapshotSlot {
@@ -319,19 +337,167 @@ impl LogStore {
         location: Location,
         decode: impl FnOnce(&[u8]) -> Result<T, format::FormatError>,
     ) -> Result<T, ReadError> {
+        let mut buffer = Vec::new();
+        let body = self.read_record_into(segments, location, &mut buffer)?;
+        decode(body).map_err(|e| self.corrupt(location, e))
+    }
+
+    /// Reads one record into `buffer` (grown, never shrunk, so a reader reuses it) and
+    /// returns its body once both checksums and the padding are verified.
+    fn read_record_into<'b>(
+        &self,
+        segments: &[Arc<dyn StorageFile>],
+        location: Location,
+        buffer: &'b mut Vec<u8>,
+    ) -> Result<&'b [u8], ReadError> {
         let file = &segments[location.segment as usize];
-        let mut record = vec![0u8; location.record_bytes as usize];
-        let offset = u64::from(location.offset);
-        file.read_exact_at(&mut record, offset).map_err(|e| {
-            ReadError::Unavailable(format!("{}: {e}", self.describe_segment(location.segment)))
-        })?;
-        format::verify_record(&record)
-            .and_then(decode)
-            .map_err(|e| ReadError::Corrupt {
-                file: self.describe_segment(location.segment),
-                offset,
-                reason: e.to_string(),
-            })
+        let record_bytes = location.record_bytes as usize;
+        if buffer.len() < record_bytes {
+            buffer.resize(record_bytes, 0);
+        }
+        let record = &mut buffer[..record_bytes];
+        file.read_exact_at(record, u64::from(location.offset))
+            .map_err(|e| {
+                ReadError::Unavailable(format!("{}: {e}", self.describe_segment(location.segment)))
+            })?;
+        format::verify_record(record).map_err(|e| self.corrupt(location, e))
+    }
+
+    fn corrupt(&self, location: Location, error: format::FormatError) -> ReadError {
+        ReadError::Corrupt {
+            file: self.describe_segment(location.segment),
+            offset: u64::from(location.offset),
+            reason: error.to_string(),
+        }
+    }
+
+    /// The runs of consecutive events of one record among `stream`'s durable events from
+    /// `from`, at most `max` events. `None`: no such stream.
+    fn stream_runs(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        max: usize,
+    ) -> Option<(Vec<Run>, Segments)> {
+        let state = self.shared.lock();
+        let durable_len = state.durable_stream_len(stream)?;
+        let start = (from.0 as usize).min(durable_len);
+        let count = max.min(durable_len - start);
+        let positions = state
+            .index
+            .stream_positions(stream, StreamVersion(start as u64), count)
+            .expect("stream exists");
+        let mut runs: Vec<Run> = Vec::new();
+        let mut done = 0;
+        while done < positions.len() {
+            let first_position = positions[done];
+            let record = state.locations[first_position.0 as usize];
+            // Events `done + j` continue the run while their positions are consecutive and
+            // in the same record; both hold for a prefix of `j` (positions increase, and a
+            // record holds consecutive positions), so the run's end is a binary search.
+            let continues = |j: usize| {
+                let position = positions[done + j];
+                let location = state.locations[position.0 as usize];
+                position.0 == first_position.0 + j as u64
+                    && location.segment == record.segment
+                    && location.offset == record.offset
+            };
+            let (mut holds, mut fails) = (0, positions.len() - done);
+            while fails - holds > 1 {
+                let middle = holds + (fails - holds) / 2;
+                if continues(middle) {
+                    holds = middle;
+                } else {
+                    fails = middle;
+                }
+            }
+            runs.push(Run {
+                record,
+                first_index: record.event_index,
+                count: fails as u32,
+                first_version: StreamVersion((start + done) as u64),
+                first_position,
+            });
+            done += fails;
+        }
+        Some((runs, state.segments.clone()))
+    }
+
+    /// [`EventStore::visit_stream`], synchronously (reads are positioned reads, as in
+    /// every read of the log): a plain loop, not an async state machine.
+    fn visit_stream_now<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        visit: &mut F,
+    ) -> Result<u64, ReadError>
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()>,
+    {
+        // What is durable now bounds the visit; it is located a chunk at a time.
+        let end = self
+            .shared
+            .lock()
+            .durable_stream_len(stream)
+            .ok_or_else(|| ReadError::StreamNotFound(stream.clone()))? as u64;
+        let mut buffer = Vec::new();
+        let mut next = from;
+        let mut visited = 0;
+        while next.0 < end {
+            let chunk = VISIT_CHUNK_EVENTS.min((end - next.0) as usize);
+            let (runs, segments) = self
+                .stream_runs(stream, next, chunk)
+                .expect("a stream is never removed");
+            for run in runs {
+                let body = self.read_record_into(&segments, run.record, &mut buffer)?;
+                let (header, events) =
+                    format::decode_append_header(body).map_err(|e| self.corrupt(run.record, e))?;
+                // Both sides of the boundary: the record is the one the index points at.
+                assert_eq!(
+                    header.stream, *stream,
+                    "index points at another stream's record"
+                );
+                assert_eq!(
+                    header.first_version.0 + u64::from(run.first_index),
+                    run.first_version.0,
+                    "index and record disagree on the version"
+                );
+                assert_eq!(
+                    header.first_position.0 + u64::from(run.first_index),
+                    run.first_position.0,
+                    "index and record disagree on the position"
+                );
+                let mut events = events;
+                let mut next_event = || match events.next() {
+                    Some(Ok(fields)) => Ok(fields),
+                    Some(Err(error)) => Err(self.corrupt(run.record, error)),
+                    None => Err(self.corrupt(
+                        run.record,
+                        format::FormatError::BadLength(u64::from(header.event_count)),
+                    )),
+                };
+                for _ in 0..run.first_index {
+                    next_event()?;
+                }
+                for offset in 0..u64::from(run.count) {
+                    let fields = next_event()?;
+                    visited += 1;
+                    let view = EventView::new(
+                        StreamVersion(run.first_version.0 + offset),
+                        GlobalPosition(run.first_position.0 + offset),
+                        fields.id,
+                        fields.event_type,
+                        fields.payload,
+                        fields.metadata,
+                    );
+                    if visit(view).is_break() {
+                        return Ok(visited);
+                    }
+                }
+                next = StreamVersion(run.first_version.0 + u64::from(run.count));
+            }
+        }
+        Ok(visited)
     }
 
     /// Queues `bytes` as the next record and returns where it goes. Rolls to a new segment
@@ -744,6 +910,18 @@ impl EventStore for LogStore {
                 .to_vec()
         };
         self.read_positions(&positions)
+    }
+
+    async fn visit_stream<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        mut visit: F,
+    ) -> Result<u64, ReadError>
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()> + Send,
+    {
+        self.visit_stream_now(stream, from, &mut visit)
     }
 
     async fn read_all(
