@@ -409,10 +409,31 @@ fn dram_floor(c: &mut Criterion) {
     group.finish();
 }
 
+/// The floor of `append/memory/batch=100`: writing memory the process has never touched.
+/// An append-only store that grows needs fresh pages for every event it keeps, and each
+/// fresh page costs a page fault and the kernel's zeroing before the first write lands.
+/// One iteration allocates 64 MiB (above the allocator's mmap threshold, so the pages are
+/// new each time) and writes every word; the unmapping is not timed.
+fn fresh_memory_floor(c: &mut Criterion) {
+    const BYTES: usize = 64 * 1024 * 1024;
+    let mut group = c.benchmark_group("dram");
+    group.throughput(Throughput::Bytes(BYTES as u64));
+    group.sample_size(20);
+    group.bench_function("first_write/bytes=64MiB", |b| {
+        b.iter_with_large_drop(|| {
+            let mut words: Vec<u64> = Vec::with_capacity(BYTES / 8);
+            words.extend(0..(BYTES / 8) as u64);
+            words
+        });
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
     fsync_floor,
     dram_floor,
+    fresh_memory_floor,
     append_memory,
     append_log,
     append_sqlite,

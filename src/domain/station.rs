@@ -581,21 +581,31 @@ fn canonical_fields(payload: &[u8]) -> Option<(u32, SessionId)> {
         return None;
     }
     // The id runs to the closing `"}`; a quote or backslash inside it would be JSON
-    // structure or an escape: not canonical. Its bytes are gathered into whole words (a
-    // word read after byte-wise writes of the same memory would stall the processor, and
-    // the hash and the comparison read words).
+    // structure or an escape: not canonical.
     let session = rest.strip_suffix(b"\"}")?;
-    if session.is_empty() || session.len() > SESSION_ID_BYTES_MAX {
+    if session.is_empty()
+        || session.len() > SESSION_ID_BYTES_MAX
+        || !session
+            .iter()
+            .all(|&byte| byte.is_ascii_graphic() && byte != b'"' && byte != b'\\')
+    {
         return None;
     }
-    let mut words = [0u64; 3];
-    for (at, &byte) in session.iter().enumerate() {
-        if !byte.is_ascii_graphic() || byte == b'"' || byte == b'\\' {
-            return None;
-        }
-        words[at / 8] |= u64::from(byte) << (8 * (at % 8));
-    }
-    words[2] |= (session.len() as u64) << 56;
+    // Gathered into whole words in registers: the hash and the comparison read the id as
+    // words, and a word read right after byte-wise writes of the same memory stalls.
+    let word_of = |chunk: &[u8]| {
+        chunk
+            .iter()
+            .rev()
+            .fold(0u64, |word, &byte| (word << 8) | u64::from(byte))
+    };
+    let mut chunks = session.chunks(8);
+    let mut next_word = || chunks.next().map_or(0, word_of);
+    let words = [
+        next_word(),
+        next_word(),
+        next_word() | ((session.len() as u64) << 56),
+    ];
     Some((connector, SessionId::from_words(words)))
 }
 

@@ -13,6 +13,7 @@
 mod format;
 mod recovery;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::io;
 use std::ops::ControlFlow;
@@ -133,6 +134,15 @@ struct Run {
     first_version: StreamVersion,
     first_position: GlobalPosition,
 }
+
+thread_local! {
+    /// The record buffer of replays on this thread, kept from one replay to the next:
+    /// zeroing a fresh one cost a short replay more than its reads.
+    static REPLAY_BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A replay buffer larger than this (a huge record) is not kept.
+const REPLAY_BUFFER_KEPT_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// The segment files, shared with readers that work outside the lock.
 type Segments = Vec<Arc<dyn StorageFile>>;
@@ -440,7 +450,25 @@ impl LogStore {
             .lock()
             .durable_stream_len(stream)
             .ok_or_else(|| ReadError::StreamNotFound(stream.clone()))? as u64;
-        let mut buffer = Vec::new();
+        let mut buffer = REPLAY_BUFFER.with(RefCell::take);
+        let visited = self.visit_until(stream, from, end, visit, &mut buffer);
+        if buffer.len() <= REPLAY_BUFFER_KEPT_BYTES_MAX {
+            REPLAY_BUFFER.with(|kept| kept.replace(buffer));
+        }
+        visited
+    }
+
+    fn visit_until<F>(
+        &self,
+        stream: &StreamId,
+        from: StreamVersion,
+        end: u64,
+        visit: &mut F,
+        buffer: &mut Vec<u8>,
+    ) -> Result<u64, ReadError>
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()>,
+    {
         let mut next = from;
         let mut visited = 0;
         while next.0 < end {
@@ -449,7 +477,7 @@ impl LogStore {
                 .stream_runs(stream, next, chunk)
                 .expect("a stream is never removed");
             for run in runs {
-                let body = self.read_record_into(&segments, run.record, &mut buffer)?;
+                let body = self.read_record_into(&segments, run.record, buffer)?;
                 let (header, events) =
                     format::decode_append_header(body).map_err(|e| self.corrupt(run.record, e))?;
                 // Both sides of the boundary: the record is the one the index points at.
@@ -468,19 +496,13 @@ impl LogStore {
                     "index and record disagree on the position"
                 );
                 let mut events = events;
-                let mut next_event = || match events.next() {
-                    Some(Ok(fields)) => Ok(fields),
-                    Some(Err(error)) => Err(self.corrupt(run.record, error)),
-                    None => Err(self.corrupt(
-                        run.record,
-                        format::FormatError::BadLength(u64::from(header.event_count)),
-                    )),
-                };
                 for _ in 0..run.first_index {
-                    next_event()?;
+                    next_fields(&mut events, header.event_count)
+                        .map_err(|e| self.corrupt(run.record, e))?;
                 }
                 for offset in 0..u64::from(run.count) {
-                    let fields = next_event()?;
+                    let fields = next_fields(&mut events, header.event_count)
+                        .map_err(|e| self.corrupt(run.record, e))?;
                     visited += 1;
                     let view = EventView::new(
                         StreamVersion(run.first_version.0 + offset),
@@ -538,6 +560,18 @@ impl LogStore {
         state.tail_offset += record_bytes;
         location
     }
+}
+
+/// The next event of a record that announced `event_count`; too few is an error. Always
+/// inlined: an event's fields returned through memory stall the replay loop.
+#[inline(always)]
+fn next_fields<'a>(
+    events: &mut format::AppendEvents<'a>,
+    event_count: u32,
+) -> Result<format::EventFields<'a>, format::FormatError> {
+    events
+        .next()
+        .unwrap_or(Err(format::FormatError::BadLength(u64::from(event_count))))
 }
 
 impl Shared {
