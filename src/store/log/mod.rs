@@ -476,50 +476,154 @@ impl LogStore {
             let (runs, segments) = self
                 .stream_runs(stream, next, chunk)
                 .expect("a stream is never removed");
-            for run in runs {
-                let body = self.read_record_into(&segments, run.record, buffer)?;
-                let (header, events) =
-                    format::decode_append_header(body).map_err(|e| self.corrupt(run.record, e))?;
-                // Both sides of the boundary: the record is the one the index points at.
-                assert_eq!(
-                    header.stream, *stream,
-                    "index points at another stream's record"
-                );
-                assert_eq!(
-                    header.first_version.0 + u64::from(run.first_index),
-                    run.first_version.0,
-                    "index and record disagree on the version"
-                );
-                assert_eq!(
-                    header.first_position.0 + u64::from(run.first_index),
-                    run.first_position.0,
-                    "index and record disagree on the position"
-                );
-                let mut events = events;
-                for _ in 0..run.first_index {
-                    next_fields(&mut events, header.event_count)
-                        .map_err(|e| self.corrupt(run.record, e))?;
-                }
-                for offset in 0..u64::from(run.count) {
-                    let fields = next_fields(&mut events, header.event_count)
-                        .map_err(|e| self.corrupt(run.record, e))?;
-                    visited += 1;
-                    let view = EventView::new(
-                        StreamVersion(run.first_version.0 + offset),
-                        GlobalPosition(run.first_position.0 + offset),
-                        fields.id,
-                        fields.event_type,
-                        fields.payload,
-                        fields.metadata,
-                    );
-                    if visit(view).is_break() {
-                        return Ok(visited);
+            let last = *runs.last().expect("a chunk holds at least one event");
+            let flow = if read_ahead_pays(&runs) {
+                self.visit_runs_reading_ahead(stream, &runs, &segments, visit, &mut visited)?
+            } else {
+                let mut flow = ControlFlow::Continue(());
+                for run in &runs {
+                    let body = self.read_record_into(&segments, run.record, buffer)?;
+                    flow = self.visit_run(stream, run, body, visit, &mut visited)?;
+                    if flow.is_break() {
+                        break;
                     }
                 }
-                next = StreamVersion(run.first_version.0 + u64::from(run.count));
+                flow
+            };
+            if flow.is_break() {
+                break;
             }
+            next = StreamVersion(last.first_version.0 + u64::from(last.count));
         }
         Ok(visited)
+    }
+
+    /// Visits the events of `run` in the verified record `body`, counting them in `visited`.
+    fn visit_run<F>(
+        &self,
+        stream: &StreamId,
+        run: &Run,
+        body: &[u8],
+        visit: &mut F,
+        visited: &mut u64,
+    ) -> Result<ControlFlow<()>, ReadError>
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()>,
+    {
+        let (header, mut events) =
+            format::decode_append_header(body).map_err(|e| self.corrupt(run.record, e))?;
+        // Both sides of the boundary: the record is the one the index points at.
+        assert_eq!(
+            header.stream, *stream,
+            "index points at another stream's record"
+        );
+        assert_eq!(
+            header.first_version.0 + u64::from(run.first_index),
+            run.first_version.0,
+            "index and record disagree on the version"
+        );
+        assert_eq!(
+            header.first_position.0 + u64::from(run.first_index),
+            run.first_position.0,
+            "index and record disagree on the position"
+        );
+        for _ in 0..run.first_index {
+            next_fields(&mut events, header.event_count)
+                .map_err(|e| self.corrupt(run.record, e))?;
+        }
+        for offset in 0..u64::from(run.count) {
+            let fields = next_fields(&mut events, header.event_count)
+                .map_err(|e| self.corrupt(run.record, e))?;
+            *visited += 1;
+            let view = EventView::new(
+                StreamVersion(run.first_version.0 + offset),
+                GlobalPosition(run.first_position.0 + offset),
+                fields.id,
+                fields.event_type,
+                fields.payload,
+                fields.metadata,
+            );
+            if visit(view).is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// [`visit_run`](Self::visit_run) over `runs`, with the records read and verified on a
+    /// second thread, a few records ahead: copying a long stream out of the page cache and
+    /// checking its checksums overlaps with decoding it. Nothing reaches `visit` before its
+    /// record is verified; the reader stops when the visit does.
+    #[cfg(not(madsim))]
+    fn visit_runs_reading_ahead<F>(
+        &self,
+        stream: &StreamId,
+        runs: &[Run],
+        segments: &Segments,
+        visit: &mut F,
+        visited: &mut u64,
+    ) -> Result<ControlFlow<()>, ReadError>
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()>,
+    {
+        use std::sync::mpsc::sync_channel;
+        type Read = Result<(Vec<u8>, usize), ReadError>;
+        let (read_tx, read_rx) = sync_channel::<Read>(READ_AHEAD_RECORDS);
+        let (spare_tx, spare_rx) = sync_channel::<Vec<u8>>(READ_AHEAD_RECORDS + 1);
+        for _ in 0..=READ_AHEAD_RECORDS {
+            spare_tx.send(Vec::new()).expect("room for every buffer");
+        }
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                for run in runs {
+                    // No spare buffer back: the visit ended.
+                    let Ok(mut buffer) = spare_rx.recv() else {
+                        return;
+                    };
+                    let read = self
+                        .read_record_into(segments, run.record, &mut buffer)
+                        .map(<[u8]>::len);
+                    let failed = read.is_err();
+                    if read_tx.send(read.map(|len| (buffer, len))).is_err() || failed {
+                        return;
+                    }
+                }
+            });
+            // Owns this side's channel ends, so that they are dropped when the visit ends,
+            // however it ends — which is what stops a reader waiting for a spare buffer or
+            // for room to send — before the scope waits for the reader.
+            let mut consume = move || {
+                for run in runs {
+                    let (buffer, body_len) =
+                        read_rx.recv().expect("the reader sends every record")?;
+                    let body = &buffer[format::RECORD_HEADER_BYTES..][..body_len];
+                    let flow = self.visit_run(stream, run, body, visit, visited)?;
+                    if flow.is_break() {
+                        return Ok(flow);
+                    }
+                    // The reader may have finished and dropped its end: nothing is missed.
+                    let _ = spare_tx.send(buffer);
+                }
+                Ok(ControlFlow::Continue(()))
+            };
+            consume()
+        })
+    }
+
+    /// The simulator has no second thread: its disk is memory anyway.
+    #[cfg(madsim)]
+    fn visit_runs_reading_ahead<F>(
+        &self,
+        _: &StreamId,
+        _: &[Run],
+        _: &Segments,
+        _: &mut F,
+        _: &mut u64,
+    ) -> Result<ControlFlow<()>, ReadError>
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()>,
+    {
+        unreachable!("read_ahead_pays is false in the simulator")
     }
 
     /// Queues `bytes` as the next record and returns where it goes. Rolls to a new segment
@@ -559,6 +663,32 @@ impl LogStore {
         }
         state.tail_offset += record_bytes;
         location
+    }
+}
+
+/// Records a read-ahead replay keeps in flight (each in its own buffer).
+#[cfg(not(madsim))]
+const READ_AHEAD_RECORDS: usize = 2;
+/// A replay reads ahead on a second thread only when it reads at least this many bytes:
+/// below it, starting the thread costs more than the overlap saves.
+#[cfg(not(madsim))]
+const READ_AHEAD_BYTES_MIN: u64 = 4 * 1024 * 1024;
+
+/// Whether reading `runs` ahead on a second thread pays for the thread.
+fn read_ahead_pays(runs: &[Run]) -> bool {
+    #[cfg(madsim)]
+    {
+        let _ = runs;
+        false
+    }
+    #[cfg(not(madsim))]
+    {
+        runs.len() > READ_AHEAD_RECORDS
+            && runs
+                .iter()
+                .map(|run| u64::from(run.record.record_bytes))
+                .sum::<u64>()
+                >= READ_AHEAD_BYTES_MIN
     }
 }
 
