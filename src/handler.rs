@@ -103,7 +103,6 @@ struct Start<T> {
 struct Replay<S> {
     state: S,
     version: CurrentVersion,
-    replayed: u64,
     failure: Option<CodecError>,
 }
 
@@ -119,7 +118,6 @@ impl<S> Replay<S> {
             Ok(decoded) => {
                 A::evolve_in_place(&mut self.state, &decoded);
                 self.version = CurrentVersion::Current(event.version);
-                self.replayed += 1;
                 ControlFlow::Continue(())
             }
             Err(error) => {
@@ -391,7 +389,6 @@ where
         let mut replay = Replay {
             state,
             version,
-            replayed: 0,
             failure: None,
         };
         let visited = self
@@ -400,17 +397,19 @@ where
                 replay.apply::<A>(event)
             })
             .await;
-        match visited {
-            Ok(_) | Err(ReadError::StreamNotFound(_)) => {}
+        let replayed_events = match visited {
+            Ok(count) => count,
+            Err(ReadError::StreamNotFound(_)) => 0,
             Err(error) => return Err(HandleError::Read(error)),
-        }
+        };
+        // A visit that stopped at an event that did not decode counted that event too.
         if let Some(error) = replay.failure {
             return Err(HandleError::Codec(error));
         }
         Ok(Loaded {
             state: replay.state,
             version: replay.version,
-            replayed_events: replay.replayed,
+            replayed_events,
             from_snapshot,
         })
     }

@@ -129,25 +129,6 @@ impl fmt::Debug for SessionId {
     }
 }
 
-impl PartialEq<str> for SessionId {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for SessionId {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
-impl std::str::FromStr for SessionId {
-    type Err = InvalidSessionId;
-    fn from_str(session: &str) -> Result<SessionId, InvalidSessionId> {
-        SessionId::new(session)
-    }
-}
-
 impl Serialize for SessionId {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.as_str())

@@ -157,7 +157,7 @@ pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
     where
         F: FnMut(EventView<'_>) -> ControlFlow<()> + Send,
     {
-        visit_pages(self, stream, from, VISIT_PAGE_EVENTS, None, visit)
+        visit_pages(self, stream, from, VISIT_PAGE_EVENTS, false, visit)
     }
 
     /// Events of all streams from position `from`, in position order.
@@ -215,20 +215,19 @@ pub trait EventStore: Clone + Send + Sync + std::fmt::Debug + 'static {
 const VISIT_PAGE_EVENTS: usize = 1024;
 
 /// [`EventStore::visit_stream`] through pages of `read_stream(…, page)`. The visit ends at
-/// an empty page — or, when the backend's own page limit is known (`page_limit`), at the
-/// first page shorter than `page.min(page_limit)`, saving the empty read.
+/// an empty page — or, for a backend known to fill every page but the last
+/// (`short_page_ends`), at the first page shorter than `page`, saving the empty read.
 pub(crate) async fn visit_pages<S: EventStore, F>(
     store: &S,
     stream: &StreamId,
     from: StreamVersion,
     page: usize,
-    page_limit: Option<usize>,
+    short_page_ends: bool,
     mut visit: F,
 ) -> Result<u64, ReadError>
 where
     F: FnMut(EventView<'_>) -> ControlFlow<()> + Send,
 {
-    let full_page = page_limit.map(|limit| page.min(limit));
     let mut next = from;
     let mut visited = 0;
     loop {
@@ -243,7 +242,7 @@ where
                 return Ok(visited);
             }
         }
-        if full_page.is_some_and(|full| events.len() < full) {
+        if short_page_ends && events.len() < page {
             return Ok(visited);
         }
     }
@@ -301,12 +300,13 @@ mod tests {
                 .await
                 .expect("append");
         }
-        for (from, page, page_limit) in [
-            (0, 7, None),
-            (0, 4, Some(4)),
-            (5, 10, Some(4)),
-            (22, 3, None),
-            (23, 3, Some(4)),
+        // Ending at a short page is only for pages the backend fills: at most its cap.
+        for (from, page, short_page_ends) in [
+            (0, 7, false),
+            (0, 4, true),
+            (5, 3, true),
+            (22, 3, false),
+            (23, 3, true),
         ] {
             let mut versions = Vec::new();
             let visited = visit_pages(
@@ -314,7 +314,7 @@ mod tests {
                 &stream,
                 StreamVersion(from),
                 page,
-                page_limit,
+                short_page_ends,
                 |e| {
                     versions.push(e.version.0);
                     ControlFlow::Continue(())

@@ -968,9 +968,9 @@ impl EventStore for PostgresStore {
     where
         F: FnMut(EventView<'_>) -> ControlFlow<()> + Send,
     {
-        // Knowing its own page limit, a short page ends the visit: one query per page.
+        // Pages of its own read limit are full but for the last: one query per page.
         let page = self.shared.limits.read_events_max;
-        visit_pages(self, stream, from, page, Some(page), visit).await
+        visit_pages(self, stream, from, page, true, visit).await
     }
 
     async fn read_all(

@@ -128,8 +128,8 @@ struct Location {
 /// Consecutive events of one stream in one record: what a replay reads with one read.
 #[derive(Clone, Copy, Debug)]
 struct Run {
+    /// The record, at the run's first event (`event_index`: where the run starts in it).
     record: Location,
-    first_index: u32,
     count: u32,
     first_version: StreamVersion,
     first_position: GlobalPosition,
@@ -423,7 +423,6 @@ impl LogStore {
             }
             runs.push(Run {
                 record,
-                first_index: record.event_index,
                 count: fails as u32,
                 first_version: StreamVersion((start + done) as u64),
                 first_position,
@@ -477,25 +476,46 @@ impl LogStore {
                 .stream_runs(stream, next, chunk)
                 .expect("a stream is never removed");
             let last = *runs.last().expect("a chunk holds at least one event");
-            let flow = if read_ahead_pays(&runs) {
-                self.visit_runs_reading_ahead(stream, &runs, &segments, visit, &mut visited)?
-            } else {
-                let mut flow = ControlFlow::Continue(());
-                for run in &runs {
-                    let body = self.read_record_into(&segments, run.record, buffer)?;
-                    flow = self.visit_run(stream, run, body, visit, &mut visited)?;
-                    if flow.is_break() {
-                        break;
-                    }
-                }
-                flow
-            };
-            if flow.is_break() {
+            if self
+                .visit_runs(stream, &runs, &segments, visit, &mut visited, buffer)?
+                .is_break()
+            {
                 break;
             }
             next = StreamVersion(last.first_version.0 + u64::from(last.count));
         }
         Ok(visited)
+    }
+
+    /// Visits the events of `runs`, reading their records one by one into `buffer` — or,
+    /// for a long replay, ahead on a second thread.
+    fn visit_runs<F>(
+        &self,
+        stream: &StreamId,
+        runs: &[Run],
+        segments: &Segments,
+        visit: &mut F,
+        visited: &mut u64,
+        buffer: &mut Vec<u8>,
+    ) -> Result<ControlFlow<()>, ReadError>
+    where
+        F: FnMut(EventView<'_>) -> ControlFlow<()>,
+    {
+        // The simulator has no second thread to read on (and its disk is memory anyway).
+        #[cfg(not(madsim))]
+        if read_ahead_pays(runs) {
+            return self.visit_runs_reading_ahead(stream, runs, segments, visit, visited);
+        }
+        for run in runs {
+            let body = self.read_record_into(segments, run.record, buffer)?;
+            if self
+                .visit_run(stream, run, body, visit, visited)?
+                .is_break()
+            {
+                return Ok(ControlFlow::Break(()));
+            }
+        }
+        Ok(ControlFlow::Continue(()))
     }
 
     /// Visits the events of `run` in the verified record `body`, counting them in `visited`.
@@ -517,17 +537,18 @@ impl LogStore {
             header.stream, *stream,
             "index points at another stream's record"
         );
+        let first_index = run.record.event_index;
         assert_eq!(
-            header.first_version.0 + u64::from(run.first_index),
+            header.first_version.0 + u64::from(first_index),
             run.first_version.0,
             "index and record disagree on the version"
         );
         assert_eq!(
-            header.first_position.0 + u64::from(run.first_index),
+            header.first_position.0 + u64::from(first_index),
             run.first_position.0,
             "index and record disagree on the position"
         );
-        for _ in 0..run.first_index {
+        for _ in 0..first_index {
             next_fields(&mut events, header.event_count)
                 .map_err(|e| self.corrupt(run.record, e))?;
         }
@@ -610,22 +631,6 @@ impl LogStore {
         })
     }
 
-    /// The simulator has no second thread: its disk is memory anyway.
-    #[cfg(madsim)]
-    fn visit_runs_reading_ahead<F>(
-        &self,
-        _: &StreamId,
-        _: &[Run],
-        _: &Segments,
-        _: &mut F,
-        _: &mut u64,
-    ) -> Result<ControlFlow<()>, ReadError>
-    where
-        F: FnMut(EventView<'_>) -> ControlFlow<()>,
-    {
-        unreachable!("read_ahead_pays is false in the simulator")
-    }
-
     /// Queues `bytes` as the next record and returns where it goes. Rolls to a new segment
     /// when the record does not fit in the current one.
     fn queue_record(state: &mut LogState, segment_bytes: u64, bytes: Vec<u8>) -> Location {
@@ -675,21 +680,14 @@ const READ_AHEAD_RECORDS: usize = 2;
 const READ_AHEAD_BYTES_MIN: u64 = 4 * 1024 * 1024;
 
 /// Whether reading `runs` ahead on a second thread pays for the thread.
+#[cfg(not(madsim))]
 fn read_ahead_pays(runs: &[Run]) -> bool {
-    #[cfg(madsim)]
-    {
-        let _ = runs;
-        false
-    }
-    #[cfg(not(madsim))]
-    {
-        runs.len() > READ_AHEAD_RECORDS
-            && runs
-                .iter()
-                .map(|run| u64::from(run.record.record_bytes))
-                .sum::<u64>()
-                >= READ_AHEAD_BYTES_MIN
-    }
+    runs.len() > READ_AHEAD_RECORDS
+        && runs
+            .iter()
+            .map(|run| u64::from(run.record.record_bytes))
+            .sum::<u64>()
+            >= READ_AHEAD_BYTES_MIN
 }
 
 /// The next event of a record that announced `event_count`; too few is an error. Always
