@@ -87,6 +87,88 @@ async fn versions_are_contiguous_and_positions_gapless<S: EventStore>(store: S) 
     assert_eq!(store.event_count().await.unwrap(), 6);
 }
 
+/// Every read — by stream, of all, by query, by id — returns each event field for field as
+/// it was appended: type, tags (in order, a repeat kept), metadata and payload, with its
+/// stream, version and position.
+async fn every_read_returns_events_as_appended<S: EventStore>(store: S) {
+    let (s, t) = (stream("fields-s"), stream("fields-t"));
+    let mut appended = Vec::new();
+    for (round, target) in [&s, &t, &s].into_iter().enumerate() {
+        let round = round as u128;
+        let batch: Vec<_> = (0..3u128)
+            .map(|offset| {
+                let id = 10 * round + offset + 1;
+                let mut event = tagged(
+                    id,
+                    if offset == 1 { "Other" } else { "Fielded" },
+                    &["all", &format!("round:{round}"), "all"][..(offset as usize + 1)],
+                );
+                event.metadata.command_id = Some(CommandId(id + 100));
+                event.metadata.causation_id = (offset == 2).then_some(EventId(id - 1));
+                event.metadata.correlation_id = (offset != 1).then_some(CommandId(7));
+                event.metadata.recorded_at_millis = 5_000 + id as u64;
+                event.payload = format!("payload of {id}").into_bytes();
+                event
+            })
+            .collect();
+        let result = store
+            .append(target, ExpectedVersion::Any, batch.clone())
+            .await
+            .unwrap();
+        for (offset, data) in batch.into_iter().enumerate() {
+            appended.push((
+                target.clone(),
+                StreamVersion(result.first_version.0 + offset as u64),
+                GlobalPosition(result.first_position.0 + offset as u64),
+                data,
+            ));
+        }
+    }
+    let all = store.read_all(GlobalPosition(0), 100).await.unwrap();
+    assert_eq!(all.len(), appended.len());
+    for (read, (stream, version, position, data)) in all.iter().zip(&appended) {
+        assert_eq!(
+            (&read.stream, read.version, read.position),
+            (stream, *version, *position)
+        );
+        assert_eq!(
+            (read.id, &read.event_type, &read.tags),
+            (data.id, &data.event_type, &data.tags)
+        );
+        assert_eq!(
+            (read.metadata, &read.payload),
+            (data.metadata, &data.payload)
+        );
+        assert_eq!(
+            store.find_event(read.id).await.unwrap().as_ref(),
+            Some(read)
+        );
+    }
+    let mut by_stream = store.read_stream(&s, StreamVersion(0), 100).await.unwrap();
+    by_stream.extend(store.read_stream(&t, StreamVersion(0), 100).await.unwrap());
+    by_stream.sort_by_key(|e| e.position);
+    assert_eq!(by_stream, all);
+    let tagged_all = store
+        .read_matching(&Query::tagged(["all"]), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(tagged_all, all);
+    let others = store
+        .read_matching(
+            &Query {
+                items: vec![QueryItem {
+                    event_types: vec!["Other".into()],
+                    tags: vec!["round:1".into()],
+                }],
+            },
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(others, vec![all[4].clone()]);
+}
+
 async fn expected_version_mismatches_are_typed_and_store_nothing<S: EventStore>(store: S) {
     let s = stream("s");
     let missing = stream("missing");
@@ -700,6 +782,12 @@ macro_rules! conformance {
             async fn versions_are_contiguous_and_positions_gapless() {
                 let (_guard, store) = $make;
                 super::versions_are_contiguous_and_positions_gapless(store).await;
+            }
+
+            #[tokio::test]
+            async fn every_read_returns_events_as_appended() {
+                let (_guard, store) = $make;
+                super::every_read_returns_events_as_appended(store).await;
             }
 
             #[tokio::test]

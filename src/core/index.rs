@@ -32,6 +32,11 @@ pub fn repeated_event_id(events: &[EventData]) -> Option<EventId> {
     if events.len() < 2 {
         return None;
     }
+    // Ids in strictly increasing order (sequences, derived ids of one command in most
+    // appends) cannot repeat: one pass, no allocation.
+    if events.windows(2).all(|pair| pair[0].id < pair[1].id) {
+        return None;
+    }
     // Sorted, a repeated id sits next to itself: O(n log n), not a pairwise scan.
     let mut ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
     ids.sort_unstable();
@@ -81,12 +86,34 @@ pub struct EventLocation {
     pub position: GlobalPosition,
 }
 
+/// Everything the index knows of one event: all of it but its metadata and payload.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexedEvent<'a> {
+    pub stream: &'a StreamId,
+    pub version: StreamVersion,
+    pub position: GlobalPosition,
+    pub id: EventId,
+    pub event_type: &'a str,
+    index: &'a StoreIndex,
+    tags: &'a [u32],
+}
+
+impl<'a> IndexedEvent<'a> {
+    /// The event's tags, in the order it was appended with (a tag repeated there is kept).
+    pub fn tags(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        let symbols = &self.index.symbols;
+        self.tags.iter().map(|&tag| symbols.name(tag))
+    }
+}
+
 /// Interned strings: types and tags are stored once and compared as integers. Symbols are
 /// dense (0, 1, 2, …), so per-symbol data lives in vectors indexed by symbol.
 #[derive(Default, Debug, Clone)]
 struct Symbols {
     /// Lookups only, never iterated.
-    by_name: FoldHashMap<String, u32>,
+    by_name: FoldHashMap<Box<str>, u32>,
+    /// The name of each symbol, indexed by symbol.
+    names: Vec<Box<str>>,
 }
 
 impl Symbols {
@@ -94,9 +121,14 @@ impl Symbols {
         if let Some(&symbol) = self.by_name.get(name) {
             return symbol;
         }
-        let symbol = u32::try_from(self.by_name.len()).expect("fewer than 2^32 symbols");
-        self.by_name.insert(name.to_owned(), symbol);
+        let symbol = u32::try_from(self.names.len()).expect("fewer than 2^32 symbols");
+        self.by_name.insert(name.into(), symbol);
+        self.names.push(name.into());
         symbol
+    }
+
+    fn name(&self, symbol: u32) -> &str {
+        &self.names[symbol as usize]
     }
 
     fn get(&self, name: &str) -> Option<u32> {
@@ -344,6 +376,20 @@ impl StoreIndex {
         })
     }
 
+    /// What the index holds of the event at `position`.
+    pub fn event(&self, position: GlobalPosition) -> Option<IndexedEvent<'_>> {
+        let entry = self.events.get(position.0 as usize)?;
+        Some(IndexedEvent {
+            stream: &self.stream_names[entry.stream as usize],
+            version: entry.version,
+            position,
+            id: entry.id,
+            event_type: self.symbols.name(entry.event_type),
+            index: self,
+            tags: &entry.tags,
+        })
+    }
+
     /// The position of the event with id `id`.
     pub fn position_of(&self, id: EventId) -> Option<GlobalPosition> {
         self.ids.get(&id).copied()
@@ -421,4 +467,78 @@ fn postings_of(postings: &mut Vec<Vec<GlobalPosition>>, symbol: u32) -> &mut Vec
         postings.resize_with(index + 1, Vec::new);
     }
     &mut postings[index]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::types::Metadata;
+
+    fn with_ids(ids: &[u128]) -> Vec<EventData> {
+        ids.iter()
+            .map(|&id| EventData {
+                id: EventId(id),
+                event_type: "T".into(),
+                tags: Vec::new(),
+                metadata: Metadata::default(),
+                payload: Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The increasing-ids shortcut answers only for ids that cannot repeat; every other
+    /// order still finds a repeat wherever it sits.
+    #[test]
+    fn repeated_ids_are_found_in_any_order() {
+        assert_eq!(repeated_event_id(&with_ids(&[])), None);
+        assert_eq!(repeated_event_id(&with_ids(&[4])), None);
+        assert_eq!(repeated_event_id(&with_ids(&[1, 2, 3, 9])), None);
+        assert_eq!(repeated_event_id(&with_ids(&[9, 3, 2, 1])), None);
+        assert_eq!(repeated_event_id(&with_ids(&[1, 1])), Some(EventId(1)));
+        assert_eq!(
+            repeated_event_id(&with_ids(&[1, 2, 3, 3])),
+            Some(EventId(3))
+        );
+        assert_eq!(
+            repeated_event_id(&with_ids(&[5, 1, 2, 5])),
+            Some(EventId(5))
+        );
+        assert_eq!(
+            repeated_event_id(&with_ids(&[1, 2, 7, 2])),
+            Some(EventId(2))
+        );
+    }
+
+    /// What `event` reports is what was appended: stream, version, type, and tags in order
+    /// with a repeat kept; a position past the end has nothing.
+    #[test]
+    fn indexed_events_report_what_was_appended() {
+        let mut index = StoreIndex::new(Limits::default());
+        let stream = StreamId::new("s").expect("stream id");
+        let mut events = with_ids(&[1, 2]);
+        events[1].event_type = "U".into();
+        events[1].tags = vec!["b".into(), "a".into(), "b".into()];
+        let AppendPlan::Write { first_position, .. } = index
+            .check_append(&stream, ExpectedVersion::NoStream, &events, None)
+            .expect("check")
+        else {
+            panic!("a new append is a write");
+        };
+        index.apply_append(&stream, &events, first_position);
+        let second = index.event(GlobalPosition(1)).expect("second event");
+        assert_eq!(
+            (second.stream, second.version, second.id, second.event_type),
+            (&stream, StreamVersion(1), EventId(2), "U")
+        );
+        assert_eq!(second.tags().collect::<Vec<_>>(), ["b", "a", "b"]);
+        assert_eq!(
+            index
+                .event(GlobalPosition(0))
+                .expect("first")
+                .tags()
+                .count(),
+            0
+        );
+        assert!(index.event(GlobalPosition(2)).is_none());
+    }
 }

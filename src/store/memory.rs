@@ -5,20 +5,75 @@ use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::core::index::{AppendPlan, StoreIndex};
+use crate::core::index::{AppendPlan, IndexedEvent, StoreIndex};
 use crate::core::limits::Limits;
 use crate::core::types::{
-    AppendCondition, AppendResult, CurrentVersion, EventData, EventId, EventView, ExpectedVersion,
-    GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
+    AppendCondition, AppendResult, CompactMetadata, CurrentVersion, EventData, EventId, EventView,
+    ExpectedVersion, GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
 use crate::signal::Counter;
 use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
 
+/// What the store keeps of an event beyond what its index knows: 24 bytes, the payload
+/// moved in as the writer allocated it, the metadata compact in a shared arena. Stream,
+/// version, id, type and tags are the index's, never copied per event.
+#[derive(Debug)]
+struct Body {
+    payload: Box<[u8]>,
+    /// Where the event's [`CompactMetadata`] starts in [`State::metadata`].
+    metadata: usize,
+}
+
 #[derive(Debug)]
 struct State {
     index: StoreIndex,
-    events: Vec<RecordedEvent>,
+    /// Indexed by global position.
+    bodies: Vec<Body>,
+    /// Every event's compact metadata, back to back.
+    metadata: Vec<u8>,
     snapshots: BTreeMap<StreamId, Snapshot>,
+}
+
+impl State {
+    fn view(&self, position: GlobalPosition) -> EventView<'_> {
+        let event = self.indexed(position);
+        let body = &self.bodies[position.0 as usize];
+        EventView::new(
+            event.version,
+            position,
+            event.id,
+            event.event_type,
+            &body.payload,
+            self.metadata_of(body),
+        )
+    }
+
+    fn recorded(&self, position: GlobalPosition) -> RecordedEvent {
+        let event = self.indexed(position);
+        let body = &self.bodies[position.0 as usize];
+        RecordedEvent {
+            stream: event.stream.clone(),
+            version: event.version,
+            position,
+            id: event.id,
+            event_type: event.event_type.to_owned(),
+            tags: event.tags().map(str::to_owned).collect(),
+            metadata: self.metadata_of(body).decode(),
+            payload: body.payload.to_vec(),
+        }
+    }
+
+    fn indexed(&self, position: GlobalPosition) -> IndexedEvent<'_> {
+        self.index
+            .event(position)
+            .expect("every stored body has its index entry")
+    }
+
+    fn metadata_of(&self, body: &Body) -> CompactMetadata<'_> {
+        CompactMetadata::split(&self.metadata[body.metadata..])
+            .expect("the arena holds what encode_compact wrote")
+            .0
+    }
 }
 
 /// An [`EventStore`] held in memory. Clones share one store.
@@ -39,7 +94,8 @@ impl MemoryStore {
         MemoryStore {
             state: Arc::new(Mutex::new(State {
                 index: StoreIndex::new(limits),
-                events: Vec::new(),
+                bodies: Vec::new(),
+                metadata: Vec::new(),
                 snapshots: BTreeMap::new(),
             })),
             event_count: Counter::new(0),
@@ -63,7 +119,8 @@ impl MemoryStore {
         events: Vec<EventData>,
         condition: Option<&AppendCondition>,
     ) -> Result<AppendResult, AppendError> {
-        let mut state = self.lock();
+        let mut guard = self.lock();
+        let state = &mut *guard;
         let plan = state
             .index
             .check_append(stream, expected, &events, condition)?;
@@ -72,18 +129,17 @@ impl MemoryStore {
             AppendPlan::Write { first_position, .. } => first_position,
         };
         let result = state.index.apply_append(stream, &events, first_position);
-        for (offset, event) in events.into_iter().enumerate() {
-            let version = StreamVersion(result.first_version.0 + offset as u64);
-            let position = GlobalPosition(result.first_position.0 + offset as u64);
-            state.events.push(RecordedEvent::from_data(
-                stream.clone(),
-                version,
-                position,
-                event,
-            ));
+        state.bodies.reserve(events.len());
+        for event in events {
+            let metadata = state.metadata.len();
+            event.metadata.encode_compact(&mut state.metadata);
+            state.bodies.push(Body {
+                payload: event.payload.into_boxed_slice(),
+                metadata,
+            });
         }
-        let count = state.events.len() as u64;
-        drop(state);
+        let count = state.bodies.len() as u64;
+        drop(guard);
         self.event_count.advance_to(count);
         Ok(result)
     }
@@ -100,10 +156,7 @@ impl MemoryStore {
             .index
             .stream_positions(stream, from, max)
             .ok_or_else(|| ReadError::StreamNotFound(stream.clone()))?;
-        Ok(positions
-            .iter()
-            .map(|p| state.events[p.0 as usize].clone())
-            .collect())
+        Ok(positions.iter().map(|&p| state.recorded(p)).collect())
     }
 }
 
@@ -142,9 +195,9 @@ impl EventStore for MemoryStore {
             .stream_positions(stream, from, usize::MAX)
             .ok_or_else(|| ReadError::StreamNotFound(stream.clone()))?;
         let mut visited = 0;
-        for position in positions {
+        for &position in positions {
             visited += 1;
-            if visit(state.events[position.0 as usize].view()).is_break() {
+            if visit(state.view(position)).is_break() {
                 break;
             }
         }
@@ -158,9 +211,12 @@ impl EventStore for MemoryStore {
     ) -> Result<Vec<RecordedEvent>, ReadError> {
         let state = self.lock();
         let max = max.min(state.index.limits().read_events_max);
-        let start = (from.0 as usize).min(state.events.len());
-        let end = start.saturating_add(max).min(state.events.len());
-        Ok(state.events[start..end].to_vec())
+        let count = state.bodies.len() as u64;
+        let start = from.0.min(count);
+        let end = start.saturating_add(max as u64).min(count);
+        Ok((start..end)
+            .map(|p| state.recorded(GlobalPosition(p)))
+            .collect())
     }
 
     async fn read_matching(
@@ -175,16 +231,13 @@ impl EventStore for MemoryStore {
             .index
             .matching_positions(query, after, max)
             .iter()
-            .map(|p| state.events[p.0 as usize].clone())
+            .map(|&p| state.recorded(p))
             .collect())
     }
 
     async fn find_event(&self, id: EventId) -> Result<Option<RecordedEvent>, ReadError> {
         let state = self.lock();
-        Ok(state
-            .index
-            .position_of(id)
-            .map(|p| state.events[p.0 as usize].clone()))
+        Ok(state.index.position_of(id).map(|p| state.recorded(p)))
     }
 
     async fn current_version(&self, stream: &StreamId) -> Result<CurrentVersion, ReadError> {
