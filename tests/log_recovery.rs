@@ -347,14 +347,19 @@ fn a_damaged_middle_record_refuses_to_open_and_changes_nothing() {
     );
 }
 
+/// Appends roll over many segments — each after the first made ready ahead as a spare
+/// while its predecessor filled — and all survive reopening: the directory holds
+/// consecutive full-size segments and at most the one spare being prepared, which no open
+/// keeps.
 #[test]
 fn appends_roll_over_segments_and_survive_reopening_on_a_real_directory() {
     let runtime = runtime();
     let dir = TempDir::new("rollover");
     let store = LogStore::open_dir(dir.path(), config()).unwrap();
-    // ~40 KiB of events: more than one 32-KiB segment.
+    // ~200 KiB of events: six 32-KiB segments and more.
+    let events = 200u128;
     let mut expected = Vec::new();
-    for id in 0..40u128 {
+    for id in 0..events {
         let mut e = event(id + 1);
         e.payload = vec![id as u8; 1000];
         runtime
@@ -363,14 +368,36 @@ fn appends_roll_over_segments_and_survive_reopening_on_a_real_directory() {
         expected.push(e);
     }
     drop(store);
-    let segments = std::fs::read_dir(dir.path()).unwrap().count();
+    let names = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let (spares, segments): (Vec<String>, Vec<String>) =
+        names().into_iter().partition(|name| name.ends_with(".tmp"));
     assert!(
-        segments >= 2,
-        "expected a rollover, found {segments} segment(s)"
+        segments.len() >= 6,
+        "expected rollovers, found {segments:?}"
+    );
+    for (index, name) in segments.iter().enumerate() {
+        assert_eq!(name, &format!("{index:010}.evlog"));
+        let len = std::fs::metadata(dir.path().join(name)).unwrap().len();
+        assert_eq!(len, config().segment_bytes, "{name} is not full size");
+    }
+    assert!(
+        spares.len() <= 1
+            && spares
+                .iter()
+                .all(|s| s == &format!("{:010}.evlog.tmp", segments.len())),
+        "only the next segment may be waiting as a spare: {spares:?}"
     );
     let reopened = LogStore::open_dir(dir.path(), config()).unwrap();
+    assert!(names().iter().all(|name| !name.ends_with(".tmp")));
     let all = read_everything(&runtime, &reopened);
-    assert_eq!(all.len(), 40);
+    assert_eq!(all.len(), events as usize);
     for (recorded, written) in all.iter().zip(&expected) {
         assert_eq!(
             (recorded.id, &recorded.payload),
@@ -378,9 +405,9 @@ fn appends_roll_over_segments_and_survive_reopening_on_a_real_directory() {
         );
     }
     let next = runtime
-        .block_on(reopened.append(&stream("big"), ExpectedVersion::Any, vec![event(99)]))
+        .block_on(reopened.append(&stream("big"), ExpectedVersion::Any, vec![event(999)]))
         .unwrap();
-    assert_eq!(next.first_position, GlobalPosition(40));
+    assert_eq!(next.first_position, GlobalPosition(events as u64));
 }
 
 #[test]

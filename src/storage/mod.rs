@@ -15,14 +15,32 @@ pub use sim::{SimDisk, SimDiskFaults};
 
 /// A flat directory of files.
 pub trait Storage: Send + Sync + Debug + 'static {
-    /// Names of the files present, sorted.
+    /// Names of the files present, sorted. Removes what interrupted creates left behind,
+    /// unfinished spares of [`prepare`](Self::prepare) included: list before preparing
+    /// (the log lists once, when it opens).
     fn list(&self) -> io::Result<Vec<String>>;
     /// Opens an existing file for reading and writing.
     fn open(&self, name: &str) -> io::Result<Arc<dyn StorageFile>>;
     /// Creates `name` atomically and durably: once this returns, the file exists with
     /// `len` bytes, `prefix` at offset 0 and zeros after it, even across a crash; before it
     /// returns, a crash leaves no file of that name.
-    fn create(&self, name: &str, len: u64, prefix: &[u8]) -> io::Result<Arc<dyn StorageFile>>;
+    fn create(&self, name: &str, len: u64, prefix: &[u8]) -> io::Result<Arc<dyn StorageFile>> {
+        self.install(self.prepare(name, len)?, prefix)
+    }
+    /// Does the slow part of a later [`create`](Self::create) of `name` ahead of need —
+    /// for real storage, writing and syncing `len` bytes of zeros under a name no listing
+    /// shows (a crash leaves nothing of it that the next open keeps). The default prepares
+    /// nothing: its [`install`](Self::install) creates the file whole.
+    fn prepare(&self, name: &str, len: u64) -> io::Result<Spare> {
+        Ok(Spare {
+            name: name.to_owned(),
+            len,
+            file: None,
+        })
+    }
+    /// Finishes what [`prepare`](Self::prepare) began, with the guarantees of
+    /// [`create`](Self::create): `prefix` at offset 0, durable, under the spare's name.
+    fn install(&self, spare: Spare, prefix: &[u8]) -> io::Result<Arc<dyn StorageFile>>;
     /// How errors name a file: a path for real storage.
     fn describe(&self, name: &str) -> String;
 
@@ -31,6 +49,22 @@ pub trait Storage: Send + Sync + Debug + 'static {
     /// (the sync itself takes the time).
     fn sync_latency(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+}
+
+/// A file [`Storage::prepare`]d for a later [`Storage::install`].
+#[derive(Debug)]
+pub struct Spare {
+    name: String,
+    len: u64,
+    /// What the storage made ready, if anything: the zero-filled file itself.
+    file: Option<Arc<dyn StorageFile>>,
+}
+
+impl Spare {
+    /// The name it will be installed under.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 

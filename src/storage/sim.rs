@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Storage, StorageFile};
+use super::{Spare, Storage, StorageFile};
 
 /// Faults that stay in force until changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -166,7 +166,11 @@ impl Storage for SimDisk {
         }))
     }
 
-    fn create(&self, name: &str, len: u64, prefix: &[u8]) -> io::Result<Arc<dyn StorageFile>> {
+    /// Creation is one atomic step here (nothing is prepared): the file appears whole, its
+    /// prefix durable, or not at all.
+    fn install(&self, spare: Spare, prefix: &[u8]) -> io::Result<Arc<dyn StorageFile>> {
+        let Spare { name, len, .. } = spare;
+        let name = name.as_str();
         let mut state = self.lock();
         if state.files.contains_key(name) {
             return Err(io::Error::new(

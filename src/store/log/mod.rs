@@ -31,7 +31,7 @@ use crate::core::types::{
     GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
 use crate::signal::Counter;
-use crate::storage::{DirStorage, Storage, StorageFile};
+use crate::storage::{DirStorage, Spare, Storage, StorageFile};
 use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
 
 pub use format::{FORMAT_VERSION, SEGMENT_HEADER_BYTES};
@@ -213,6 +213,49 @@ struct Shared {
     state: Mutex<LogState>,
     durable_event_count: Counter,
     group_commit_permits: Arc<Semaphore>,
+    /// The next segment, made ready while the current one fills so that rolling over does
+    /// not stall a group behind a segment's worth of zeros. Only the flusher touches it.
+    spare: Mutex<Option<SpareSegment>>,
+}
+
+/// A segment being (or done being) prepared ahead of its roll.
+#[derive(Debug)]
+struct SpareSegment {
+    segment: u32,
+    preparation: Preparation,
+}
+
+#[derive(Debug)]
+enum Preparation {
+    /// On its own thread, so the flusher keeps committing groups meanwhile.
+    #[cfg(not(madsim))]
+    Thread(std::thread::JoinHandle<io::Result<Spare>>),
+    /// The simulator prepares at once: there are no threads to run it beside the flusher.
+    #[cfg_attr(not(madsim), allow(dead_code))]
+    Done(io::Result<Spare>),
+}
+
+impl SpareSegment {
+    /// The prepared file, waiting for its thread if it is not done.
+    fn finish(self) -> io::Result<Spare> {
+        match self.preparation {
+            #[cfg(not(madsim))]
+            Preparation::Thread(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("preparing a segment panicked"))),
+            Preparation::Done(result) => result,
+        }
+    }
+}
+
+impl Drop for Shared {
+    /// No preparation outlives its log: a spare's thread may still be writing zeros.
+    fn drop(&mut self) {
+        let spare = self.spare.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(spare) = spare.take() {
+            let _ = spare.finish();
+        }
+    }
 }
 
 /// The embedded durable log backend. Clones share one log.
@@ -264,6 +307,7 @@ impl LogStore {
                 state: Mutex::new(state),
                 durable_event_count: Counter::new(event_count),
                 group_commit_permits,
+                spare: Mutex::new(None),
             }),
         })
     }
@@ -871,11 +915,17 @@ impl Shared {
                     first_position,
                     segment_bytes: self.config.segment_bytes,
                 });
-                let name = recovery::segment_name(chunk.segment);
-                segments.push(
-                    self.storage
-                        .create(&name, self.config.segment_bytes, &header)?,
-                );
+                let file = match self.take_spare(chunk.segment) {
+                    Some(Ok(spare)) => self.storage.install(spare, &header)?,
+                    // Nothing prepared, or preparing failed: create it now (and fail the
+                    // group if that fails too).
+                    _ => self.storage.create(
+                        &recovery::segment_name(chunk.segment),
+                        self.config.segment_bytes,
+                        &header,
+                    )?,
+                };
+                segments.push(file);
             }
             segments[chunk.segment as usize].write_all_at(&chunk.bytes, chunk.offset)?;
             if touched_segments.last() != Some(&chunk.segment) {
@@ -883,10 +933,51 @@ impl Shared {
                 touched.push(Arc::clone(&segments[chunk.segment as usize]));
             }
         }
+        if let Some(last) = chunks.last()
+            && last.offset + last.bytes.len() as u64 > self.config.segment_bytes / 2
+        {
+            self.prepare_spare(last.segment + 1);
+        }
         Ok(Written {
             new_segments: segments.split_off(known),
             touched,
         })
+    }
+
+    /// Starts preparing segment `segment` unless it already is: on a thread of its own,
+    /// or at once in the simulator.
+    fn prepare_spare(&self, segment: u32) {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.as_ref().is_some_and(|spare| spare.segment == segment) {
+            return;
+        }
+        if let Some(stale) = spare.take() {
+            // Prepared for a segment that was created without it: its temporary file is
+            // removed by the next open.
+            let _ = stale.finish();
+        }
+        let name = recovery::segment_name(segment);
+        let len = self.config.segment_bytes;
+        #[cfg(not(madsim))]
+        let preparation = {
+            let storage = Arc::clone(&self.storage);
+            Preparation::Thread(std::thread::spawn(move || storage.prepare(&name, len)))
+        };
+        #[cfg(madsim)]
+        let preparation = Preparation::Done(self.storage.prepare(&name, len));
+        *spare = Some(SpareSegment {
+            segment,
+            preparation,
+        });
+    }
+
+    /// The spare prepared for `segment`, if there is one; waits for it to be ready.
+    fn take_spare(&self, segment: u32) -> Option<io::Result<Spare>> {
+        let mut spare = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.as_ref()?.segment != segment {
+            return None;
+        }
+        spare.take().map(SpareSegment::finish)
     }
 
     /// Makes a written group durable: one sync per segment it touched.
