@@ -1,6 +1,7 @@
 //! The event store contract (DESIGN §2.1), one suite run unchanged against every backend:
 //! in-memory, the durable log on a real directory, the durable log on the simulated disk,
-//! and PostgreSQL (a fresh schema per test on the server `EVSOURCE_POSTGRES_URL` names). Each check names the contract point it proves.
+//! the durable log served over TCP by the remote protocol (what the simulator's CSMS nodes
+//! share), and PostgreSQL (a fresh schema per test on the server `EVSOURCE_POSTGRES_URL` names). Each check names the contract point it proves.
 
 mod support;
 
@@ -857,6 +858,11 @@ conformance!(log_simdisk, small_log_config().limits, {
     let disk = SimDisk::new();
     let store = LogStore::open(Arc::new(disk.clone()), small_log_config()).expect("open");
     (disk, store)
+});
+conformance!(remote, small_log_config().limits, {
+    let dir = TempDir::new("conformance-remote");
+    let store = LogStore::open_dir(dir.path(), small_log_config()).expect("open");
+    support::remote::serve(store, dir, evsource::store::RemoteConfig::default()).await
 });
 #[cfg(feature = "postgres")]
 conformance!(

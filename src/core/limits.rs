@@ -49,7 +49,7 @@ impl Default for Limits {
 }
 
 /// Which bound an input broke, with the offending size and the limit.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LimitViolation {
     EmptyAppend,
     EventsPerAppend {

@@ -6,14 +6,31 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::core::limits::Limits;
 
 /// The name of one stream, e.g. `station-CP001` or `account-42`.
 ///
 /// Valid by construction: 1..=[`Limits::stream_id_bytes_max`] bytes of printable ASCII
 /// without spaces, so that it can be logged, put in a URL and stored in any backend.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct StreamId(Arc<str>);
+
+impl TryFrom<String> for StreamId {
+    type Error = StreamIdError;
+
+    fn try_from(name: String) -> Result<StreamId, StreamIdError> {
+        StreamId::new(&name)
+    }
+}
+
+impl From<StreamId> for String {
+    fn from(stream: StreamId) -> String {
+        stream.as_str().to_owned()
+    }
+}
 
 /// Why a string is not a [`StreamId`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,7 +94,7 @@ impl fmt::Debug for StreamId {
 }
 
 /// The version of an event inside its stream: contiguous from 0 (I3).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct StreamVersion(pub u64);
 
 impl StreamVersion {
@@ -95,7 +112,7 @@ impl fmt::Display for StreamVersion {
 }
 
 /// The position of an event in the whole store: gapless from 0, in commit order (I3).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub struct GlobalPosition(pub u64);
 
 impl GlobalPosition {
@@ -114,7 +131,7 @@ impl fmt::Display for GlobalPosition {
 
 /// A 128-bit event identifier, unique in the whole store. Appending an event id a second
 /// time is either an idempotent retry of the same append or an error, never a duplicate.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct EventId(pub u128);
 
 impl EventId {
@@ -163,7 +180,7 @@ impl fmt::Debug for EventId {
 
 /// The id a client gives a command. Retrying or resubmitting a command with the same id
 /// takes effect at most once (I8).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct CommandId(pub u128);
 
 impl fmt::Display for CommandId {
@@ -180,7 +197,7 @@ impl fmt::Debug for CommandId {
 
 /// What the writer expects the stream's current state to be. A mismatch fails the whole
 /// append with [`crate::store::AppendError::WrongExpectedVersion`].
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum ExpectedVersion {
     /// No check at all.
     Any,
@@ -204,7 +221,7 @@ impl fmt::Display for ExpectedVersion {
 }
 
 /// The state a stream was actually in when an append was checked.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub enum CurrentVersion {
     NoStream,
     Current(StreamVersion),
@@ -231,7 +248,7 @@ impl fmt::Display for CurrentVersion {
 
 /// Where an event came from. Times are the store user's own clock (never the station's),
 /// passed in by the caller: the core reads no clock.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct Metadata {
     pub command_id: Option<CommandId>,
     pub causation_id: Option<EventId>,
@@ -240,18 +257,19 @@ pub struct Metadata {
 }
 
 /// An event as a writer hands it to the store.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct EventData {
     pub id: EventId,
     pub event_type: String,
     /// Tags make an event findable by [`Query`] across streams (e.g. `seat:show-1:A7`).
     pub tags: Vec<String>,
     pub metadata: Metadata,
+    #[serde(with = "base64_bytes")]
     pub payload: Vec<u8>,
 }
 
 /// An event as the store returns it.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct RecordedEvent {
     pub stream: StreamId,
     pub version: StreamVersion,
@@ -260,6 +278,7 @@ pub struct RecordedEvent {
     pub event_type: String,
     pub tags: Vec<String>,
     pub metadata: Metadata,
+    #[serde(with = "base64_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -434,7 +453,7 @@ impl Metadata {
 
 /// One clause of a [`Query`]: events whose type is one of `event_types` (any type when
 /// empty) and that carry every tag in `tags`.
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct QueryItem {
     pub event_types: Vec<String>,
     pub tags: Vec<String>,
@@ -449,7 +468,7 @@ impl QueryItem {
 }
 
 /// A set of events across all streams: an event matches when any item matches.
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, Serialize, Deserialize)]
 pub struct Query {
     pub items: Vec<QueryItem>,
 }
@@ -476,14 +495,14 @@ impl Query {
 
 /// The Dynamic Consistency Boundary check: the append fails if any event matching `query`
 /// has a position after `after` (`None`: any matching event at all).
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct AppendCondition {
     pub query: Query,
     pub after: Option<GlobalPosition>,
 }
 
 /// What a successful append reports.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct AppendResult {
     /// Version of the first appended event.
     pub first_version: StreamVersion,
@@ -498,9 +517,25 @@ pub struct AppendResult {
 
 /// A saved aggregate state at a stream version. `schema_version` is the state encoding's
 /// version: a reader expecting another schema ignores the snapshot instead of misreading it.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Snapshot {
     pub version: StreamVersion,
     pub schema_version: u32,
+    #[serde(with = "base64_bytes")]
     pub state: Vec<u8>,
+}
+
+/// Bytes in serialised forms as one base64 string rather than an array of numbers.
+mod base64_bytes {
+    use data_encoding::BASE64;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&BASE64.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        BASE64.decode(text.as_bytes()).map_err(D::Error::custom)
+    }
 }

@@ -10,6 +10,7 @@ pub mod log;
 pub mod memory;
 #[cfg(all(feature = "postgres", not(madsim)))]
 pub mod postgres;
+pub mod remote;
 pub mod subscription;
 
 use std::future::Future;
@@ -24,10 +25,11 @@ use crate::core::types::{
 pub use any::{AnyStore, StoreUrlError};
 pub use log::{LogConfig, LogStore, OpenError};
 pub use memory::MemoryStore;
+pub use remote::{RemoteConfig, RemoteStore};
 pub use subscription::CatchUpSubscription;
 
 /// Why an append stored nothing (or, for [`AppendError::OutcomeUnknown`], may have).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum AppendError {
     /// The optimistic-concurrency check failed: the stream was not in the expected state.
     #[error("wrong expected version on {stream}: expected {expected}, actual {actual}")]
@@ -72,7 +74,7 @@ impl AppendError {
 }
 
 /// Why a read failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ReadError {
     /// The stream has no events.
     #[error("stream {0} not found")]
@@ -90,7 +92,7 @@ pub enum ReadError {
 }
 
 /// Why a snapshot was not saved.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum SnapshotError {
     /// A snapshot must describe a version the stream has.
     #[error("cannot snapshot {stream} at {version}: the stream is at {actual}")]

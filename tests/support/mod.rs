@@ -131,3 +131,46 @@ pub mod postgres {
         (guard, store)
     }
 }
+
+/// A store served over loopback TCP by the remote protocol, and what keeps it served: the
+/// server stops (and its directory goes) when the guard is dropped.
+pub mod remote {
+    use evsource::signal::Shutdown;
+    use evsource::store::{EventStore, RemoteConfig, RemoteStore, remote};
+
+    pub struct Served<G> {
+        shutdown: Shutdown,
+        pub address: std::net::SocketAddr,
+        _inner: G,
+    }
+
+    impl<G> Drop for Served<G> {
+        fn drop(&mut self) {
+            self.shutdown.trigger();
+        }
+    }
+
+    /// Serves `store` on 127.0.0.1 and returns a client of it; `inner` (a directory, say)
+    /// lives as long as the guard.
+    pub async fn serve<S: EventStore, G>(
+        store: S,
+        inner: G,
+        config: RemoteConfig,
+    ) -> (Served<G>, RemoteStore) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let shutdown = Shutdown::new();
+        tokio::spawn(remote::serve(store, listener, shutdown.clone()));
+        let client = RemoteStore::new(address, config);
+        (
+            Served {
+                shutdown,
+                address,
+                _inner: inner,
+            },
+            client,
+        )
+    }
+}
