@@ -41,6 +41,10 @@ pub struct DispatcherConfig {
     /// When the checkpoint may pass a request. Only the simulator's naive design N4
     /// changes it.
     pub checkpoint: CheckpointPolicy,
+    /// Whether a station must be owned ([`Dispatcher::handle_ownership`]) before its
+    /// requests are sent or timed out. Nodes sharing a store set it: each dispatches only
+    /// for the stations whose dispatch lease it holds. Alone, a dispatcher owns them all.
+    pub requires_ownership: bool,
 }
 
 /// When the dispatcher's checkpoint may pass an unlock request.
@@ -63,6 +67,7 @@ impl Default for DispatcherConfig {
             undeliverable_after_millis: 300_000,
             tracked_requests_max: 10_000,
             checkpoint: CheckpointPolicy::AfterOutcome,
+            requires_ownership: false,
         }
     }
 }
@@ -105,6 +110,8 @@ struct Tracked {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Link {
+    /// This dispatcher may act for the station (see [`DispatcherConfig::requires_ownership`]).
+    owned: bool,
     online: bool,
     generation: u64,
     /// The request whose CALL is in flight, and the CALL's deadline.
@@ -217,6 +224,40 @@ impl Dispatcher {
         self.pump(now);
     }
 
+    /// This dispatcher gained or lost the right to act for `station` (its dispatch lease).
+    ///
+    /// Lost: a CALL in flight is abandoned and undecided requests stay tracked, so their
+    /// outcomes — recorded by the new owner — still resolve them; a decision not yet
+    /// recorded is forgotten (its fenced append fails) and made again if ownership
+    /// returns. Gained: the station's unsent requests start their undeliverable clock now,
+    /// not when they were read while someone else owned it.
+    pub fn handle_ownership(&mut self, station: &str, owned: bool, now: u64) {
+        let link = self.links.entry(station.to_owned()).or_default();
+        if link.owned == owned {
+            return;
+        }
+        link.owned = owned;
+        link.generation += 1;
+        link.in_flight = None;
+        for tracked in self.tracked.values_mut().filter(|t| t.station == station) {
+            tracked.call = None;
+            tracked.next_attempt_at = now;
+            if owned {
+                if !tracked.sent {
+                    tracked.read_at_millis = now;
+                }
+            } else {
+                tracked.decided = None;
+            }
+        }
+        self.pump(now);
+    }
+
+    /// May this dispatcher act for `station`?
+    fn acts_for(&self, station: &str) -> bool {
+        !self.config.requires_ownership || self.links.get(station).is_some_and(|l| l.owned)
+    }
+
     /// The station answered CALL `call_id`. `evidence` is the mirror's view of the
     /// connector for this request's idTag, consulted on a rejection.
     pub fn handle_answer(
@@ -281,6 +322,7 @@ impl Dispatcher {
                 !t.sent
                     && t.decided.is_none()
                     && now >= t.read_at_millis + self.config.undeliverable_after_millis
+                    && self.acts_for(&t.station)
             })
             .map(|(p, _)| *p)
             .collect();
@@ -305,6 +347,7 @@ impl Dispatcher {
             .values()
             .filter(|t| {
                 t.decided.is_none()
+                    && self.acts_for(&t.station)
                     && self
                         .links
                         .get(&t.station)
@@ -314,7 +357,7 @@ impl Dispatcher {
         let expiries = self
             .tracked
             .values()
-            .filter(|t| !t.sent && t.decided.is_none())
+            .filter(|t| !t.sent && t.decided.is_none() && self.acts_for(&t.station))
             .map(|t| t.read_at_millis + self.config.undeliverable_after_millis);
         deadlines.chain(retries).chain(expiries).min()
     }
@@ -343,7 +386,7 @@ impl Dispatcher {
         let stations: Vec<String> = self
             .links
             .iter()
-            .filter(|(_, l)| l.online && l.in_flight.is_none())
+            .filter(|(s, l)| l.online && l.in_flight.is_none() && self.acts_for(s))
             .map(|(s, _)| s.clone())
             .collect();
         for station in stations {

@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::core::types::{
-    AppendResult, CommandId, CurrentVersion, EventData, EventId, EventView, ExpectedVersion,
-    GlobalPosition, Metadata, Snapshot, StreamId,
+    AppendCondition, AppendResult, CommandId, CurrentVersion, EventData, EventId, EventView,
+    ExpectedVersion, GlobalPosition, Metadata, Snapshot, StreamId,
 };
 use crate::decider::{Aggregate, CodecError, Decider};
 use crate::environment::Environment;
@@ -226,6 +226,22 @@ where
         command_id: CommandId,
         command: &A::Command,
     ) -> Result<Outcome, HandleError<A::Rejection>> {
+        self.handle_if(env, stream, command_id, command, None).await
+    }
+
+    /// [`handle`](Self::handle), with the append also conditioned on `condition` (checked
+    /// by the store atomically with the expected version). A failed condition is not
+    /// retried: it is returned as `HandleError::Append(AppendError::ConditionFailed)`.
+    /// The node fences what it records for a station this way: the condition fails once
+    /// another node has taken the station's dispatch lease.
+    pub async fn handle_if<E: Environment>(
+        &self,
+        env: &mut E,
+        stream: &StreamId,
+        command_id: CommandId,
+        command: &A::Command,
+        condition: Option<&AppendCondition>,
+    ) -> Result<Outcome, HandleError<A::Rejection>> {
         let mut last_conflict = None;
         for attempt in 1..=self.config.attempts_max {
             if attempt > 1 {
@@ -251,7 +267,11 @@ where
                 CurrentVersion::NoStream => ExpectedVersion::NoStream,
                 CurrentVersion::Current(version) => ExpectedVersion::Exact(version),
             };
-            match self.store.append(stream, expected, data).await {
+            match self
+                .store
+                .append_if(stream, expected, data, condition)
+                .await
+            {
                 Ok(result) if !result.written => {
                     // A concurrent submission of this very command stored these events.
                     self.remember(stream, loaded.version, loaded.state);

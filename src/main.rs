@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! evsource serve --store <url> --listen <addr> [--operator-token-file <file>]
-//!                [--heartbeat-interval <seconds>]
+//!                [--heartbeat-interval <seconds>] [--node-id <id>]
 //! evsource register --store <url> --station <id>      (reads the password from stdin)
 //! ```
 //!
@@ -19,13 +19,13 @@ use evsource::environment::{Environment, SystemEnvironment};
 use evsource::handler::HandlerConfig;
 use evsource::node::auth::{self, PasswordCost};
 use evsource::node::naive::TelemetryPlacement;
-use evsource::node::{CsmsNode, NodeConfig, UnlockPath};
+use evsource::node::{CsmsNode, Fencing, NodeConfig, UnlockPath};
 use evsource::session::SessionConfig;
 use evsource::store::AnyStore;
 
 const USAGE: &str = "usage:
   evsource serve --store <url> --listen <addr> [--operator-token-file <file>]
-                 [--heartbeat-interval <seconds>]
+                 [--heartbeat-interval <seconds>] [--node-id <id>]
   evsource register --store <url> --station <id>    (password on stdin)
 
 stores: memory:  log:<directory>  postgres://user@host:port/database
@@ -54,6 +54,7 @@ fn main() -> ExitCode {
                 "--listen",
                 "--operator-token-file",
                 "--heartbeat-interval",
+                "--node-id",
             ],
         )
         .and_then(serve),
@@ -174,7 +175,13 @@ fn serve(options: Options) -> Result<(), Failure> {
         })?,
     };
     let operator_token = operator_token(&options)?;
+    // Nodes sharing a store need distinct ids; the listen address is one per machine.
+    let node_id = options
+        .get("--node-id")
+        .map_or_else(|| format!("node-{listen}"), str::to_owned);
     let config = NodeConfig {
+        node_id,
+        fencing: Fencing::Fenced,
         listen,
         operator_token,
         password_cost: PasswordCost::Standard,

@@ -244,3 +244,64 @@ fn the_naive_early_checkpoint_passes_a_request_before_its_outcome() {
         "N4 checkpoints at once: {effects:?}"
     );
 }
+
+/// Sharing a store, a dispatcher acts only for stations it owns: an online station it does
+/// not own gets nothing sent and nothing timed out, however long it waits; owned, the
+/// request goes out; lost while decided but unrecorded, the decision is dropped (the new
+/// owner records its own) and made afresh if ownership returns; an outcome recorded by
+/// another node resolves the request all the same.
+#[test]
+fn only_the_owner_sends_or_decides() {
+    let mut dispatcher = Dispatcher::new(
+        DispatcherConfig {
+            requires_ownership: true,
+            ..config()
+        },
+        None,
+    );
+    dispatcher.handle_event(GlobalPosition(0), "CP1", &requested(1, "s1"), 0);
+    dispatcher.handle_link("CP1", true, 0);
+    dispatcher.handle_timeout(50_000);
+    assert_eq!(
+        effects(&mut dispatcher),
+        vec![],
+        "not owned: no send, no TimedOut"
+    );
+    assert_eq!(dispatcher.poll_timeout(), None);
+
+    dispatcher.handle_ownership("CP1", true, 60_000);
+    assert_eq!(
+        sends(&effects(&mut dispatcher)),
+        vec![("rs-1".to_string(), "s1".to_string())]
+    );
+    dispatcher.handle_answer("CP1", "rs-1", Accepted, UnlockEvidence::Unknown, 60_010);
+    assert_eq!(effects(&mut dispatcher).len(), 1, "decided: RecordOutcome");
+
+    // The lease moves before the outcome is recorded: the decision is dropped.
+    dispatcher.handle_ownership("CP1", false, 60_020);
+    dispatcher.handle_timeout(200_000);
+    assert_eq!(effects(&mut dispatcher), vec![]);
+    // It comes back: the request is sent again (a new connection generation: a new id),
+    // and its undeliverable clock starts now, not at its read.
+    dispatcher.handle_ownership("CP1", true, 300_000);
+    assert_eq!(
+        sends(&effects(&mut dispatcher)),
+        vec![("rs-2".to_string(), "s1".to_string())]
+    );
+
+    // Another node's outcome resolves the request here too.
+    dispatcher.handle_event(
+        GlobalPosition(1),
+        "CP1",
+        &StationEvent::UnlockAccepted {
+            connector: 1,
+            session: SessionId::new("s1").unwrap(),
+        },
+        300_010,
+    );
+    assert_eq!(
+        effects(&mut dispatcher),
+        vec![DispatchEffect::SaveCheckpoint(GlobalPosition(1))]
+    );
+    assert_eq!(dispatcher.tracked_requests(), 0);
+}

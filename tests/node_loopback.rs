@@ -41,6 +41,8 @@ fn password(index: usize) -> String {
 
 fn node_config() -> NodeConfig {
     NodeConfig {
+        node_id: "node-1".into(),
+        fencing: evsource::node::Fencing::Fenced,
         listen: "127.0.0.1:0".parse().unwrap(),
         operator_token: TOKEN.into(),
         password_cost: PasswordCost::Minimal,

@@ -41,6 +41,8 @@ async fn start() -> (CsmsNode, MemoryStore) {
     let hash = auth::hash_password(PASSWORD, [7; 16], PasswordCost::Minimal);
     auth::register(&store, STATION, &hash, 0).await.unwrap();
     let config = NodeConfig {
+        node_id: "node-1".into(),
+        fencing: evsource::node::Fencing::Fenced,
         listen: "127.0.0.1:0".parse().unwrap(),
         operator_token: TOKEN.into(),
         password_cost: PasswordCost::Minimal,

@@ -181,6 +181,8 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                     };
                     register_stations(&store, &registrations).await;
                     let config = NodeConfig {
+                        node_id: "csms-1".into(),
+                        fencing: evsource::node::Fencing::Fenced,
                         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), CSMS_PORT),
                         operator_token: OPERATOR_TOKEN.to_owned(),
                         password_cost: PasswordCost::Minimal,

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod client;
 pub mod driver;
 pub mod http;
+pub mod lease;
 pub mod naive;
 mod operator;
 pub mod server;
@@ -47,18 +48,31 @@ use crate::mirror::{
 use crate::projection::{Projection, ProjectionRunner};
 use crate::session::{SessionConfig, SessionOutput, StationSession};
 use crate::signal::Shutdown;
-use crate::store::{CatchUpSubscription, EventStore};
+use crate::store::{AppendError, CatchUpSubscription, EventStore};
 use naive::{StationHandler, TelemetryPlacement};
 
 /// Frames queued for one connection before it is closed as too slow.
 pub const CONNECTION_QUEUE_MAX: usize = 256;
 /// Inputs queued for the hub.
 pub const HUB_QUEUE_MAX: usize = 4096;
-const CHECKPOINT_STREAM: &str = "checkpoint-dispatcher";
+
+/// The stream of `node`'s dispatcher checkpoints: each node sharing a store has its own.
+fn checkpoint_stream(node: &str) -> StreamId {
+    StreamId::new(&format!("checkpoint-dispatcher-{node}"))
+        .expect("node ids are valid in stream ids")
+}
 
 /// How a node is set up.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
+    /// This node's name among the nodes sharing the store: it signs the dispatch leases
+    /// the node takes ([`lease`]) and names its dispatcher checkpoint. Two nodes running
+    /// at once must not share one; a restart of a node may (crash-only: the old process
+    /// is gone). Printable ASCII without spaces.
+    pub node_id: String,
+    /// Whether what the node records for a station is fenced by its dispatch lease.
+    /// Only the simulator's naive design `naive-no-fencing` turns it off.
+    pub fencing: Fencing,
     /// Where charge points (`/ocpp/{id}`) and operators (`/api/…`) connect.
     pub listen: SocketAddr,
     /// The bearer token every operator API request must carry.
@@ -76,6 +90,19 @@ pub struct NodeConfig {
     pub unlock_path: UnlockPath,
     /// Where station reports are recorded. Only the simulator's naive design N5 changes it.
     pub telemetry: TelemetryPlacement,
+}
+
+/// Whether a node's records for a station are fenced by the station's dispatch lease.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Fencing {
+    /// Every outcome is appended with [`lease::fence`]: refused once another node took
+    /// the lease (correct).
+    #[default]
+    Fenced,
+    /// The naive design `naive-no-fencing`: the node keeps leases and acts only for the
+    /// stations it believes it holds, but appends without the token, so a node that lost
+    /// its lease without knowing it (paused, partitioned) still records what it decided.
+    Unfenced,
 }
 
 /// How a requested unlock reaches the station.
@@ -109,7 +136,18 @@ impl CsmsNode {
         let shutdown = Shutdown::new();
         let failed = Shutdown::new();
         let (hub_inputs, hub_receiver) = mpsc::channel(HUB_QUEUE_MAX);
-        let checkpoint = load_checkpoint(&store).await?;
+        if config.node_id.is_empty()
+            || StreamId::new(&format!("checkpoint-dispatcher-{}", config.node_id)).is_err()
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "node id {:?} is not printable ASCII without spaces",
+                    config.node_id
+                ),
+            ));
+        }
+        let checkpoint = load_checkpoint(&store, &config.node_id).await?;
         let hub = Hub::new(store.clone(), &config, checkpoint, failed.clone());
         let board: ProjectionRunner<S, UnlockBoard> = ProjectionRunner::load(store.clone())
             .await
@@ -165,8 +203,11 @@ impl CsmsNode {
     }
 }
 
-async fn load_checkpoint<S: EventStore>(store: &S) -> io::Result<Option<GlobalPosition>> {
-    let stream = StreamId::new(CHECKPOINT_STREAM).expect("valid");
+async fn load_checkpoint<S: EventStore>(
+    store: &S,
+    node: &str,
+) -> io::Result<Option<GlobalPosition>> {
+    let stream = checkpoint_stream(node);
     let version = store
         .current_version(&stream)
         .await
@@ -245,6 +286,12 @@ struct Connection {
 
 struct Hub<S> {
     store: S,
+    node_id: String,
+    fencing: Fencing,
+    /// The latest dispatch lease of each station, as far as this node has read or taken
+    /// it: the holder and its fencing token.
+    leases: BTreeMap<String, (String, GlobalPosition)>,
+    lease_takes: u64,
     stations: StationHandler<S>,
     env: SystemEnvironment,
     session_config: SessionConfig,
@@ -276,12 +323,21 @@ impl<S: EventStore> Hub<S> {
     ) -> Hub<S> {
         let mut env = SystemEnvironment::new(config.seed);
         let telemetry_nonce = env.random_u64();
+        let dispatcher = DispatcherConfig {
+            // Nodes share the store: each acts only for the stations whose lease it holds.
+            requires_ownership: true,
+            ..config.dispatcher.clone()
+        };
         Hub {
             stations: StationHandler::new(store.clone(), config.handler.clone(), config.telemetry),
             store,
+            node_id: config.node_id.clone(),
+            fencing: config.fencing,
+            leases: BTreeMap::new(),
+            lease_takes: 0,
             env,
             session_config: config.session.clone(),
-            dispatcher: Dispatcher::new(config.dispatcher.clone(), checkpoint),
+            dispatcher: Dispatcher::new(dispatcher, checkpoint),
             mirror: StationMirror::new(),
             connections: BTreeMap::new(),
             checkpoint,
@@ -380,6 +436,7 @@ impl<S: EventStore> Hub<S> {
                 {
                     self.dispatcher.handle_link(&station, false, now);
                 }
+                self.take_lease(&station).await;
             }
             HubInput::Frame { connection, text } => {
                 if let Some(current) = self.connections.values_mut().find(|c| c.id == connection) {
@@ -422,9 +479,13 @@ impl<S: EventStore> Hub<S> {
         }
     }
 
-    /// Feeds one stored event to the mirror or the dispatcher.
+    /// Feeds one stored event to the leases, the mirror or the dispatcher.
     fn handle_event(&mut self, event: &crate::core::types::RecordedEvent) {
         let now = self.env.now_millis();
+        if let Some(taken) = lease::read(event) {
+            self.lease_seen(taken.station, taken.node, taken.token);
+            return;
+        }
         let station_telemetry = event
             .stream
             .as_str()
@@ -576,6 +637,12 @@ impl<S: EventStore> Hub<S> {
             }
             SessionOutput::Online => {
                 tracing::info!(%station, "station online: its boot is accepted");
+                if !self.holds_lease(station) {
+                    // Taking it when the station connected failed (the store was
+                    // unreachable, or another node took it since): this node has the
+                    // connection, so it takes the lease again.
+                    self.take_lease(station).await;
+                }
                 self.dispatcher.handle_link(station, true, now);
             }
         }
@@ -607,14 +674,30 @@ impl<S: EventStore> Hub<S> {
                     return;
                 };
                 let command_id = outcome_command_id(&station, &session);
+                let fence = match (self.fencing, self.leases.get(&station)) {
+                    (Fencing::Unfenced, _) => None,
+                    (Fencing::Fenced, Some((holder, token))) if *holder == self.node_id => {
+                        Some(lease::fence(&station, *token))
+                    }
+                    (Fencing::Fenced, _) => {
+                        tracing::warn!(%station, %session, "outcome not recorded: this node does not hold the station's lease");
+                        return;
+                    }
+                };
                 tracing::info!(%station, %session, ?answer, "recording the unlock outcome");
                 let command = StationCommand::RecordAnswer { session, answer };
                 match self
                     .stations
-                    .handle(&mut self.env, &stream, command_id, &command)
+                    .handle_if(&mut self.env, &stream, command_id, &command, fence.as_ref())
                     .await
                 {
                     Ok(_) => {}
+                    // Another node took the lease: what this node decided is not its to
+                    // record. The new holder dispatches the request itself.
+                    Err(HandleError::Append(AppendError::ConditionFailed { position })) => {
+                        tracing::warn!(%station, %position, "outcome fenced off: another node holds the station's lease");
+                        self.lease_lost(&station);
+                    }
                     // Definitive answers: the outcome is already there, or cannot be.
                     Err(
                         error @ (HandleError::Rejected(_) | HandleError::CommandIdReused { .. }),
@@ -630,7 +713,7 @@ impl<S: EventStore> Hub<S> {
                 }
             }
             DispatchEffect::SaveCheckpoint(position) => {
-                let stream = StreamId::new(CHECKPOINT_STREAM).expect("valid");
+                let stream = checkpoint_stream(&self.node_id);
                 let id = EventId(hash128(
                     format!("checkpoint\u{1f}{}", position.0).as_bytes(),
                 ));
@@ -654,6 +737,81 @@ impl<S: EventStore> Hub<S> {
                 }
             }
         }
+    }
+
+    fn holds_lease(&self, station: &str) -> bool {
+        self.leases
+            .get(station)
+            .is_some_and(|(holder, _)| *holder == self.node_id)
+    }
+
+    /// Takes `station`'s dispatch lease: this node now has its connection.
+    async fn take_lease(&mut self, station: &str) {
+        let Ok(stream) = lease::stream(station) else {
+            return;
+        };
+        self.lease_takes += 1;
+        let take = self.lease_takes ^ self.telemetry_nonce;
+        let data = lease::taken(station, &self.node_id, take, self.env.now_millis());
+        // The latest lease event wins, so no expected version: a take after another node's
+        // simply supersedes it. An unknown outcome is settled by the same append again.
+        for _attempt in 0..3 {
+            match self
+                .store
+                .append(&stream, ExpectedVersion::Any, vec![data.clone()])
+                .await
+            {
+                Ok(result) => {
+                    tracing::info!(%station, token = %result.first_position, "dispatch lease taken");
+                    self.lease_seen(
+                        station.to_owned(),
+                        self.node_id.clone(),
+                        result.first_position,
+                    );
+                    return;
+                }
+                Err(AppendError::OutcomeUnknown(error)) => {
+                    tracing::warn!(%station, %error, "taking the dispatch lease: outcome unknown; again");
+                }
+                Err(error) => {
+                    tracing::warn!(%station, %error, "the dispatch lease was not taken");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// A lease event for `station`, read back or just appended. Older news than what the
+    /// node knows is ignored; otherwise it decides whether the dispatcher acts for the
+    /// station, and a node that lost the lease closes its connection to the station (the
+    /// station has connected elsewhere since).
+    fn lease_seen(&mut self, station: String, holder: String, token: GlobalPosition) {
+        if self
+            .leases
+            .get(&station)
+            .is_some_and(|(_, known)| *known >= token)
+        {
+            return;
+        }
+        let now = self.env.now_millis();
+        let mine = holder == self.node_id;
+        self.leases.insert(station.clone(), (holder, token));
+        self.dispatcher.handle_ownership(&station, mine, now);
+        if !mine && self.connections.remove(&station).is_some() {
+            tracing::info!(%station, "another node took the dispatch lease; closing this connection");
+            self.dispatcher.handle_link(&station, false, now);
+        }
+    }
+
+    /// An append fenced by `station`'s lease was refused: a newer lease exists, which the
+    /// subscription will bring. Until then the node acts for the station no more.
+    fn lease_lost(&mut self, station: &str) {
+        if let Some((holder, _)) = self.leases.get_mut(station) {
+            // Holder unknown, token kept: only the newer lease event applies now.
+            holder.clear();
+        }
+        let now = self.env.now_millis();
+        self.dispatcher.handle_ownership(station, false, now);
     }
 
     /// Feeds every event already stored to the mirror and the dispatcher.

@@ -9,7 +9,7 @@
 //! notifications keeps the version moving faster than a command can load and append, so
 //! commands give up on contention — they starve (I4).
 
-use crate::core::types::{CommandId, StreamId};
+use crate::core::types::{AppendCondition, CommandId, StreamId};
 use crate::decider::{Aggregate, CodecError, Decider, EncodedEvent};
 use crate::domain::station::{Station, StationCommand, StationEvent, StationRejection};
 use crate::environment::Environment;
@@ -152,11 +152,29 @@ impl<S: EventStore> StationHandler<S> {
         command_id: CommandId,
         command: &StationCommand,
     ) -> Result<Outcome, HandleError<StationRejection>> {
+        self.handle_if(env, stream, command_id, command, None).await
+    }
+
+    /// [`CommandHandler::handle_if`] for either station aggregate.
+    pub async fn handle_if<E: Environment>(
+        &self,
+        env: &mut E,
+        stream: &StreamId,
+        command_id: CommandId,
+        command: &StationCommand,
+        condition: Option<&AppendCondition>,
+    ) -> Result<Outcome, HandleError<StationRejection>> {
         match self {
-            StationHandler::Lean(handler) => handler.handle(env, stream, command_id, command).await,
+            StationHandler::Lean(handler) => {
+                handler
+                    .handle_if(env, stream, command_id, command, condition)
+                    .await
+            }
             StationHandler::Chatty(handler) => {
                 let command = ChattyCommand::Business(command.clone());
-                handler.handle(env, stream, command_id, &command).await
+                handler
+                    .handle_if(env, stream, command_id, &command, condition)
+                    .await
             }
         }
     }
