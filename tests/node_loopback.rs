@@ -116,7 +116,7 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
         let station = Arc::new(Mutex::new(ChargePoint::new(config, now_millis())));
         drivers.push(tokio::spawn(run_station(
             station.clone(),
-            node.addr,
+            vec![node.addr],
             password(index),
             Duration::from_millis(100),
             stop_stations.clone(),

@@ -8,11 +8,14 @@ use madsim::rand::Rng;
 /// The faults enabled for one run and how often they strike.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaultPlan {
-    /// F1: the CSMS node crashes (losing memory and unsynced writes) and restarts.
+    /// F1: a machine fails — the store server crashes (losing unsynced writes) and
+    /// restarts, a CSMS node crashes (losing its memory) and restarts, or a CSMS node
+    /// stalls for longer than its stations wait.
     pub csms_crash: bool,
     /// F2: a station reboots, losing its volatile state.
     pub station_reboot: bool,
-    /// F3: a station is cut off from the network for a while, then healed.
+    /// F3: a station is cut off from the network, or a CSMS node from the store, for a
+    /// while, then healed.
     pub partition: bool,
     /// F4: frames between stations and the CSMS are lost, duplicated and delayed past each
     /// other, at these rates, for the whole run.
@@ -195,6 +198,12 @@ pub struct FaultCounts {
     pub status_bursts: u64,
     /// Restarts of a node that stopped itself (poisoned log, failed task).
     pub node_failures: u64,
+    /// F1 on the store server: crashed (its disk too) and restarted.
+    pub store_crashes: u64,
+    /// F1 as a stall: a CSMS node paused for longer than stations wait.
+    pub node_pauses: u64,
+    /// F3 between a CSMS node and the store.
+    pub store_partitions: u64,
 }
 
 impl FaultCounts {
@@ -209,6 +218,9 @@ impl FaultCounts {
         self.read_flips += other.read_flips;
         self.status_bursts += other.status_bursts;
         self.node_failures += other.node_failures;
+        self.store_crashes += other.store_crashes;
+        self.node_pauses += other.node_pauses;
+        self.store_partitions += other.store_partitions;
     }
 }
 
@@ -231,10 +243,14 @@ pub enum Design {
     NaiveTelemetry,
     /// N6: a projection's checkpoint stored apart from its state.
     NaiveProjectionCheckpoint,
+    /// Dispatch leases without a fencing token: a node acts for the stations it believes
+    /// it holds and records outcomes unconditioned, so a node that lost a lease while
+    /// stalled still records what it decided before.
+    NaiveNoFencing,
 }
 
 impl Design {
-    pub const ALL: [Design; 7] = [
+    pub const ALL: [Design; 8] = [
         Design::Correct,
         Design::NaiveSideEffect,
         Design::NaiveEarlyCheckpoint,
@@ -242,6 +258,7 @@ impl Design {
         Design::NaiveVersionCheck,
         Design::NaiveTelemetry,
         Design::NaiveProjectionCheckpoint,
+        Design::NaiveNoFencing,
     ];
 
     pub fn name(self) -> &'static str {
@@ -253,6 +270,7 @@ impl Design {
             Design::NaiveVersionCheck => "naive-version-check",
             Design::NaiveTelemetry => "naive-telemetry-in-aggregate",
             Design::NaiveProjectionCheckpoint => "naive-projection-checkpoint",
+            Design::NaiveNoFencing => "naive-no-fencing",
         }
     }
 

@@ -87,9 +87,10 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         fn of_design(design: Design) -> Option<Scenario> {
             match design {
                 Design::Correct => None,
-                Design::NaiveEarlyCheckpoint | Design::NaiveSideEffect | Design::NaiveTelemetry => {
-                    Some(Scenario::UnlockRace)
-                }
+                Design::NaiveEarlyCheckpoint
+                | Design::NaiveSideEffect
+                | Design::NaiveTelemetry
+                | Design::NaiveNoFencing => Some(Scenario::UnlockRace),
                 Design::NaiveReadModel => Some(Scenario::Withdraw),
                 Design::NaiveVersionCheck => Some(Scenario::DoubleSubmit),
                 Design::NaiveProjectionCheckpoint => Some(Scenario::ProjectionCatchup),
@@ -563,10 +564,13 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             ),
         }
         println!(
-            "injected: {} csms crashes, {} station reboots, {} partitions, {} frames lost, {} duplicated, {} delayed, {} failed-sync windows, {} read flips, {} self-stops · simulated {:.1} s in {:.2} s wall · {} timeline events",
+            "injected: {} csms crashes, {} csms stalls, {} store crashes, {} station reboots, {} station partitions, {} node–store partitions, {} frames lost, {} duplicated, {} delayed, {} failed-sync windows, {} read flips, {} self-stops · simulated {:.1} s in {:.2} s wall · {} timeline events",
             result.faults.csms_crashes,
+            result.faults.node_pauses,
+            result.faults.store_crashes,
             result.faults.station_reboots,
             result.faults.partitions,
+            result.faults.store_partitions,
             result.faults.frames_lost,
             result.faults.frames_duplicated,
             result.faults.frames_delayed,
@@ -860,8 +864,14 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             tally.simulated.as_secs_f64() / elapsed
         );
         println!("| F1 csms crashes | {} |", tally.faults.csms_crashes);
+        println!("| F1 csms stalls | {} |", tally.faults.node_pauses);
+        println!("| F1 store crashes | {} |", tally.faults.store_crashes);
         println!("| F2 station reboots | {} |", tally.faults.station_reboots);
-        println!("| F3 partitions | {} |", tally.faults.partitions);
+        println!("| F3 station partitions | {} |", tally.faults.partitions);
+        println!(
+            "| F3 node–store partitions | {} |",
+            tally.faults.store_partitions
+        );
         println!("| F4 frames lost | {} |", tally.faults.frames_lost);
         println!(
             "| F4 frames duplicated | {} |",

@@ -1,8 +1,12 @@
-//! The reference scenario (seed 000): clients request unlocks on shared stations while the
-//! stations heartbeat and report status, and — when the plan says so — the CSMS crashes
-//! and restarts from its simulated disk, stations reboot and get cut off. After the fault
-//! phase everything heals, and within a bounded simulated time the oracles must hold:
-//! I1, I2, I3, I4, I5 and I8.
+//! The reference scenario (seed 000), across machines: three CSMS nodes share one store
+//! server (the durable log on a simulated disk, served over the simulated network by the
+//! remote store protocol, as real nodes share PostgreSQL). Stations connect to any node and
+//! reconnect to whichever they pick next; clients send unlocks to any node. Stations
+//! heartbeat and report status, and — when the plan says so — nodes crash and restart or
+//! stall for longer than stations wait, the store crashes and restarts from its disk,
+//! stations reboot, and stations or nodes get cut off (a node from the store, too). After
+//! the fault phase everything heals, and within a bounded simulated time the oracles must
+//! hold: I1, I2, I3, I4, I5 and I8.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,9 +20,10 @@ use evsource::handler::HandlerConfig;
 use evsource::node::api::{ApiCommand, ErrorCode};
 use evsource::node::auth::{self, PasswordCost};
 use evsource::node::client::ApiClient;
+use evsource::node::driver::CSMS_SILENCE_MAX;
 use evsource::node::driver::{LinkCounters, SharedChargePoint, run_station_with_faults};
 use evsource::node::naive::{TelemetryPlacement, is_noted_telemetry};
-use evsource::node::{CsmsNode, NodeConfig, UnlockPath};
+use evsource::node::{CsmsNode, Fencing, NodeConfig, UnlockPath};
 use evsource::ocpp::messages::ChargePointStatus;
 use evsource::oracles::{
     UnlockSummary, Violation, check_acknowledged, check_commands_once, check_no_starvation,
@@ -27,7 +32,7 @@ use evsource::oracles::{
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
 use evsource::storage::SimDisk;
-use evsource::store::LogStore;
+use evsource::store::{LogStore, RemoteConfig, RemoteStore, remote};
 use madsim::net::NetSim;
 use madsim::rand::Rng;
 use madsim::runtime::Handle;
@@ -37,6 +42,8 @@ use crate::faults::{Design, FaultCounts, FaultPlan};
 /// The shape of one run.
 #[derive(Clone, Debug)]
 pub struct UnlockRace {
+    /// CSMS nodes sharing the store.
+    pub nodes: usize,
     pub stations: usize,
     pub connectors: u32,
     pub clients: u64,
@@ -50,6 +57,7 @@ pub struct UnlockRace {
 impl Default for UnlockRace {
     fn default() -> UnlockRace {
         UnlockRace {
+            nodes: 3,
             stations: 5,
             connectors: 2,
             clients: 4,
@@ -72,8 +80,13 @@ pub struct RunReport {
     pub fingerprint: u128,
 }
 
-const CSMS_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+/// CSMS node `index` (from 0) is at 10.0.0.`index + 1`.
+fn csms_ip(index: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, 0, 0, index as u8 + 1))
+}
 const CSMS_PORT: u16 = 4000;
+const STORE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
+const STORE_PORT: u16 = 5000;
 /// The operator token of the simulated CSMS.
 const OPERATOR_TOKEN: &str = "simulated-operator";
 
@@ -111,16 +124,24 @@ fn now_millis() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The live store of the current CSMS incarnation and its failure signal, for the checker
-/// and the supervisor. Emptied whenever the node goes down.
-type StoreSlot = Arc<Mutex<Option<(LogStore, Shutdown)>>>;
+/// What the checker and the supervisor see of a machine's current incarnation: the store
+/// server's open log, a CSMS node's failure signal. Emptied whenever it goes down.
+type Slot<T> = Arc<Mutex<Option<T>>>;
 
-fn lock_slot(slot: &StoreSlot) -> std::sync::MutexGuard<'_, Option<(LogStore, Shutdown)>> {
+fn lock_slot<T>(slot: &Slot<T>) -> std::sync::MutexGuard<'_, Option<T>> {
     slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn current_store(slot: &StoreSlot) -> Option<LogStore> {
-    lock_slot(slot).as_ref().map(|(store, _)| store.clone())
+fn current<T: Clone>(slot: &Slot<T>) -> Option<T> {
+    lock_slot(slot).clone()
+}
+
+/// The machines of one run, for the fault injector and the supervisor.
+struct Machines {
+    store: madsim::task::NodeId,
+    store_slot: Slot<LogStore>,
+    nodes: Vec<madsim::task::NodeId>,
+    node_slots: Vec<Slot<Shutdown>>,
 }
 
 /// Runs the scenario inside the current madsim runtime and judges it.
@@ -128,7 +149,6 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     let handle = Handle::current();
     let started = tokio::time::Instant::now();
     let disk = crate::faults::simulated_disk(&scenario.faults);
-    let slot: StoreSlot = Arc::new(Mutex::new(None));
     let heartbeat_interval_secs = if scenario.faults.telemetry_storm.is_some() {
         3
     } else {
@@ -146,6 +166,10 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         Design::NaiveTelemetry => TelemetryPlacement::BusinessAggregate,
         _ => TelemetryPlacement::OwnStream,
     };
+    let fencing = match scenario.design {
+        Design::NaiveNoFencing => Fencing::Unfenced,
+        _ => Fencing::Fenced,
+    };
 
     let registrations: Vec<(String, String)> = (0..scenario.stations)
         .map(|index| {
@@ -155,20 +179,22 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             (id, hash)
         })
         .collect();
-    let csms = {
-        let (disk, slot) = (disk.clone(), slot.clone());
+    // The shared database: the durable log on its disk, served over the network.
+    let store_slot: Slot<LogStore> = Arc::new(Mutex::new(None));
+    let store = {
+        let (disk, slot) = (disk.clone(), store_slot.clone());
         let registrations = Arc::new(registrations);
         handle
             .create_node()
-            .name("csms")
-            .ip(CSMS_IP)
+            .name("store")
+            .ip(STORE_IP)
             .init(move || {
                 let (disk, slot) = (disk.clone(), slot.clone());
                 let registrations = registrations.clone();
                 async move {
                     // Every (re)start recovers the log from what the disk really holds. An
                     // open refused for a transient read fault is retried, as a process
-                    // supervisor would; damage that stays keeps the node down, and the
+                    // supervisor would; damage that stays keeps the store down, and the
                     // liveness check reports it.
                     let store = loop {
                         match LogStore::open(Arc::new(disk.clone()), crate::faults::log_config()) {
@@ -179,10 +205,48 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                             }
                         }
                     };
+                    // The operator registered every station once, before the run.
                     register_stations(&store, &registrations).await;
+                    let listener = tokio::net::TcpListener::bind(SocketAddr::new(
+                        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                        STORE_PORT,
+                    ))
+                    .await
+                    .expect("the store binds its port");
+                    *lock_slot(&slot) = Some(store.clone());
+                    let served = remote::serve(store, listener, Shutdown::new()).await;
+                    tracing::error!(?served, "the store server stopped");
+                }
+            })
+            .build()
+    };
+    let store_addr = SocketAddr::new(STORE_IP, STORE_PORT);
+
+    let node_slots: Vec<Slot<Shutdown>> = (0..scenario.nodes)
+        .map(|_| Arc::new(Mutex::new(None)))
+        .collect();
+    let mut csms_nodes = Vec::new();
+    for (index, slot) in node_slots.iter().enumerate() {
+        let slot = slot.clone();
+        let node = handle
+            .create_node()
+            .name(format!("csms-{}", index + 1))
+            .ip(csms_ip(index))
+            .init(move || {
+                let slot = slot.clone();
+                async move {
+                    let store = RemoteStore::new(
+                        store_addr,
+                        RemoteConfig {
+                            connect_timeout: Duration::from_secs(2),
+                            request_timeout: Duration::from_secs(5),
+                            wait_slice: Duration::from_secs(10),
+                            idle_connections_max: 8,
+                        },
+                    );
                     let config = NodeConfig {
-                        node_id: "csms-1".into(),
-                        fencing: evsource::node::Fencing::Fenced,
+                        node_id: format!("csms-{}", index + 1),
+                        fencing,
                         listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), CSMS_PORT),
                         operator_token: OPERATOR_TOKEN.to_owned(),
                         password_cost: PasswordCost::Minimal,
@@ -201,16 +265,32 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                         unlock_path,
                         telemetry,
                     };
-                    let node = CsmsNode::start(store.clone(), config)
-                        .await
-                        .expect("the node starts");
-                    *lock_slot(&slot) = Some((store, node.failed()));
+                    // Starting reads the store; while it is out of reach, try again.
+                    let node = loop {
+                        match CsmsNode::start(store.clone(), config.clone()).await {
+                            Ok(node) => break node,
+                            Err(error) => {
+                                tracing::warn!(%error, "the node did not start; retrying");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    };
+                    *lock_slot(&slot) = Some(node.failed());
                     std::future::pending::<()>().await;
                 }
             })
-            .build()
+            .build();
+        csms_nodes.push(node.id());
+    }
+    let csms_addrs: Vec<SocketAddr> = (0..scenario.nodes)
+        .map(|index| SocketAddr::new(csms_ip(index), CSMS_PORT))
+        .collect();
+    let machines = Machines {
+        store: store.id(),
+        store_slot: store_slot.clone(),
+        nodes: csms_nodes,
+        node_slots,
     };
-    let csms_addr = SocketAddr::new(CSMS_IP, CSMS_PORT);
 
     let mut stations: Vec<SharedChargePoint> = Vec::new();
     let mut station_nodes = Vec::new();
@@ -231,6 +311,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         let ip = IpAddr::V4(Ipv4Addr::new(10, 0, 1, index as u8 + 1));
         let driven = station.clone();
         let counters = link_counters.clone();
+        let csms = csms_addrs.clone();
         let node = handle
             .create_node()
             .name(format!("station-{index}"))
@@ -238,7 +319,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             .init(move || {
                 run_station_with_faults(
                     driven.clone(),
-                    csms_addr,
+                    csms.clone(),
                     password.clone(),
                     Duration::from_secs(1),
                     link.clone(),
@@ -264,25 +345,24 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         clients.push(node.spawn(run_client(
             client,
             scenario,
-            csms_addr,
+            csms_addrs.clone(),
             stations.clone(),
             status_bursts.clone(),
         )));
     }
 
     let finished = Shutdown::new();
+    let machines = Arc::new(machines);
     let supervisor = tokio::spawn(supervise(
         handle.clone(),
-        csms.id(),
-        slot.clone(),
+        machines.clone(),
         finished.clone(),
     ));
     let mut injected = inject_faults(
         &scenario.faults,
         &handle,
-        csms.id(),
+        &machines,
         &disk,
-        &slot,
         &stations,
         &station_nodes,
     )
@@ -306,7 +386,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     // Liveness: everything healed; every accepted request must get its outcome in time.
     let healed = tokio::time::Instant::now();
     let events = loop {
-        let events = match current_store(&slot) {
+        let events = match current(&store_slot) {
             Some(store) => read_all_events(&store).await.unwrap_or_default(),
             None => Vec::new(),
         };
@@ -396,7 +476,7 @@ enum ClientAnswer {
 async fn run_client(
     client: u64,
     scenario: UnlockRace,
-    api: SocketAddr,
+    nodes: Vec<SocketAddr>,
     stations: Vec<SharedChargePoint>,
     status_bursts: Arc<Bursts>,
 ) -> Vec<(CommandId, ClientAnswer)> {
@@ -438,7 +518,9 @@ async fn run_client(
         let mut answer = ClientAnswer::Refused;
         for _attempt in 0..600 {
             if connection.is_none() {
-                connection = ApiClient::connect(api, OPERATOR_TOKEN).await.ok();
+                // Behind a load balancer: any node serves the API.
+                let node = nodes[madsim::rand::thread_rng().gen_range(0..nodes.len())];
+                connection = ApiClient::connect(node, OPERATOR_TOKEN).await.ok();
             }
             let Some(open) = connection.as_mut() else {
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -486,13 +568,18 @@ async fn run_client(
 }
 
 /// Injects the plan's faults one at a time until the fault phase ends; leaves everything
-/// healed (CSMS up, no partition).
+/// healed (every machine up and running, no partition).
+///
+/// F1 strikes a machine: the store server crashes (its disk loses unsynced writes or tears
+/// them) and restarts, or a CSMS node crashes and restarts, or a CSMS node stalls — a
+/// process pause, every task frozen — for longer than stations wait for it, so that its
+/// stations reconnect to other nodes and take their dispatch leases away from it while it
+/// still believes it holds them. F3 cuts a station off, or a CSMS node from the store.
 async fn inject_faults(
     plan: &FaultPlan,
     handle: &Handle,
-    csms: madsim::task::NodeId,
+    machines: &Machines,
     disk: &SimDisk,
-    slot: &StoreSlot,
     stations: &[SharedChargePoint],
     station_nodes: &[madsim::task::NodeId],
 ) -> FaultCounts {
@@ -511,34 +598,59 @@ async fn inject_faults(
     .filter_map(|(on, kind)| on.then_some(kind))
     .collect();
     while started.elapsed() < plan.fault_phase {
-        let (pause, kind, station, outage, kept_unsynced, flip) = {
+        let (pause, kind, station, node, outage, kept_unsynced, flip, variant, stall) = {
             let mut rng = madsim::rand::thread_rng();
             (
                 rng.gen_range(plan.interval_millis.0..=plan.interval_millis.1),
                 enabled[rng.gen_range(0..enabled.len())],
                 rng.gen_range(0..stations.len()),
+                rng.gen_range(0..machines.nodes.len()),
                 rng.gen_range(plan.outage_millis.0..=plan.outage_millis.1),
                 rng.gen_range(0..4096u64),
                 rng.gen_bool(0.5).then(|| rng.r#gen::<u64>()),
+                rng.gen_range(0..4u8),
+                // Longer than a station waits for a silent CSMS before it reconnects.
+                rng.gen_range(
+                    CSMS_SILENCE_MAX.as_millis() as u64..3 * CSMS_SILENCE_MAX.as_millis() as u64,
+                ),
             )
         };
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        match kind {
-            1 => {
+        let csms = machines.nodes[node];
+        let name = format!("csms-{}", node + 1);
+        match (kind, variant) {
+            (1, 0) => {
                 tracing::info!(
                     outage_ms = outage,
                     kept_unsynced_bytes = kept_unsynced,
-                    "fault: CSMS crashed"
+                    "fault: the store crashed"
                 );
-                *lock_slot(slot) = None;
-                handle.kill(csms);
+                *lock_slot(&machines.store_slot) = None;
+                handle.kill(machines.store);
                 disk.crash(kept_unsynced);
                 tokio::time::sleep(Duration::from_millis(outage)).await;
-                tracing::info!("fault: CSMS restarted");
+                tracing::info!("fault: the store restarted");
+                handle.restart(machines.store);
+                counts.store_crashes += 1;
+            }
+            (1, 1) => {
+                tracing::info!(node = %name, stall_ms = stall, "fault: CSMS node stalled");
+                handle.pause(csms);
+                tokio::time::sleep(Duration::from_millis(stall)).await;
+                tracing::info!(node = %name, "fault: CSMS node resumed");
+                handle.resume(csms);
+                counts.node_pauses += 1;
+            }
+            (1, _) => {
+                tracing::info!(node = %name, outage_ms = outage, "fault: CSMS node crashed");
+                *lock_slot(&machines.node_slots[node]) = None;
+                handle.kill(csms);
+                tokio::time::sleep(Duration::from_millis(outage)).await;
+                tracing::info!(node = %name, "fault: CSMS node restarted");
                 handle.restart(csms);
                 counts.csms_crashes += 1;
             }
-            2 => {
+            (2, _) => {
                 tracing::info!(station = %format!("CP{station}"), "fault: station rebooted");
                 stations[station]
                     .lock()
@@ -547,7 +659,7 @@ async fn inject_faults(
                 handle.restart(station_nodes[station]);
                 counts.station_reboots += 1;
             }
-            4 => {
+            (4, _) => {
                 let mut faults = disk.faults();
                 match flip.and_then(|draw| flip_target(disk, draw)) {
                     // Armed until a read strikes it (or the fault phase ends).
@@ -569,6 +681,17 @@ async fn inject_faults(
                         tracing::info!("fault: syncs work again");
                     }
                 }
+            }
+            (_, 0) => {
+                let net = NetSim::current();
+                tracing::info!(node = %name, outage_ms = outage, "fault: CSMS node cut off from the store");
+                net.clog_link(csms, machines.store);
+                net.clog_link(machines.store, csms);
+                tokio::time::sleep(Duration::from_millis(outage)).await;
+                tracing::info!(node = %name, "fault: the node reaches the store again");
+                net.unclog_link(csms, machines.store);
+                net.unclog_link(machines.store, csms);
+                counts.store_partitions += 1;
             }
             _ => {
                 let net = NetSim::current();
@@ -646,29 +769,29 @@ fn flip_target(disk: &SimDisk, draw: u64) -> Option<(String, u64)> {
     Some((file, written - 1 - draw % window))
 }
 
-/// The process supervisor: a node that stopped itself — its log poisoned by a failed
-/// sync, or a task failed — is crashed and restarted (its page cache survives: no power
-/// loss). Returns how many times that happened.
-async fn supervise(
-    handle: Handle,
-    csms: madsim::task::NodeId,
-    slot: StoreSlot,
-    finished: Shutdown,
-) -> u64 {
+/// The process supervisor: a machine that stopped itself — the store's log poisoned by a
+/// failed sync, or a CSMS node whose task failed — is crashed and restarted (its page cache
+/// survives: no power loss). Returns how many times that happened.
+async fn supervise(handle: Handle, machines: Arc<Machines>, finished: Shutdown) -> u64 {
     let mut restarts = 0;
     while !finished.is_triggered() {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let reason = lock_slot(&slot).as_ref().and_then(|(store, failed)| {
-            store
-                .failure()
-                .or_else(|| failed.is_triggered().then(|| "a task failed".to_owned()))
-        });
-        if let Some(reason) = reason {
-            tracing::info!(%reason, "the CSMS stopped itself; restarting it");
-            *lock_slot(&slot) = None;
-            handle.kill(csms);
-            handle.restart(csms);
+        let poisoned = current(&machines.store_slot).and_then(|store| store.failure());
+        if let Some(reason) = poisoned {
+            tracing::info!(%reason, "the store stopped itself; restarting it");
+            *lock_slot(&machines.store_slot) = None;
+            handle.kill(machines.store);
+            handle.restart(machines.store);
             restarts += 1;
+        }
+        for (index, slot) in machines.node_slots.iter().enumerate() {
+            if current(slot).is_some_and(|failed| failed.is_triggered()) {
+                tracing::info!(node = %format!("csms-{}", index + 1), "a CSMS node stopped itself; restarting it");
+                *lock_slot(slot) = None;
+                handle.kill(machines.nodes[index]);
+                handle.restart(machines.nodes[index]);
+                restarts += 1;
+            }
         }
     }
     restarts

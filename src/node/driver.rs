@@ -62,11 +62,21 @@ pub struct LinkCounters {
     pub delayed: AtomicU64,
 }
 
-/// Connects, speaks, and reconnects after `reconnect_delay` until shutdown.
-/// `password` is the station's AuthorizationKey, registered with the CSMS.
+/// How often the station pings the CSMS over its WebSocket (OCPP-J's
+/// WebSocketPingInterval), so that a CSMS that stopped answering is noticed even when the
+/// station has nothing to say.
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// A CSMS silent for this long — no frame, not even a pong — is presumed gone: the station
+/// closes the connection and connects again, to whichever node it picks.
+pub const CSMS_SILENCE_MAX: Duration = Duration::from_secs(60);
+
+/// Connects, speaks, and reconnects after `reconnect_delay` until shutdown. `csms` lists
+/// the nodes that serve it (a load balancer's pool): each connection goes to one of them,
+/// picked afresh every time from the link's seed. `password` is the station's
+/// AuthorizationKey, registered with the CSMS.
 pub async fn run_station(
     station: SharedChargePoint,
-    csms: SocketAddr,
+    csms: Vec<SocketAddr>,
     password: String,
     reconnect_delay: Duration,
     shutdown: Shutdown,
@@ -78,7 +88,7 @@ pub async fn run_station(
 /// [`run_station`] with faults injected on the link and the clock.
 pub async fn run_station_with_faults(
     station: SharedChargePoint,
-    csms: SocketAddr,
+    csms: Vec<SocketAddr>,
     password: String,
     reconnect_delay: Duration,
     faults: LinkFaults,
@@ -91,7 +101,7 @@ pub async fn run_station_with_faults(
 
 async fn run_station_over(
     station: SharedChargePoint,
-    csms: SocketAddr,
+    csms: Vec<SocketAddr>,
     password: String,
     reconnect_delay: Duration,
     mut link: Link,
@@ -102,6 +112,11 @@ async fn run_station_over(
             return;
         }
         let id = lock(&station).id().to_owned();
+        assert!(!csms.is_empty(), "a station needs a CSMS to connect to");
+        let csms = match csms.len() {
+            1 => csms[0],
+            nodes => csms[(link.rng.next_u64() % nodes as u64) as usize],
+        };
         if let Ok(stream) = TcpStream::connect(csms).await
             && let Some(ws) = handshake(stream, csms, &id, &password).await
         {
@@ -293,6 +308,8 @@ async fn speak(
     lock(station).handle_connected(link.station_now());
     tracing::info!(station = lock(station).id(), "connected to the CSMS");
     let mut conformance = Conformance::default();
+    let mut heard = tokio::time::Instant::now();
+    let mut pinged = heard;
     loop {
         // Deliver what arrived, let the station speak, then send what is due.
         let (next_timer, id) = {
@@ -313,6 +330,16 @@ async fn speak(
                 return Ended::Disconnected;
             }
         }
+        if heard.elapsed() >= CSMS_SILENCE_MAX {
+            tracing::info!(station = %id, "the CSMS has been silent too long; reconnecting");
+            return Ended::Disconnected;
+        }
+        if pinged.elapsed() >= PING_INTERVAL {
+            pinged = tokio::time::Instant::now();
+            if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                return Ended::Disconnected;
+            }
+        }
         let timer_wait = next_timer.map_or(1_000, |at| at.saturating_sub(link.station_now()));
         let delivery_wait = link
             .next_delivery()
@@ -323,10 +350,13 @@ async fn speak(
             _ = shutdown.wait() => return Ended::Shutdown,
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => {
+                    heard = tokio::time::Instant::now();
                     conformance.received(&id, text.as_str());
                     link.send(text.as_str().to_owned(), false);
                 }
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                    heard = tokio::time::Instant::now();
+                }
                 _ => {
                     tracing::info!(station = %id, "connection to the CSMS closed");
                     return Ended::Disconnected;
