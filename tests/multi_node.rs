@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use evsource::chargepoint::{ChargePoint, ChargePointConfig};
-use evsource::core::{CommandId, GlobalPosition, RecordedEvent};
+use evsource::core::{CommandId, GlobalPosition};
 use evsource::environment::SplitMix64;
 use evsource::node::api::ApiCommand;
 use evsource::node::auth::{self, PasswordCost};
@@ -29,8 +29,7 @@ use evsource::node::driver::{
     LinkCounters, LinkFaults, SharedChargePoint, run_station_with_faults,
 };
 use evsource::oracles::{
-    check_acknowledged, check_commands_once, check_store_shape, check_unlocks_against,
-    ground_truth, read_all_events,
+    check_acknowledged, check_commands_once, check_store_shape, check_unlocks_against, ground_truth,
 };
 use evsource::signal::Shutdown;
 use evsource::store::postgres::{PostgresConfig, PostgresStore};
@@ -222,7 +221,7 @@ async fn a_node_killed_mid_traffic_loses_nothing_and_unlocks_nothing_twice() {
         "only {} requests were accepted; the test would prove little",
         acknowledged.len()
     );
-    let events = wait_for_outcomes(&store, acknowledged.len()).await;
+    let events = support::wait_for_outcomes(&store, acknowledged.len(), 60).await;
     stop_stations.trigger();
     for driver in drivers {
         driver.await.expect("driver");
@@ -261,26 +260,6 @@ async fn a_node_killed_mid_traffic_loses_nothing_and_unlocks_nothing_twice() {
         acknowledged.len()
     );
     drop(survivor);
-}
-
-/// Every event, once each accepted request has an outcome (or after 60 s).
-async fn wait_for_outcomes(store: &PostgresStore, requests: usize) -> Vec<RecordedEvent> {
-    for _ in 0..600 {
-        let events = read_all_events(store).await.expect("the store reads");
-        let answered = events
-            .iter()
-            .filter(|e| {
-                e.stream.as_str().starts_with("station-")
-                    && ["UnlockAccepted", "UnlockRejected", "UnlockTimedOut"]
-                        .contains(&e.event_type.as_str())
-            })
-            .count();
-        if answered >= requests {
-            return events;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not every accepted request got an outcome within 60 s");
 }
 
 fn now_millis() -> u64 {

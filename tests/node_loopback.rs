@@ -22,7 +22,7 @@ use evsource::node::auth::{self, PasswordCost};
 use evsource::node::client::ApiClient;
 use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
-use evsource::oracles::{check_unlocks_against, ground_truth, read_all_events};
+use evsource::oracles::{check_unlocks_against, ground_truth};
 use evsource::projection::{ProjectionRunner, rebuild};
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
@@ -145,7 +145,15 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
     );
 
     // Wait (bounded) until every accepted request has its outcome, then judge the run.
-    let events = wait_for_outcomes(&store, applied).await;
+    let events = support::wait_for_outcomes(&store, applied, 30).await;
+    let requested = events
+        .iter()
+        .filter(|e| e.stream.as_str().starts_with("station-") && e.event_type == "UnlockRequested")
+        .count();
+    assert_eq!(
+        requested, applied,
+        "one UnlockRequested per accepted command"
+    );
     let truth = ground_truth(&stations);
     let summary =
         check_unlocks_against(&events, &truth).unwrap_or_else(|violation| panic!("{violation}"));
@@ -172,35 +180,6 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
         board.state(),
         &rebuild::<_, UnlockBoard>(&store).await.unwrap()
     );
-}
-
-/// All events, once every accepted request has an outcome (or after 30 s).
-async fn wait_for_outcomes(
-    store: &LogStore,
-    requests: usize,
-) -> Vec<evsource::core::RecordedEvent> {
-    for _ in 0..300 {
-        let events = read_all_events(store).await.expect("the store reads");
-        let count = |types: &[&str]| {
-            events
-                .iter()
-                .filter(|e| {
-                    e.stream.as_str().starts_with("station-")
-                        && types.contains(&e.event_type.as_str())
-                })
-                .count()
-        };
-        assert_eq!(
-            count(&["UnlockRequested"]),
-            requests,
-            "one UnlockRequested per accepted command"
-        );
-        if count(&["UnlockAccepted", "UnlockRejected", "UnlockTimedOut"]) >= requests {
-            return events;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("not every request got an outcome within 30 s");
 }
 
 fn now_millis() -> u64 {

@@ -132,6 +132,33 @@ pub mod postgres {
     }
 }
 
+/// Every event of `store`, once `requests` unlock requests have their outcome events —
+/// polled every 100 ms, for at most `seconds`.
+pub async fn wait_for_outcomes<S: evsource::store::EventStore>(
+    store: &S,
+    requests: usize,
+    seconds: u64,
+) -> Vec<evsource::core::RecordedEvent> {
+    for _ in 0..seconds * 10 {
+        let events = evsource::oracles::read_all_events(store)
+            .await
+            .expect("the store reads");
+        let answered = events
+            .iter()
+            .filter(|e| {
+                e.stream.as_str().starts_with("station-")
+                    && ["UnlockAccepted", "UnlockRejected", "UnlockTimedOut"]
+                        .contains(&e.event_type.as_str())
+            })
+            .count();
+        if answered >= requests {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("not every accepted request got an outcome within {seconds} s");
+}
+
 /// A store served over loopback TCP by the remote protocol, and what keeps it served: the
 /// server stops (and its directory goes) when the guard is dropped.
 pub mod remote {
