@@ -24,7 +24,7 @@ fn a_run_timeline_names_nodes_orders_time_and_exports_a_trace() {
     .expect("the run does not panic");
     let entries = timeline.entries();
     let nodes: std::collections::BTreeSet<&str> = entries.iter().map(|e| e.node.as_str()).collect();
-    for node in ["csms", "station-0", "client-0"] {
+    for node in ["store", "csms-1", "csms-3", "station-0", "client-0"] {
         assert!(nodes.contains(node), "events from {node}: {nodes:?}");
     }
     assert!(

@@ -108,10 +108,18 @@ fn test_steps() -> Vec<Step> {
             args: &["test", "--workspace", "--doc", "--locked"],
             env: &[],
         },
+        // Release, like the swarm after it: the two share one build, and the simulation
+        // tests (whole swarms of multi-node runs) take minutes in a debug build.
         Step {
-            name: "simulation (madsim)",
+            name: "simulation (madsim, release)",
             program: "cargo",
-            args: &["test", "--package", "evsource-sims", "--locked"],
+            args: &[
+                "test",
+                "--release",
+                "--package",
+                "evsource-sims",
+                "--locked",
+            ],
             env: SIMULATION_ENV,
         },
         Step {
