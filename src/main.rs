@@ -175,10 +175,14 @@ fn serve(options: Options) -> Result<(), Failure> {
         })?,
     };
     let operator_token = operator_token(&options)?;
-    // Nodes sharing a store need distinct ids; the listen address is one per machine.
-    let node_id = options
-        .get("--node-id")
-        .map_or_else(|| format!("node-{listen}"), str::to_owned);
+    // Nodes sharing a store need distinct ids. The listen address is one per machine and
+    // survives a restart (so a restarted node finds its own checkpoint); a port the
+    // system picks (0) is neither, so the process id stands in for it.
+    let node_id = match options.get("--node-id") {
+        Some(id) => id.to_owned(),
+        None if listen.port() == 0 => format!("node-{}-pid{}", listen.ip(), std::process::id()),
+        None => format!("node-{listen}"),
+    };
     let config = NodeConfig {
         node_id,
         fencing: Fencing::Fenced,

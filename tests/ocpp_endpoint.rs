@@ -36,11 +36,8 @@ const PASSWORD: &str = "endpoint-password-07";
 
 type Socket = WebSocketStream<TcpStream>;
 
-async fn start() -> (CsmsNode, MemoryStore) {
-    let store = MemoryStore::default();
-    let hash = auth::hash_password(PASSWORD, [7; 16], PasswordCost::Minimal);
-    auth::register(&store, STATION, &hash, 0).await.unwrap();
-    let config = NodeConfig {
+fn config() -> NodeConfig {
+    NodeConfig {
         node_id: "node-1".into(),
         fencing: evsource::node::Fencing::Fenced,
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -56,8 +53,41 @@ async fn start() -> (CsmsNode, MemoryStore) {
         projection_save_every_events: 100,
         unlock_path: UnlockPath::Outbox,
         telemetry: TelemetryPlacement::OwnStream,
-    };
-    (CsmsNode::start(store.clone(), config).await.unwrap(), store)
+    }
+}
+
+async fn start() -> (CsmsNode, MemoryStore) {
+    let store = MemoryStore::default();
+    let hash = auth::hash_password(PASSWORD, [7; 16], PasswordCost::Minimal);
+    auth::register(&store, STATION, &hash, 0).await.unwrap();
+    (
+        CsmsNode::start(store.clone(), config()).await.unwrap(),
+        store,
+    )
+}
+
+/// A node id signs leases and names a stream: an empty one, or one a stream id cannot
+/// hold, is refused before the node binds or writes anything.
+#[tokio::test]
+async fn a_node_id_that_cannot_name_a_stream_is_refused() {
+    let store = MemoryStore::default();
+    for node_id in ["", "has space", "ü"] {
+        let refused = CsmsNode::start(
+            store.clone(),
+            NodeConfig {
+                node_id: node_id.into(),
+                ..config()
+            },
+        )
+        .await
+        .expect_err("refused");
+        assert_eq!(
+            refused.kind(),
+            std::io::ErrorKind::InvalidInput,
+            "{node_id:?}"
+        );
+    }
+    assert_eq!(store.event_count().await.unwrap(), 0);
 }
 
 /// Opens `/ocpp/{path_id}` offering `protocol`, with Basic credentials if given.

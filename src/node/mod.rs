@@ -57,9 +57,9 @@ pub const CONNECTION_QUEUE_MAX: usize = 256;
 pub const HUB_QUEUE_MAX: usize = 4096;
 
 /// The stream of `node`'s dispatcher checkpoints: each node sharing a store has its own.
-fn checkpoint_stream(node: &str) -> StreamId {
+/// An error for a node id that cannot name a stream.
+fn checkpoint_stream(node: &str) -> Result<StreamId, crate::core::types::StreamIdError> {
     StreamId::new(&format!("checkpoint-dispatcher-{node}"))
-        .expect("node ids are valid in stream ids")
 }
 
 /// How a node is set up.
@@ -131,14 +131,7 @@ pub struct CsmsNode {
 impl CsmsNode {
     /// Binds the listener and starts every task.
     pub async fn start<S: EventStore>(store: S, config: NodeConfig) -> io::Result<CsmsNode> {
-        let listener = TcpListener::bind(config.listen).await?;
-        let addr = listener.local_addr()?;
-        let shutdown = Shutdown::new();
-        let failed = Shutdown::new();
-        let (hub_inputs, hub_receiver) = mpsc::channel(HUB_QUEUE_MAX);
-        if config.node_id.is_empty()
-            || StreamId::new(&format!("checkpoint-dispatcher-{}", config.node_id)).is_err()
-        {
+        if config.node_id.is_empty() || checkpoint_stream(&config.node_id).is_err() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(
@@ -147,6 +140,11 @@ impl CsmsNode {
                 ),
             ));
         }
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let shutdown = Shutdown::new();
+        let failed = Shutdown::new();
+        let (hub_inputs, hub_receiver) = mpsc::channel(HUB_QUEUE_MAX);
         let checkpoint = load_checkpoint(&store, &config.node_id).await?;
         let hub = Hub::new(store.clone(), &config, checkpoint, failed.clone());
         let board: ProjectionRunner<S, UnlockBoard> = ProjectionRunner::load(store.clone())
@@ -207,7 +205,7 @@ async fn load_checkpoint<S: EventStore>(
     store: &S,
     node: &str,
 ) -> io::Result<Option<GlobalPosition>> {
-    let stream = checkpoint_stream(node);
+    let stream = checkpoint_stream(node).map_err(io::Error::other)?;
     let version = store
         .current_version(&stream)
         .await
@@ -713,7 +711,8 @@ impl<S: EventStore> Hub<S> {
                 }
             }
             DispatchEffect::SaveCheckpoint(position) => {
-                let stream = checkpoint_stream(&self.node_id);
+                let stream = checkpoint_stream(&self.node_id)
+                    .expect("the node id was checked when the node started");
                 let id = EventId(hash128(
                     format!("checkpoint\u{1f}{}", position.0).as_bytes(),
                 ));
