@@ -42,6 +42,13 @@ pub enum ProjectionError {
     Append(#[from] AppendError),
     #[error("saved state of projection {name} does not decode: {reason}")]
     Corrupt { name: &'static str, reason: String },
+    /// The instance of [`ProjectionRunner::load_instance`] cannot be part of a stream id.
+    #[error("projection {name} cannot save as instance {instance:?}: {reason}")]
+    InstanceName {
+        name: &'static str,
+        instance: String,
+        reason: String,
+    },
 }
 
 #[derive(Serialize, serde::Deserialize)]
@@ -66,6 +73,31 @@ impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
     pub async fn load(store: S) -> Result<ProjectionRunner<S, P>, ProjectionError> {
         let save_stream = StreamId::new(&format!("{PROJECTION_STREAM_PREFIX}{}", P::NAME))
             .expect("projection names are valid stream ids");
+        ProjectionRunner::load_from(store, save_stream).await
+    }
+
+    /// [`load`](Self::load) for one of several copies of the projection over one store —
+    /// one per CSMS node — each saving to a stream of its own
+    /// (`projection-<name>-<instance>`): copies that shared one would refuse each other's
+    /// saves forever (each expects the version it last wrote). Fails if `instance` cannot
+    /// be part of a stream id.
+    pub async fn load_instance(
+        store: S,
+        instance: &str,
+    ) -> Result<ProjectionRunner<S, P>, ProjectionError> {
+        let name = format!("{PROJECTION_STREAM_PREFIX}{}-{instance}", P::NAME);
+        let save_stream = StreamId::new(&name).map_err(|e| ProjectionError::InstanceName {
+            name: P::NAME,
+            instance: instance.to_owned(),
+            reason: e.to_string(),
+        })?;
+        ProjectionRunner::load_from(store, save_stream).await
+    }
+
+    async fn load_from(
+        store: S,
+        save_stream: StreamId,
+    ) -> Result<ProjectionRunner<S, P>, ProjectionError> {
         let save_version = store.current_version(&save_stream).await?;
         let mut runner = ProjectionRunner {
             store,

@@ -170,7 +170,9 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
     // The board projection saved its state with its checkpoint; caught up, it equals a
     // rebuild from position 0 (I7).
     let mut board: ProjectionRunner<_, UnlockBoard> =
-        ProjectionRunner::load(store.clone()).await.unwrap();
+        ProjectionRunner::load_instance(store.clone(), "node-1")
+            .await
+            .unwrap();
     assert!(
         board.checkpoint().is_some(),
         "the node saved the projection"

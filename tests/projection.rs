@@ -131,3 +131,56 @@ async fn two_runners_cannot_overwrite_each_others_save() {
         "{conflict:?}"
     );
 }
+
+/// Copies of one projection on several nodes (`load_instance`) save to streams of their
+/// own: each keeps saving, none refuses another's, and each reloads its own state and
+/// checkpoint. An instance name a stream id cannot hold is refused.
+#[tokio::test]
+async fn instances_on_several_nodes_save_apart() {
+    let store = MemoryStore::default();
+    let mut a: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load_instance(store.clone(), "node-a")
+            .await
+            .unwrap();
+    let mut b: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load_instance(store.clone(), "node-b")
+            .await
+            .unwrap();
+    a.save(1).await.unwrap();
+    let stations: CommandHandler<_, Station> =
+        CommandHandler::new(store.clone(), HandlerConfig::default());
+    stations
+        .handle(
+            &mut FixedEnvironment::new(0, 1),
+            &StreamId::new("station-CP1").unwrap(),
+            CommandId(9),
+            &StationCommand::RequestUnlock {
+                connector: 1,
+                session: "s".into(),
+            },
+        )
+        .await
+        .unwrap();
+    b.catch_up().await.unwrap();
+    b.save(2).await.expect("b saves beside a");
+    a.catch_up().await.unwrap();
+    a.save(3).await.expect("a saves again");
+    for (instance, live) in [("node-a", &a), ("node-b", &b)] {
+        let reloaded: ProjectionRunner<_, UnlockBoard> =
+            ProjectionRunner::load_instance(store.clone(), instance)
+                .await
+                .unwrap();
+        assert_eq!(reloaded.checkpoint(), live.checkpoint(), "{instance}");
+        assert_eq!(reloaded.state(), live.state(), "{instance}");
+    }
+    assert_ne!(
+        a.checkpoint(),
+        b.checkpoint(),
+        "the copies saved at different points"
+    );
+    let refused = ProjectionRunner::<_, UnlockBoard>::load_instance(store, "has space").await;
+    assert!(
+        matches!(refused, Err(ProjectionError::InstanceName { .. })),
+        "{refused:?}"
+    );
+}

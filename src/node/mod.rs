@@ -147,9 +147,11 @@ impl CsmsNode {
         let (hub_inputs, hub_receiver) = mpsc::channel(HUB_QUEUE_MAX);
         let checkpoint = load_checkpoint(&store, &config.node_id).await?;
         let hub = Hub::new(store.clone(), &config, checkpoint, failed.clone());
-        let board: ProjectionRunner<S, UnlockBoard> = ProjectionRunner::load(store.clone())
-            .await
-            .map_err(io::Error::other)?;
+        // Every node keeps its own copy of the board, saved to its own stream.
+        let board: ProjectionRunner<S, UnlockBoard> =
+            ProjectionRunner::load_instance(store.clone(), &config.node_id)
+                .await
+                .map_err(io::Error::other)?;
         let tasks = vec![
             tokio::spawn(hub.run(hub_receiver, shutdown.clone())),
             tokio::spawn(run_projection(
