@@ -61,13 +61,6 @@ pub struct Spare {
     file: Option<Arc<dyn StorageFile>>,
 }
 
-impl Spare {
-    /// The name it will be installed under.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
 /// One open file. Offsets are absolute; there is no cursor.
 pub trait StorageFile: Send + Sync + Debug {
     fn size_bytes(&self) -> io::Result<u64>;

@@ -33,7 +33,7 @@ use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
 use protocol::{Request, Response, WAIT_MILLIS_MAX};
 use server::{FrameRead, read_frame, write_frame};
 
-pub use server::{answer, serve};
+pub use server::serve;
 
 /// How the client waits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,15 +101,6 @@ impl RemoteStore {
                 idle: Mutex::new(Vec::new()),
             }),
         }
-    }
-
-    pub fn address(&self) -> SocketAddr {
-        self.shared.address
-    }
-
-    /// Drops every idle connection, as a restarted process would have none.
-    pub fn disconnect(&self) {
-        self.idle().clear();
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<TcpStream>> {

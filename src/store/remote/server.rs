@@ -61,9 +61,8 @@ async fn serve_connection<S: EventStore>(store: &S, mut stream: TcpStream) -> io
 }
 
 /// What the store says to `request`.
-pub async fn answer<S: EventStore>(store: &S, request: Request) -> Response {
-    let fit = |events: Vec<_>| {
-        let mut events = events;
+async fn answer<S: EventStore>(store: &S, request: Request) -> Response {
+    let fit = |mut events: Vec<_>| {
         events.truncate(protocol::events_that_fit(&events));
         events
     };
