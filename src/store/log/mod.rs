@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 #[cfg(not(madsim))]
 use std::time::{Duration, Instant};
@@ -213,6 +214,9 @@ struct Shared {
     state: Mutex<LogState>,
     durable_event_count: Counter,
     group_commit_permits: Arc<Semaphore>,
+    /// `state.waiters.len()`, kept beside the lock (written under it) so that the flusher
+    /// can watch writers come back while it lingers without taking the lock they need.
+    waiting: AtomicUsize,
     /// The next segment, made ready while the current one fills so that rolling over does
     /// not stall a group behind a segment's worth of zeros. Only the flusher touches it.
     spare: Mutex<Option<SpareSegment>>,
@@ -307,6 +311,7 @@ impl LogStore {
                 state: Mutex::new(state),
                 durable_event_count: Counter::new(event_count),
                 group_commit_permits,
+                waiting: AtomicUsize::new(0),
                 spare: Mutex::new(None),
             }),
         })
@@ -754,6 +759,7 @@ impl Shared {
     /// Registers a waiter and makes sure a flusher is running.
     fn enqueue_waiter(self: &Arc<Self>, mut state: MutexGuard<'_, LogState>, waiter: Waiter) {
         state.waiters.push(waiter);
+        self.waiting.store(state.waiters.len(), Ordering::Release);
         if !state.flushing {
             state.flushing = true;
             drop(state);
@@ -801,7 +807,7 @@ impl Shared {
         loop {
             // No group is in flight while the flusher lingers, so every waiter is one that
             // has appended to the open group since.
-            let returned = self.lock().waiters.len();
+            let returned = self.waiting.load(Ordering::Acquire);
             if returned * 4 >= answered * 3 || Instant::now() >= deadline {
                 return;
             }
@@ -861,6 +867,7 @@ impl Shared {
                         .into_iter()
                         .partition(|w| w.group <= group.number);
                 state.waiters = pending;
+                self.waiting.store(state.waiters.len(), Ordering::Release);
                 let permits = done.iter().map(|w| w.permits).sum();
                 // Snapshots are published under the lock; appenders are answered after it
                 // is released — waking a task can cost a system call, and hundreds of them
@@ -883,6 +890,7 @@ impl Shared {
                 state.flushing = false;
                 state.queued.clear();
                 let failed = std::mem::take(&mut state.waiters);
+                self.waiting.store(0, Ordering::Release);
                 drop(state);
                 let permits = failed.iter().map(|w| w.permits).sum();
                 for waiter in failed {
@@ -1083,6 +1091,17 @@ impl EventStore for LogStore {
             .acquire_many_owned(bound as u32)
             .await
             .map_err(|_| AppendError::Unavailable("log closed".into()))?;
+        // Encoded before the lock is taken, at a placeholder place: under the lock only
+        // its position and version are written in (`format::place_append`).
+        let mut bytes = Vec::with_capacity(bound);
+        format::encode_append(
+            &mut bytes,
+            stream,
+            StreamVersion(0),
+            GlobalPosition(0),
+            &events,
+        );
+        assert!(bytes.len() <= bound, "record bound underestimated");
         let (sender, receiver) = oneshot::channel();
         {
             let mut state = self.shared.lock();
@@ -1103,15 +1122,7 @@ impl EventStore for LogStore {
                     first_version,
                     first_position,
                 } => {
-                    let mut bytes = Vec::with_capacity(bound);
-                    format::encode_append(
-                        &mut bytes,
-                        stream,
-                        first_version,
-                        first_position,
-                        &events,
-                    );
-                    assert!(bytes.len() <= bound, "record bound underestimated");
+                    format::place_append(&mut bytes, first_version, first_position);
                     let location =
                         LogStore::queue_record(&mut state, self.shared.config.segment_bytes, bytes);
                     let result = state.index.apply_append(stream, &events, first_position);
