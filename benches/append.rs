@@ -429,11 +429,88 @@ fn fresh_memory_floor(c: &mut Criterion) {
     group.finish();
 }
 
+/// The floor `append/log/appenders=N` sits on before any storage work: the same runtime
+/// (two tokio workers), the same N tasks each waiting for its own answer, and the same
+/// hand-off — each task queues a reply channel under a mutex and starts a flusher on the
+/// blocking pool if none runs; the flusher takes the queue and answers everyone, until it
+/// finds the queue empty. No index, no encoding, no write, no sync: what is left is the
+/// cost of waking tasks across threads on this machine.
+fn handoff_floor(c: &mut Criterion) {
+    use std::sync::Mutex;
+    use tokio::sync::oneshot;
+
+    #[derive(Default)]
+    struct Queue {
+        waiting: Vec<oneshot::Sender<u64>>,
+        flushing: bool,
+    }
+
+    fn flush(queue: &Mutex<Queue>) {
+        loop {
+            let answers = {
+                let mut queue = queue.lock().expect("queue");
+                if queue.waiting.is_empty() {
+                    queue.flushing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            for (n, answer) in answers.into_iter().enumerate() {
+                let _ = answer.send(n as u64);
+            }
+        }
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let queue = Arc::new(Mutex::new(Queue::default()));
+    let mut group = c.benchmark_group("handoff/tokio");
+    for tasks in [1u64, 16, 256] {
+        group.throughput(Throughput::Elements(tasks));
+        group.bench_function(format!("tasks={tasks}"), |b| {
+            b.iter_custom(|iterations| {
+                runtime.block_on(async {
+                    let started = std::time::Instant::now();
+                    let handles: Vec<_> = (0..tasks)
+                        .map(|_| {
+                            let queue = Arc::clone(&queue);
+                            tokio::spawn(async move {
+                                for _ in 0..iterations {
+                                    let (sender, receiver) = oneshot::channel();
+                                    let start_flusher = {
+                                        let mut state = queue.lock().expect("queue");
+                                        state.waiting.push(sender);
+                                        !std::mem::replace(&mut state.flushing, true)
+                                    };
+                                    if start_flusher {
+                                        let queue = Arc::clone(&queue);
+                                        tokio::task::spawn_blocking(move || flush(&queue));
+                                    }
+                                    receiver.await.expect("answered");
+                                }
+                            })
+                        })
+                        .collect();
+                    for handle in handles {
+                        handle.await.expect("task");
+                    }
+                    started.elapsed()
+                })
+            });
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     fsync_floor,
     dram_floor,
     fresh_memory_floor,
+    handoff_floor,
     append_memory,
     append_log,
     append_sqlite,

@@ -51,6 +51,7 @@ scenarios: unlock-race, withdraw, double-submit, seats, projection-catchup,
 designs:   correct (default); naive-side-effect (N1, unlock-race),
            naive-early-checkpoint (N4, unlock-race),
            naive-telemetry-in-aggregate (N5, unlock-race),
+           naive-no-fencing (unlock-race),
            naive-read-model (N2, withdraw), naive-version-check (N3, double-submit),
            naive-projection-checkpoint (N6, projection-catchup)";
 
