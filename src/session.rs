@@ -2,8 +2,9 @@
 //!
 //! Frames from the station go in through [`StationSession::handle_text`]; replies come out
 //! of [`StationSession::poll_transmit`], and facts for the rest of the node out of
-//! [`StationSession::poll_output`]: telemetry to record for the mirror, StartTransactions
-//! that need a transaction id from the store, answers to the dispatcher's
+//! [`StationSession::poll_output`]: telemetry to record for the mirror, boots that are
+//! accepted only once recorded, StartTransactions that need a transaction id from the
+//! store, answers to the dispatcher's
 //! RemoteStartTransaction. Every CALL is answered — with a CALLRESULT or the right
 //! CALLERROR — never with silence, and a CALL repeated with the same message id on this
 //! connection is answered with the earlier answer.
@@ -26,6 +27,9 @@ use crate::ocpp::time::format_rfc3339;
 pub struct SessionConfig {
     /// Heartbeat interval handed to the station at boot, in seconds.
     pub heartbeat_interval_secs: u32,
+    /// When a boot could not be recorded, the station is told `Pending` and to boot again
+    /// after this many seconds.
+    pub boot_retry_secs: u32,
     /// Answers remembered for repeated message ids.
     pub remembered_answers_max: usize,
 }
@@ -34,6 +38,7 @@ impl Default for SessionConfig {
     fn default() -> SessionConfig {
         SessionConfig {
             heartbeat_interval_secs: 60,
+            boot_retry_secs: 10,
             remembered_answers_max: 64,
         }
     }
@@ -44,6 +49,15 @@ impl Default for SessionConfig {
 pub enum SessionOutput {
     /// Record in `telemetry-<station>` (the mirror folds it).
     Telemetry(TelemetryEvent),
+    /// The station booted: record `BootAccepted { vendor, model }`, then call
+    /// [`StationSession::complete_boot`] saying whether the record was stored. The boot is
+    /// accepted only once it is: a station accepted once does not boot again when it
+    /// reconnects, so a node it reconnects to must find the acceptance in the store.
+    BootNotification {
+        call_id: String,
+        vendor: String,
+        model: String,
+    },
     /// Record a TransactionStarted idempotently, then call
     /// [`StationSession::complete_start_transaction`] with the transaction id.
     StartTransaction {
@@ -171,18 +185,13 @@ impl StationSession {
         let current_time = format_rfc3339(now_millis);
         let result = match request {
             StationRequest::BootNotification(boot) => {
-                self.accepted = true;
-                self.outputs
-                    .push_back(SessionOutput::Telemetry(TelemetryEvent::BootAccepted {
-                        vendor: boot.charge_point_vendor,
-                        model: boot.charge_point_model,
-                    }));
-                let conf = BootNotificationConf {
-                    status: RegistrationStatus::Accepted,
-                    current_time,
-                    interval: self.config.heartbeat_interval_secs,
-                };
-                serde_json::to_value(conf).expect("serialises")
+                // Answered once the boot is recorded (or could not be).
+                self.outputs.push_back(SessionOutput::BootNotification {
+                    call_id: id,
+                    vendor: boot.charge_point_vendor,
+                    model: boot.charge_point_model,
+                });
+                return;
             }
             StationRequest::Heartbeat(_) => {
                 self.outputs
@@ -234,6 +243,32 @@ impl StationSession {
             payload: result,
         };
         self.answer(id, reply);
+    }
+
+    /// Answers a BootNotification: `Accepted` (with the heartbeat interval) when its record
+    /// is stored, and from then on the station is served; otherwise `Pending`, with
+    /// [`SessionConfig::boot_retry_secs`] as the time to boot again, and nothing but a boot
+    /// is served meanwhile.
+    pub fn complete_boot(&mut self, call_id: String, recorded: bool, now_millis: u64) {
+        let (status, interval) = if recorded {
+            self.accepted = true;
+            (
+                RegistrationStatus::Accepted,
+                self.config.heartbeat_interval_secs,
+            )
+        } else {
+            (RegistrationStatus::Pending, self.config.boot_retry_secs)
+        };
+        let conf = BootNotificationConf {
+            status,
+            current_time: format_rfc3339(now_millis),
+            interval,
+        };
+        let reply = Frame::CallResult {
+            id: call_id.clone(),
+            payload: serde_json::to_value(conf).expect("serialises"),
+        };
+        self.answer(call_id, reply);
     }
 
     /// Answers a StartTransaction with the transaction id the store assigned.

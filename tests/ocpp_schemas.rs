@@ -45,6 +45,9 @@ fn conversation() -> Vec<(String, String)> {
         session.handle_text(&frame.to_string(), T0);
         while let Some(output) = session.poll_output() {
             match output {
+                SessionOutput::BootNotification { call_id, .. } => {
+                    session.complete_boot(call_id, true, T0);
+                }
                 SessionOutput::StartTransaction { call_id, .. } => {
                     session.complete_start_transaction(call_id, 7);
                 }

@@ -289,6 +289,18 @@ impl World {
                 self.record_telemetry(&station, event, EventId(self.telemetry_ids))
                     .await;
             }
+            SessionOutput::BootNotification {
+                call_id,
+                vendor,
+                model,
+            } => {
+                self.telemetry_ids += 1;
+                let event = TelemetryEvent::BootAccepted { vendor, model };
+                self.record_telemetry(&station, event, EventId(self.telemetry_ids))
+                    .await;
+                let session = self.links[index].session.as_mut().unwrap();
+                session.complete_boot(call_id, true, self.now);
+            }
             SessionOutput::StartTransaction { call_id, request } => {
                 let (id, event) = transaction_started(&station, request);
                 let position = self.record_telemetry(&station, event, id).await;

@@ -30,17 +30,67 @@ fn a_new_station_goes_online_after_its_boot_and_a_first_other_call() {
         "no service before the boot"
     );
     session.handle_text(BOOT, 0);
-    assert!(matches!(
-        &replies(&mut session)[..],
-        [Frame::CallResult { .. }]
-    ));
     assert!(
-        !outputs(&mut session).contains(&SessionOutput::Online),
+        replies(&mut session).is_empty(),
+        "a boot is answered once it is recorded"
+    );
+    let boot = outputs(&mut session);
+    assert!(
+        !boot.contains(&SessionOutput::Online),
         "the station may not have our answer yet"
     );
+    let [SessionOutput::BootNotification { call_id, .. }] = &boot[..] else {
+        panic!("the boot to record: {boot:?}");
+    };
+    session.complete_boot(call_id.clone(), true, 0);
+    assert!(matches!(
+        &replies(&mut session)[..],
+        [Frame::CallResult { payload, .. }] if payload["status"] == "Accepted"
+    ));
     session.handle_text(STATUS, 1);
     assert!(outputs(&mut session).contains(&SessionOutput::Online));
     assert!(session.send_remote_start("rs-1", 1, "tag"));
+}
+
+/// A boot the CSMS could not record (the store out of reach) is answered `Pending` with
+/// the retry interval, and the station stays unserved: were it told `Accepted`, it would
+/// never boot again, and every node it reconnects to would find no acceptance in the store
+/// and refuse it forever. Its next boot, recorded, is accepted.
+#[test]
+fn a_boot_that_could_not_be_recorded_is_pending() {
+    let config = SessionConfig {
+        boot_retry_secs: 7,
+        ..SessionConfig::default()
+    };
+    let mut session = StationSession::new("CP1", config);
+    session.handle_text(BOOT, 0);
+    let Some(SessionOutput::BootNotification { call_id, .. }) = session.poll_output() else {
+        panic!("a boot to record");
+    };
+    session.complete_boot(call_id, false, 0);
+    assert!(matches!(
+        &replies(&mut session)[..],
+        [Frame::CallResult { payload, .. }] if payload["status"] == "Pending" && payload["interval"] == 7
+    ));
+    assert!(!session.is_accepted());
+    session.handle_text(HEARTBEAT, 1);
+    assert!(
+        matches!(&replies(&mut session)[..], [Frame::CallError { .. }]),
+        "not served while pending"
+    );
+    session.handle_text(
+        r#"[2,"5","BootNotification",{"chargePointVendor":"v","chargePointModel":"m"}]"#,
+        2,
+    );
+    let Some(SessionOutput::BootNotification { call_id, .. }) = session.poll_output() else {
+        panic!("the second boot to record");
+    };
+    session.complete_boot(call_id, true, 2);
+    assert!(session.is_accepted());
+    assert!(matches!(
+        &replies(&mut session)[..],
+        [Frame::CallResult { payload, .. }] if payload["status"] == "Accepted"
+    ));
 }
 
 #[test]

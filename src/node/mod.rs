@@ -45,10 +45,10 @@ use crate::mirror::{
     StationMirror, StationView, TelemetryEvent, UnlockEvidence, transaction_id_at,
     transaction_started,
 };
-use crate::projection::{Projection, ProjectionRunner};
+use crate::projection::{Projection, ProjectionError, ProjectionRunner};
 use crate::session::{SessionConfig, SessionOutput, StationSession};
 use crate::signal::Shutdown;
-use crate::store::{AppendError, CatchUpSubscription, EventStore};
+use crate::store::{AppendError, CatchUpSubscription, EventStore, ReadError};
 use naive::{StationHandler, TelemetryPlacement};
 
 /// Frames queued for one connection before it is closed as too slow.
@@ -355,6 +355,7 @@ impl<S: EventStore> Hub<S> {
         let limits = crate::core::Limits::default();
         let mut subscription = CatchUpSubscription::new(self.store.clone(), None, 256, &limits)
             .expect("buffer within limits");
+        let mut reads = ReadRetry::default();
         loop {
             let now = self.env.now_millis();
             let wait = self
@@ -365,14 +366,24 @@ impl<S: EventStore> Hub<S> {
             biased;
                 _ = shutdown.wait() => break,
                 Some(input) = inputs.recv() => self.handle_input(input).await,
-                event = subscription.next() => match event {
-                    Ok(event) => self.handle_event(&event),
+                event = subscription.next(), if reads.ready() => match event {
+                    Ok(event) => {
+                        reads.succeeded();
+                        self.handle_event(&event);
+                    }
+                    // The store is out of reach (restarting, partitioned): the subscription
+                    // has not moved, so reading again later skips nothing.
+                    Err(ReadError::Unavailable(error)) => {
+                        let delay = reads.failed();
+                        tracing::warn!(%error, delay_ms = delay.as_millis() as u64, "hub subscription: the store is unavailable; reading again later");
+                    }
                     Err(error) => {
                         tracing::error!(%error, "hub subscription failed");
                         self.failed.trigger();
                         break;
                     }
                 },
+                () = reads.backed_off(), if !reads.ready() => reads.resume(),
                 _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {
                     self.dispatcher.handle_timeout(self.env.now_millis());
                 }
@@ -580,6 +591,23 @@ impl<S: EventStore> Hub<S> {
                 self.record_telemetry(station, event).await;
                 if let Some(session) = stopped {
                     self.stop_session(station, session).await;
+                }
+            }
+            SessionOutput::BootNotification {
+                call_id,
+                vendor,
+                model,
+            } => {
+                let id = self.next_telemetry_id();
+                let event = TelemetryEvent::BootAccepted { vendor, model };
+                let recorded = self.append_telemetry(station, &event, id).await.is_some();
+                if !recorded {
+                    tracing::warn!(%station, "boot not recorded: answered Pending, the station boots again later");
+                }
+                if let Some(connection) = self.connections.get_mut(station) {
+                    connection
+                        .session
+                        .complete_boot(call_id, recorded, self.env.now_millis());
                 }
             }
             SessionOutput::StartTransaction { call_id, request } => {
@@ -850,13 +878,18 @@ impl<S: EventStore> Hub<S> {
         }
     }
 
-    async fn record_telemetry(&mut self, station: &str, event: TelemetryEvent) {
+    /// A fresh id for a telemetry event of this node incarnation.
+    fn next_telemetry_id(&mut self) -> EventId {
         self.telemetry_count += 1;
         let key = format!(
             "telemetry\u{1f}{}\u{1f}{}",
             self.telemetry_nonce, self.telemetry_count
         );
-        let id = EventId(hash128(key.as_bytes()));
+        EventId(hash128(key.as_bytes()))
+    }
+
+    async fn record_telemetry(&mut self, station: &str, event: TelemetryEvent) {
+        let id = self.next_telemetry_id();
         let chatty = self.stations.notes_telemetry()
             && matches!(
                 event,
@@ -907,8 +940,61 @@ impl<S: EventStore> Hub<S> {
     }
 }
 
+/// Reading again after the store was unavailable: the first retry after
+/// [`READ_RETRY_MIN`], each next one twice as late, up to [`READ_RETRY_MAX`]. A store that
+/// restarts or a partition that heals costs the node a pause, not a restart and a replay
+/// of everything it had read.
+#[derive(Debug)]
+struct ReadRetry {
+    delay: std::time::Duration,
+    resume_at: Option<tokio::time::Instant>,
+}
+
+const READ_RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const READ_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Default for ReadRetry {
+    fn default() -> ReadRetry {
+        ReadRetry {
+            delay: READ_RETRY_MIN,
+            resume_at: None,
+        }
+    }
+}
+
+impl ReadRetry {
+    /// Whether reading may go on now.
+    fn ready(&self) -> bool {
+        self.resume_at.is_none()
+    }
+
+    fn succeeded(&mut self) {
+        self.delay = READ_RETRY_MIN;
+    }
+
+    /// A read found the store unavailable: returns how long to wait before the next.
+    fn failed(&mut self) -> std::time::Duration {
+        let delay = self.delay;
+        self.resume_at = Some(tokio::time::Instant::now() + delay);
+        self.delay = (delay * 2).min(READ_RETRY_MAX);
+        delay
+    }
+
+    /// Resolves when the wait after a failed read is over (at once if there is none).
+    async fn backed_off(&self) {
+        if let Some(at) = self.resume_at {
+            tokio::time::sleep_until(at).await;
+        }
+    }
+
+    fn resume(&mut self) {
+        self.resume_at = None;
+    }
+}
+
 /// Keeps a projection caught up with the store, saving state and checkpoint together
-/// every `save_every` events and once more at shutdown.
+/// every `save_every` events and once more at shutdown. A store that is unavailable is
+/// read again later ([`ReadRetry`]); any other failure stops the node.
 async fn run_projection<S: EventStore, P: Projection>(
     mut runner: ProjectionRunner<S, P>,
     save_every: u64,
@@ -917,9 +1003,23 @@ async fn run_projection<S: EventStore, P: Projection>(
 ) {
     let clock = SystemEnvironment::new(0);
     let mut unsaved = 0u64;
+    let mut reads = ReadRetry::default();
     loop {
         match runner.catch_up().await {
-            Ok(applied) => unsaved += applied,
+            Ok(applied) => {
+                reads.succeeded();
+                unsaved += applied;
+            }
+            Err(ProjectionError::Read(ReadError::Unavailable(error))) => {
+                let delay = reads.failed();
+                tracing::warn!(projection = P::NAME, %error, delay_ms = delay.as_millis() as u64, "projection: the store is unavailable; reading again later");
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait() => break,
+                    () = reads.backed_off() => reads.resume(),
+                }
+                continue;
+            }
             Err(error) => {
                 tracing::error!(projection = P::NAME, %error, "projection stopped");
                 failed.trigger();
