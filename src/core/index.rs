@@ -137,6 +137,50 @@ impl Symbols {
 }
 
 /// The committed shape of a whole store. See the module documentation.
+/// Event id → position, in half the memory of a map keyed by the whole 128-bit id: keyed
+/// by the id's low 64 bits, each hit checked against the full id in the event's index
+/// entry. An id whose low half another id already has lives in a side map (ids are
+/// random or derived, so it is almost always empty). Lookups only, never iterated: the
+/// tables' order cannot leak into behaviour.
+#[derive(Default, Debug, Clone)]
+struct IdTable {
+    by_low_half: FoldHashMap<u64, GlobalPosition>,
+    collided: FoldHashMap<EventId, GlobalPosition>,
+}
+
+impl IdTable {
+    fn low_half(id: EventId) -> u64 {
+        id.0 as u64
+    }
+
+    fn get(&self, id: EventId, events: &[EventEntry]) -> Option<GlobalPosition> {
+        let &position = self.by_low_half.get(&IdTable::low_half(id))?;
+        if events[position.0 as usize].id == id {
+            return Some(position);
+        }
+        // Only an id whose low half was taken can be here.
+        self.collided.get(&id).copied()
+    }
+
+    /// Indexes `id` at `position`; `events` holds every event indexed before it.
+    fn insert(&mut self, id: EventId, position: GlobalPosition, events: &[EventEntry]) {
+        match self.by_low_half.entry(IdTable::low_half(id)) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(position);
+            }
+            std::collections::hash_map::Entry::Occupied(slot) => {
+                assert_ne!(
+                    events[slot.get().0 as usize].id,
+                    id,
+                    "event id {id} indexed twice"
+                );
+                let previous = self.collided.insert(id, position);
+                assert!(previous.is_none(), "event id {id} indexed twice");
+            }
+        }
+    }
+}
+
 #[derive(Default, Debug, Clone)]
 pub struct StoreIndex {
     limits: Limits,
@@ -145,8 +189,7 @@ pub struct StoreIndex {
     stream_names: Vec<StreamId>,
     stream_positions: Vec<Vec<GlobalPosition>>,
     events: Vec<EventEntry>,
-    /// Lookups only, never iterated: its order cannot leak into behaviour.
-    ids: FoldHashMap<EventId, GlobalPosition>,
+    ids: IdTable,
     symbols: Symbols,
     /// Positions of the events of each type, indexed by the type's symbol.
     type_postings: Vec<Vec<GlobalPosition>>,
@@ -234,11 +277,11 @@ impl StoreIndex {
                 existing: None,
             });
         }
-        let first_existing = match self.ids.get(&events[0].id) {
+        let first_existing = match self.ids.get(events[0].id, &self.events) {
             None => {
                 return match events
                     .iter()
-                    .find_map(|e| self.ids.get(&e.id).map(|p| (e.id, *p)))
+                    .find_map(|e| self.ids.get(e.id, &self.events).map(|p| (e.id, p)))
                 {
                     None => Ok(None),
                     Some((event_id, position)) => Err(AppendError::DuplicateEventId {
@@ -247,7 +290,7 @@ impl StoreIndex {
                     }),
                 };
             }
-            Some(&position) => position,
+            Some(position) => position,
         };
         let first_entry = &self.events[first_existing.0 as usize];
         let same_stream = self.stream_keys.get(stream) == Some(&first_entry.stream);
@@ -340,8 +383,7 @@ impl StoreIndex {
                 postings.push(position);
             }
         }
-        let previous = self.ids.insert(event.id, position);
-        assert!(previous.is_none(), "event id {} indexed twice", event.id);
+        self.ids.insert(event.id, position, &self.events);
         self.stream_positions[stream as usize].push(position);
         self.events.push(EventEntry {
             stream,
@@ -392,7 +434,7 @@ impl StoreIndex {
 
     /// The position of the event with id `id`.
     pub fn position_of(&self, id: EventId) -> Option<GlobalPosition> {
-        self.ids.get(&id).copied()
+        self.ids.get(id, &self.events)
     }
 
     /// Positions after `after` of events matching `query`, ascending, at most `max`.
@@ -484,6 +526,50 @@ mod tests {
                 payload: Vec::new(),
             })
             .collect()
+    }
+
+    /// Ids that share their low 64 bits are told apart by the whole id: each is found at
+    /// its own position, one never indexed is not found, and appending any of them again
+    /// is refused as a duplicate unless it is the exact retry of its own append.
+    #[test]
+    fn ids_sharing_a_low_half_are_told_apart() {
+        let stream = StreamId::new("s").unwrap();
+        let mut index = StoreIndex::new(Limits::default());
+        let low = 0x1234_5678_9abc_def0u128;
+        let (a, b, c) = (low, 1 << 64 | low, 2 << 64 | low);
+        for (offset, id) in [a, b, 7].into_iter().enumerate() {
+            let events = with_ids(&[id]);
+            let Ok(AppendPlan::Write { first_position, .. }) =
+                index.check_append(&stream, ExpectedVersion::Any, &events, None)
+            else {
+                panic!("a new id is written");
+            };
+            assert_eq!(first_position, GlobalPosition(offset as u64));
+            index.apply_append(&stream, &events, first_position);
+        }
+        assert_eq!(index.position_of(EventId(a)), Some(GlobalPosition(0)));
+        assert_eq!(index.position_of(EventId(b)), Some(GlobalPosition(1)));
+        assert_eq!(index.position_of(EventId(7)), Some(GlobalPosition(2)));
+        assert_eq!(index.position_of(EventId(c)), None);
+        for ids in [&[c, b][..], &[7, a], &[b, a]] {
+            let refused = index.check_append(&stream, ExpectedVersion::Any, &with_ids(ids), None);
+            assert!(
+                matches!(refused, Err(AppendError::DuplicateEventId { .. })),
+                "{ids:?}: {refused:?}"
+            );
+        }
+        // The exact retry of the append that wrote the collided id is recognised as one.
+        let retry = index.check_append(&stream, ExpectedVersion::Any, &with_ids(&[b]), None);
+        assert!(
+            matches!(
+                retry,
+                Ok(AppendPlan::AlreadyWritten(AppendResult {
+                    first_position: GlobalPosition(1),
+                    ..
+                }))
+            ),
+            "{retry:?}"
+        );
     }
 
     /// The increasing-ids shortcut answers only for ids that cannot repeat; every other
