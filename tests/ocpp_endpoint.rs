@@ -6,7 +6,9 @@
 //!   and binary messages close the connection with the matching close code; a newer
 //!   connection replaces an older one;
 //! * the operator API — 401 without the token, 400 for a bad body, 404 for an unknown
-//!   station, and an unlock that reaches the station.
+//!   station, and an unlock that reaches the station;
+//! * a store that goes away and comes back — the node keeps running, tells a station that
+//!   boots meanwhile `Pending`, and reads on once the store is back.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -384,4 +386,84 @@ async fn the_operator_api_checks_token_and_bodies_and_unlocks_reach_the_station(
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["outcome"], "AlreadyApplied", "{answer}");
     node.shutdown().await;
+}
+
+/// A store that goes away and comes back costs a node a pause, not its life. While the
+/// store (served over the remote protocol) is gone, the node does not stop: its reads
+/// back off, and a station that boots is told `Pending`, since the acceptance could not
+/// be recorded (a station told `Accepted` would never boot again, and no node it
+/// reconnects to would find it accepted). Once the store is back, the station's next boot
+/// is accepted, and the node's subscription — not the node's memory of its own answer —
+/// shows the acceptance in the operator API.
+#[tokio::test]
+async fn a_node_rides_out_a_store_restart() {
+    use evsource::signal::Shutdown;
+    use evsource::store::{RemoteConfig, RemoteStore, remote};
+
+    let inner = MemoryStore::default();
+    let hash = auth::hash_password(PASSWORD, [7; 16], PasswordCost::Minimal);
+    auth::register(&inner, STATION, &hash, 0).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let first_server = Shutdown::new();
+    tokio::spawn(remote::serve(inner.clone(), listener, first_server.clone()));
+    let client = RemoteStore::new(
+        address,
+        RemoteConfig {
+            connect_timeout: Duration::from_millis(300),
+            request_timeout: Duration::from_millis(500),
+            wait_slice: Duration::from_millis(200),
+            idle_connections_max: 4,
+        },
+    );
+    let node = CsmsNode::start(client, config()).await.unwrap();
+    let mut ws = station(node.addr).await;
+
+    first_server.trigger();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pending = call(
+        &mut ws,
+        json!([2, "boot-1", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]),
+    )
+    .await;
+    assert_eq!(pending[2]["status"], "Pending", "{pending}");
+    assert_eq!(pending[2]["interval"], 10, "{pending}");
+    let refused = call(&mut ws, json!([2, "hb-1", "Heartbeat", {}])).await;
+    assert_eq!(
+        refused[0], 4,
+        "not served before an accepted boot: {refused}"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!node.failed().is_triggered(), "the node kept running");
+
+    let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+    let second_server = Shutdown::new();
+    tokio::spawn(remote::serve(
+        inner.clone(),
+        listener,
+        second_server.clone(),
+    ));
+    let accepted = call(
+        &mut ws,
+        json!([2, "boot-2", "BootNotification", {"chargePointVendor": "V", "chargePointModel": "M"}]),
+    )
+    .await;
+    assert_eq!(accepted[2]["status"], "Accepted", "{accepted}");
+    let mut api = ApiClient::connect(node.addr, TOKEN).await.unwrap();
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = api.request("GET", "/api/stations", None).await.unwrap();
+        assert_eq!(status, 200);
+        listed = serde_json::from_slice(&body).unwrap();
+        if listed.to_string().contains("\"boot_accepted\":true") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        listed.to_string().contains("\"boot_accepted\":true"),
+        "the subscription read the recorded boot: {listed}"
+    );
+    assert!(!node.failed().is_triggered(), "the node kept running");
+    second_server.trigger();
 }
