@@ -146,7 +146,6 @@ impl Symbols {
     }
 }
 
-/// The committed shape of a whole store. See the module documentation.
 /// Event id → position, in half the memory of a map keyed by the whole 128-bit id: keyed
 /// by the id's low 64 bits, each hit checked against the full id in the event's index
 /// entry. An id whose low half another id already has lives in a side map (ids are
@@ -191,6 +190,7 @@ impl IdTable {
     }
 }
 
+/// The committed shape of a whole store. See the module documentation.
 #[derive(Default, Debug, Clone)]
 pub struct StoreIndex {
     limits: Limits,
