@@ -23,7 +23,6 @@ use evsource::chargepoint::{ChargePoint, ChargePointConfig};
 use evsource::core::{CommandId, GlobalPosition};
 use evsource::environment::SplitMix64;
 use evsource::node::api::ApiCommand;
-use evsource::node::auth::{self, PasswordCost};
 use evsource::node::client::ApiClient;
 use evsource::node::driver::{
     LinkCounters, LinkFaults, SharedChargePoint, run_station_with_faults,
@@ -35,16 +34,13 @@ use evsource::signal::Shutdown;
 use evsource::store::postgres::{PostgresConfig, PostgresStore};
 use support::TempDir;
 use support::postgres::{SchemaGuard, fresh_schema, url};
+use support::stations::{self, now_millis, password};
 
 const STATIONS: usize = 4;
 const CONNECTORS: u32 = 2;
 const CLIENTS: u64 = 3;
 const REQUESTS_PER_CLIENT: u64 = 12;
 const TOKEN: &str = "multi-node-operator-token";
-
-fn password(index: usize) -> String {
-    format!("password-of-station-{index}")
-}
 
 /// One `evsource serve` process, killed (SIGKILL) when dropped if still running.
 struct Node {
@@ -162,12 +158,7 @@ async fn a_node_killed_mid_traffic_loses_nothing_and_unlocks_nothing_twice() {
     let store = PostgresStore::open(config)
         .await
         .unwrap_or_else(|e| panic!("this test needs PostgreSQL ({}): {e}", url()));
-    for index in 0..STATIONS {
-        let hash = auth::hash_password(&password(index), [index as u8; 16], PasswordCost::Minimal);
-        auth::register(&store, &format!("CP{index}"), &hash, 0)
-            .await
-            .expect("registered");
-    }
+    stations::register(&store, STATIONS, 0).await;
     let separator = if url().contains('?') { '&' } else { '?' };
     let store_url = format!("{}{separator}schema={schema}", url());
     let logs = TempDir::new("multi-node-logs");
@@ -260,11 +251,4 @@ async fn a_node_killed_mid_traffic_loses_nothing_and_unlocks_nothing_twice() {
         acknowledged.len()
     );
     drop(survivor);
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }

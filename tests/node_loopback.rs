@@ -18,7 +18,7 @@ use evsource::domain::board::UnlockBoard;
 use evsource::environment::SplitMix64;
 use evsource::handler::HandlerConfig;
 use evsource::node::api::{ApiCommand, ApiResponse};
-use evsource::node::auth::{self, PasswordCost};
+use evsource::node::auth::PasswordCost;
 use evsource::node::client::ApiClient;
 use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
@@ -28,16 +28,13 @@ use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
 use evsource::store::{LogConfig, LogStore};
 use support::TempDir;
+use support::stations::{self, now_millis, password};
 
 const STATIONS: usize = 5;
 const CONNECTORS: u32 = 2;
 const CLIENTS: u64 = 4;
 const REQUESTS_PER_CLIENT: u64 = 15;
 const TOKEN: &str = "loopback-operator-token";
-
-fn password(index: usize) -> String {
-    format!("password-of-station-{index}")
-}
 
 fn node_config() -> NodeConfig {
     NodeConfig {
@@ -99,12 +96,7 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
         },
     )
     .unwrap();
-    for index in 0..STATIONS {
-        let hash = auth::hash_password(&password(index), [index as u8; 16], PasswordCost::Minimal);
-        auth::register(&store, &format!("CP{index}"), &hash, now_millis())
-            .await
-            .unwrap();
-    }
+    stations::register(&store, STATIONS, now_millis()).await;
     let node = CsmsNode::start(store.clone(), node_config()).await.unwrap();
     let stop_stations = Shutdown::new();
     let mut stations: Vec<SharedChargePoint> = Vec::new();
@@ -182,11 +174,4 @@ async fn concurrent_unlocks_over_loopback_happen_exactly_once() {
         board.state(),
         &rebuild::<_, UnlockBoard>(&store).await.unwrap()
     );
-}
-
-fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }

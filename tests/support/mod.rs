@@ -201,3 +201,34 @@ pub mod remote {
         )
     }
 }
+
+/// The charge points of the tests that run a whole node: `CP0`, `CP1`, … each registered
+/// with a password of its own.
+pub mod stations {
+    use evsource::node::auth::{self, PasswordCost};
+    use evsource::store::EventStore;
+
+    /// The password of station `CP{index}`.
+    pub fn password(index: usize) -> String {
+        format!("password-of-station-{index}")
+    }
+
+    /// Registers `CP0` … `CP{count - 1}` with their passwords, at `now_millis`.
+    pub async fn register<S: EventStore>(store: &S, count: usize, now_millis: u64) {
+        for index in 0..count {
+            let hash =
+                auth::hash_password(&password(index), [index as u8; 16], PasswordCost::Minimal);
+            auth::register(store, &format!("CP{index}"), &hash, now_millis)
+                .await
+                .expect("registered");
+        }
+    }
+
+    /// The wall clock in milliseconds, for charge points driven in real time.
+    pub fn now_millis() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64
+    }
+}
