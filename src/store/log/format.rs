@@ -152,6 +152,14 @@ pub fn event_bytes_max(event: &EventData) -> usize {
 /// Appends a complete record to `out`. `write_body` writes the body.
 fn encode_record(out: &mut Vec<u8>, kind: u8, write_body: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
+    encode_unsealed_record(out, kind, write_body);
+    seal_body(&mut out[start..]);
+}
+
+/// Appends a record to `out` whose header is complete but whose body checksum is not
+/// written yet ([`seal_body`] writes it): a record left so never passes verification.
+fn encode_unsealed_record(out: &mut Vec<u8>, kind: u8, write_body: impl FnOnce(&mut Vec<u8>)) {
+    let start = out.len();
     out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
     out.extend_from_slice(&[0u8; RECORD_HEADER_BYTES - 4]);
     write_body(out);
@@ -160,9 +168,14 @@ fn encode_record(out: &mut Vec<u8>, kind: u8, write_body: impl FnOnce(&mut Vec<u
     out[start + 8] = kind;
     let header_crc = crc32fast::hash(&out[start..start + 12]);
     out[start + 12..start + 16].copy_from_slice(&header_crc.to_le_bytes());
-    let body_crc = crc32fast::hash(&out[start + RECORD_HEADER_BYTES..]);
-    out[start + 16..start + 20].copy_from_slice(&body_crc.to_le_bytes());
     out.resize(start + record_bytes(body_len), 0);
+}
+
+/// Writes the body checksum of `record` (which starts at its header).
+fn seal_body(record: &mut [u8]) {
+    let body_len = u32::from_le_bytes(record[4..8].try_into().expect("4 bytes")) as usize;
+    let body_crc = crc32fast::hash(&record[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + body_len]);
+    record[16..20].copy_from_slice(&body_crc.to_le_bytes());
 }
 
 fn put_str16(out: &mut Vec<u8>, value: &str) {
@@ -170,17 +183,14 @@ fn put_str16(out: &mut Vec<u8>, value: &str) {
     out.extend_from_slice(value.as_bytes());
 }
 
-/// Encodes an append of `events` to `stream` as one record at the end of `out`.
-pub fn encode_append(
-    out: &mut Vec<u8>,
-    stream: &StreamId,
-    first_version: StreamVersion,
-    first_position: GlobalPosition,
-    events: &[EventData],
-) {
-    encode_record(out, KIND_APPEND, |out| {
-        out.extend_from_slice(&first_position.0.to_le_bytes());
-        out.extend_from_slice(&first_version.0.to_le_bytes());
+/// Encodes an append of `events` to `stream` at the end of `out` before its place in the
+/// log is known: position and version zero, and no body checksum, so that it cannot pass
+/// for a record until [`place_append`] gives it its place. The log encodes outside its
+/// lock this way and places under it, computing the checksum once.
+pub fn encode_unplaced_append(out: &mut Vec<u8>, stream: &StreamId, events: &[EventData]) {
+    encode_unsealed_record(out, KIND_APPEND, |out| {
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
         put_str16(out, stream.as_str());
         out.extend_from_slice(&(events.len() as u32).to_le_bytes());
         for event in events {
@@ -189,21 +199,17 @@ pub fn encode_append(
     });
 }
 
-/// Gives an append record encoded by [`encode_append`] its place in the log: rewrites its
-/// first position and version and the body checksum they are part of. Lets a writer
-/// encode a record before it knows where the record goes (outside the log's lock) and
-/// only place it under the lock.
+/// Gives an append record encoded by [`encode_unplaced_append`] its place in the log:
+/// writes its first position and version and then its body checksum.
 pub fn place_append(
     record: &mut [u8],
     first_version: StreamVersion,
     first_position: GlobalPosition,
 ) {
-    let body_len = u32::from_le_bytes(record[4..8].try_into().expect("4 bytes")) as usize;
-    let body = RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + body_len;
-    record[body.start..body.start + 8].copy_from_slice(&first_position.0.to_le_bytes());
-    record[body.start + 8..body.start + 16].copy_from_slice(&first_version.0.to_le_bytes());
-    let body_crc = crc32fast::hash(&record[body]);
-    record[16..20].copy_from_slice(&body_crc.to_le_bytes());
+    let body = RECORD_HEADER_BYTES;
+    record[body..body + 8].copy_from_slice(&first_position.0.to_le_bytes());
+    record[body + 8..body + 16].copy_from_slice(&first_version.0.to_le_bytes());
+    seal_body(record);
 }
 
 fn encode_event(out: &mut Vec<u8>, event: &EventData) {
@@ -593,6 +599,20 @@ mod tests {
     use super::*;
     use crate::core::types::{CommandId, Metadata};
 
+    /// Encodes an append of `events` to `stream` at its place, as one record at the end of
+    /// `out` (what the log writes, encoded and placed at once).
+    fn encode_append(
+        out: &mut Vec<u8>,
+        stream: &StreamId,
+        first_version: StreamVersion,
+        first_position: GlobalPosition,
+        events: &[EventData],
+    ) {
+        let start = out.len();
+        encode_unplaced_append(out, stream, events);
+        place_append(&mut out[start..], first_version, first_position);
+    }
+
     fn sample_event(index: u8) -> EventData {
         EventData {
             id: EventId(u128::from(index) << 64 | 7),
@@ -656,6 +676,27 @@ mod tests {
         assert_eq!(placed, direct);
         let record = decode_append(verify_record(&placed).unwrap()).unwrap();
         assert_eq!(record.first_position, GlobalPosition(10));
+    }
+
+    /// The log's path: a record encoded before its place is known cannot pass verification
+    /// (no body checksum yet); once placed, it verifies and decodes to what was appended,
+    /// at its place.
+    #[test]
+    fn an_unplaced_record_is_no_record_until_placed() {
+        let stream = StreamId::new("station-CP1").unwrap();
+        let events: Vec<EventData> = (0..3).map(sample_event).collect();
+        let mut record = Vec::new();
+        encode_unplaced_append(&mut record, &stream, &events);
+        assert!(
+            verify_record(&record).is_err(),
+            "an unplaced record is refused"
+        );
+        place_append(&mut record, StreamVersion(7), GlobalPosition(70));
+        let decoded = decode_append(verify_record(&record).unwrap()).unwrap();
+        assert_eq!(decoded.stream, stream);
+        assert_eq!(decoded.first_version, StreamVersion(7));
+        assert_eq!(decoded.first_position, GlobalPosition(70));
+        assert_eq!(decoded.events, events);
     }
 
     #[test]

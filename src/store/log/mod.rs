@@ -1091,16 +1091,10 @@ impl EventStore for LogStore {
             .acquire_many_owned(bound as u32)
             .await
             .map_err(|_| AppendError::Unavailable("log closed".into()))?;
-        // Encoded before the lock is taken, at a placeholder place: under the lock only
-        // its position and version are written in (`format::place_append`).
+        // Encoded before the lock is taken; under the lock only its position, version and
+        // body checksum are written in (`format::place_append`).
         let mut bytes = Vec::with_capacity(bound);
-        format::encode_append(
-            &mut bytes,
-            stream,
-            StreamVersion(0),
-            GlobalPosition(0),
-            &events,
-        );
+        format::encode_unplaced_append(&mut bytes, stream, &events);
         assert!(bytes.len() <= bound, "record bound underestimated");
         let (sender, receiver) = oneshot::channel();
         {
