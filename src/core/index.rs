@@ -292,7 +292,8 @@ impl StoreIndex {
         }
         let first_existing = match self.ids.get(events[0].id, &self.events) {
             None => {
-                return match events
+                // The first is not stored: is any other?
+                return match events[1..]
                     .iter()
                     .find_map(|e| self.ids.get(e.id, &self.events).map(|p| (e.id, p)))
                 {
