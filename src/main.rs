@@ -19,7 +19,7 @@ use evsource::environment::{Environment, SystemEnvironment};
 use evsource::handler::HandlerConfig;
 use evsource::node::auth::{self, PasswordCost};
 use evsource::node::naive::TelemetryPlacement;
-use evsource::node::{CsmsNode, Fencing, NodeConfig, UnlockPath};
+use evsource::node::{CsmsNode, Fencing, NodeConfig, OutcomeStall, UnlockPath};
 use evsource::session::SessionConfig;
 use evsource::store::AnyStore;
 
@@ -199,6 +199,7 @@ fn serve(options: Options) -> Result<(), Failure> {
         projection_save_every_events: 1_000,
         unlock_path: UnlockPath::Outbox,
         telemetry: TelemetryPlacement::OwnStream,
+        stall: OutcomeStall::none(),
     };
     runtime()?.block_on(async move {
         let store = AnyStore::open(&url)

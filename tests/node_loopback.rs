@@ -57,6 +57,7 @@ fn node_config() -> NodeConfig {
         seed: 1,
         unlock_path: evsource::node::UnlockPath::Outbox,
         telemetry: evsource::node::naive::TelemetryPlacement::OwnStream,
+        stall: evsource::node::OutcomeStall::none(),
         projection_save_every_events: 50,
     }
 }

@@ -55,6 +55,7 @@ fn config() -> NodeConfig {
         projection_save_every_events: 100,
         unlock_path: UnlockPath::Outbox,
         telemetry: TelemetryPlacement::OwnStream,
+        stall: evsource::node::OutcomeStall::none(),
     }
 }
 

@@ -10,8 +10,14 @@ use madsim::rand::Rng;
 pub struct FaultPlan {
     /// F1: a machine fails — the store server crashes (losing unsynced writes) and
     /// restarts, a CSMS node crashes (losing its memory) and restarts, or a CSMS node
-    /// stalls for longer than its stations wait.
+    /// stalls for longer than its stations wait (at a random moment, or as it is about to
+    /// record an unlock outcome, until another node has taken the station's lease).
     pub csms_crash: bool,
+    /// F1, targeted (drawn only with `csms_crash`): throughout the fault phase, a CSMS node about
+    /// to record a Rejected or TimedOut outcome freezes there until another node has taken
+    /// the station's lease. Those are the decisions a later attempt can overturn (an
+    /// Accepted is a physical fact), so this is where a stale lease holder does harm.
+    pub outcome_stalls: bool,
     /// F2: a station reboots, losing its volatile state.
     pub station_reboot: bool,
     /// F3: a station is cut off from the network, or a CSMS node from the store, for a
@@ -49,6 +55,7 @@ impl FaultPlan {
     pub fn none() -> FaultPlan {
         FaultPlan {
             csms_crash: false,
+            outcome_stalls: false,
             station_reboot: false,
             partition: false,
             messages: None,
@@ -67,8 +74,10 @@ impl FaultPlan {
     pub fn draw() -> FaultPlan {
         let mut rng = madsim::rand::thread_rng();
         let interval_low = rng.gen_range(2_000..20_000);
+        let csms_crash = rng.gen_bool(0.5);
         FaultPlan {
-            csms_crash: rng.gen_bool(0.5),
+            csms_crash,
+            outcome_stalls: csms_crash && rng.gen_bool(0.5),
             station_reboot: rng.gen_bool(0.5),
             partition: rng.gen_bool(0.5),
             messages: rng.gen_bool(0.5).then(|| MessageFaults {
@@ -107,7 +116,10 @@ impl FaultPlan {
     /// Switches fault kind `kind` off.
     pub fn switch_off(&mut self, kind: &str) {
         match kind {
-            "F1" => self.csms_crash = false,
+            "F1" => {
+                self.csms_crash = false;
+                self.outcome_stalls = false;
+            }
             "F2" => self.station_reboot = false,
             "F3" => self.partition = false,
             "F4" => self.messages = None,
@@ -129,8 +141,13 @@ impl fmt::Display for FaultPlan {
         let on = |enabled: bool| if enabled { "on" } else { "off" };
         write!(
             f,
-            "F1 csms-crash {} · F2 station-reboot {} · F3 partition {} · F4 messages {} · F5 clock-skew {} · F6 disk-faults {} · F6/F7 slow-disk {} · F9 telemetry-storm {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
+            "F1 csms-crash {}{} · F2 station-reboot {} · F3 partition {} · F4 messages {} · F5 clock-skew {} · F6 disk-faults {} · F6/F7 slow-disk {} · F9 telemetry-storm {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
             on(self.csms_crash),
+            if self.outcome_stalls {
+                " (outcome stalls on)"
+            } else {
+                ""
+            },
             on(self.station_reboot),
             on(self.partition),
             self.messages.map_or("off".to_owned(), |m| format!(
@@ -202,6 +219,9 @@ pub struct FaultCounts {
     pub store_crashes: u64,
     /// F1 as a stall: a CSMS node paused for longer than stations wait.
     pub node_pauses: u64,
+    /// F1 as a targeted stall: a CSMS node frozen as it was about to record an unlock
+    /// outcome, until another node had taken the station's lease.
+    pub outcome_stalls: u64,
     /// F3 between a CSMS node and the store.
     pub store_partitions: u64,
 }
@@ -220,6 +240,7 @@ impl FaultCounts {
         self.node_failures += other.node_failures;
         self.store_crashes += other.store_crashes;
         self.node_pauses += other.node_pauses;
+        self.outcome_stalls += other.outcome_stalls;
         self.store_partitions += other.store_partitions;
     }
 }

@@ -565,9 +565,10 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             ),
         }
         println!(
-            "injected: {} csms crashes, {} csms stalls, {} store crashes, {} station reboots, {} station partitions, {} node–store partitions, {} frames lost, {} duplicated, {} delayed, {} failed-sync windows, {} read flips, {} self-stops · simulated {:.1} s in {:.2} s wall · {} timeline events",
+            "injected: {} csms crashes, {} csms stalls, {} outcome stalls, {} store crashes, {} station reboots, {} station partitions, {} node–store partitions, {} frames lost, {} duplicated, {} delayed, {} failed-sync windows, {} read flips, {} self-stops · simulated {:.1} s in {:.2} s wall · {} timeline events",
             result.faults.csms_crashes,
             result.faults.node_pauses,
+            result.faults.outcome_stalls,
             result.faults.store_crashes,
             result.faults.station_reboots,
             result.faults.partitions,
@@ -866,6 +867,10 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         );
         println!("| F1 csms crashes | {} |", tally.faults.csms_crashes);
         println!("| F1 csms stalls | {} |", tally.faults.node_pauses);
+        println!(
+            "| F1 outcome stalls (until the lease moved) | {} |",
+            tally.faults.outcome_stalls
+        );
         println!("| F1 store crashes | {} |", tally.faults.store_crashes);
         println!("| F2 station reboots | {} |", tally.faults.station_reboots);
         println!("| F3 station partitions | {} |", tally.faults.partitions);

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use evsource::chargepoint::{ChargePoint, ChargePointConfig};
-use evsource::core::{CommandId, GlobalPosition, RecordedEvent};
+use evsource::core::{CommandId, GlobalPosition, RecordedEvent, StreamVersion};
 use evsource::dispatcher::{CheckpointPolicy, DispatcherConfig};
+use evsource::domain::station::StationAnswer;
 use evsource::handler::HandlerConfig;
 use evsource::node::api::{ApiCommand, ErrorCode};
 use evsource::node::auth::{self, PasswordCost};
@@ -23,7 +24,7 @@ use evsource::node::client::ApiClient;
 use evsource::node::driver::CSMS_SILENCE_MAX;
 use evsource::node::driver::{LinkCounters, SharedChargePoint, run_station_with_faults};
 use evsource::node::naive::{TelemetryPlacement, is_noted_telemetry};
-use evsource::node::{CsmsNode, Fencing, NodeConfig, UnlockPath};
+use evsource::node::{CsmsNode, Fencing, NodeConfig, OutcomeStall, UnlockPath, lease};
 use evsource::ocpp::messages::ChargePointStatus;
 use evsource::oracles::{
     UnlockSummary, Violation, check_acknowledged, check_commands_once, check_no_starvation,
@@ -32,10 +33,11 @@ use evsource::oracles::{
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
 use evsource::storage::SimDisk;
-use evsource::store::{LogStore, RemoteConfig, RemoteStore, remote};
+use evsource::store::{EventStore, LogStore, RemoteConfig, RemoteStore, remote};
 use madsim::net::NetSim;
 use madsim::rand::Rng;
 use madsim::runtime::Handle;
+use tokio::sync::oneshot;
 
 use crate::faults::{Design, FaultCounts, FaultPlan};
 
@@ -128,7 +130,7 @@ fn now_millis() -> u64 {
 /// server's open log, a CSMS node's failure signal. Emptied whenever it goes down.
 type Slot<T> = Arc<Mutex<Option<T>>>;
 
-fn lock_slot<T>(slot: &Slot<T>) -> std::sync::MutexGuard<'_, Option<T>> {
+fn lock_slot<T>(slot: &Mutex<Option<T>>) -> std::sync::MutexGuard<'_, Option<T>> {
     slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -142,6 +144,63 @@ struct Machines {
     store_slot: Slot<LogStore>,
     nodes: Vec<madsim::task::NodeId>,
     node_slots: Vec<Slot<Shutdown>>,
+    stalls: Arc<OutcomeStalls>,
+}
+
+/// A node's arrival at its outcome stall point: which node, the station, the outcome it
+/// is about to record, and the sender that lets it go on.
+type StallReached = (usize, String, StationAnswer, oneshot::Sender<()>);
+
+/// The targeted F1 stall ([`stall_outcomes`]). While armed, the first node about to record
+/// a Rejected or TimedOut outcome reports it and waits to be let go.
+#[derive(Default)]
+struct OutcomeStalls {
+    armed: Mutex<Option<oneshot::Sender<StallReached>>>,
+}
+
+impl OutcomeStalls {
+    /// The stall point of CSMS node `index`.
+    fn hook(self: &Arc<Self>, index: usize) -> OutcomeStall {
+        let stalls = self.clone();
+        OutcomeStall::new(Arc::new(move |station: &str, answer: StationAnswer| {
+            let reached = match answer {
+                StationAnswer::Accepted => None,
+                StationAnswer::Rejected | StationAnswer::TimedOut => {
+                    lock_slot(&stalls.armed).take()
+                }
+            };
+            let station = station.to_owned();
+            Box::pin(async move {
+                let Some(reached) = reached else { return };
+                let (release, released) = oneshot::channel();
+                if reached.send((index, station, answer, release)).is_ok() {
+                    // Let go, or the injector gave up on this stall: either way, go on.
+                    let _ = released.await;
+                }
+            })
+        }))
+    }
+
+    /// Arms the stall point; resolves when a node reaches it.
+    fn arm(&self) -> oneshot::Receiver<StallReached> {
+        let (reached, arrival) = oneshot::channel();
+        *lock_slot(&self.armed) = Some(reached);
+        arrival
+    }
+
+    fn disarm(&self) {
+        lock_slot(&self.armed).take();
+    }
+}
+
+/// The node named in `station`'s latest dispatch lease, as the store holds it now.
+async fn lease_holder(store: &LogStore, station: &str) -> Option<String> {
+    let stream = lease::stream(station).ok()?;
+    let events = store
+        .read_stream(&stream, StreamVersion(0), 100_000)
+        .await
+        .ok()?;
+    events.iter().rev().find_map(lease::read).map(|l| l.node)
 }
 
 /// Runs the scenario inside the current madsim runtime and judges it.
@@ -226,14 +285,16 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         .map(|_| Arc::new(Mutex::new(None)))
         .collect();
     let mut csms_nodes = Vec::new();
+    let stalls = Arc::new(OutcomeStalls::default());
     for (index, slot) in node_slots.iter().enumerate() {
         let slot = slot.clone();
+        let stalls = stalls.clone();
         let node = handle
             .create_node()
             .name(format!("csms-{}", index + 1))
             .ip(csms_ip(index))
             .init(move || {
-                let slot = slot.clone();
+                let (slot, stalls) = (slot.clone(), stalls.clone());
                 async move {
                     let store = RemoteStore::new(
                         store_addr,
@@ -264,6 +325,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                         projection_save_every_events: 50,
                         unlock_path,
                         telemetry,
+                        stall: stalls.hook(index),
                     };
                     // Starting reads the store; while it is out of reach, try again.
                     let node = loop {
@@ -290,6 +352,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         store_slot: store_slot.clone(),
         nodes: csms_nodes,
         node_slots,
+        stalls,
     };
 
     let mut stations: Vec<SharedChargePoint> = Vec::new();
@@ -358,15 +421,18 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         machines.clone(),
         finished.clone(),
     ));
-    let mut injected = inject_faults(
-        &scenario.faults,
-        &handle,
-        &machines,
-        &disk,
-        &stations,
-        &station_nodes,
-    )
-    .await;
+    let (mut injected, outcome_stalls) = tokio::join!(
+        inject_faults(
+            &scenario.faults,
+            &handle,
+            &machines,
+            &disk,
+            &stations,
+            &station_nodes,
+        ),
+        stall_outcomes(&scenario.faults, &handle, &machines),
+    );
+    injected.outcome_stalls = outcome_stalls;
     let mut acknowledged = Vec::new();
     let mut starved = Vec::new();
     let mut applied = 0u64;
@@ -574,7 +640,8 @@ async fn run_client(
 /// them) and restarts, or a CSMS node crashes and restarts, or a CSMS node stalls — a
 /// process pause, every task frozen — for longer than stations wait for it, so that its
 /// stations reconnect to other nodes and take their dispatch leases away from it while it
-/// still believes it holds them. F3 cuts a station off, or a CSMS node from the store.
+/// still believes it holds them (a targeted stall runs beside this: [`stall_outcomes`]).
+/// F3 cuts a station off, or a CSMS node from the store.
 async fn inject_faults(
     plan: &FaultPlan,
     handle: &Handle,
@@ -708,6 +775,51 @@ async fn inject_faults(
     faults.flip_next_read = None;
     disk.set_faults(faults);
     counts
+}
+
+/// F1, targeted (`outcome_stalls`): throughout the fault phase, the first node about to
+/// record a Rejected or TimedOut outcome freezes — a process pause, every task stopped —
+/// with its decision and its view of the lease in hand. Its station, hearing nothing,
+/// reconnects to another node, which takes the lease and dispatches the request again.
+/// Once the store shows the new holder (or after three station silences, if none comes),
+/// and a seed-chosen moment later, the node goes on and appends what it decided: the
+/// interleaving the fencing token exists for. Then the point is armed again.
+async fn stall_outcomes(plan: &FaultPlan, handle: &Handle, machines: &Machines) -> u64 {
+    let mut stalls = 0;
+    if !plan.outcome_stalls {
+        return stalls;
+    }
+    let started = tokio::time::Instant::now();
+    while let Some(left) = plan.fault_phase.checked_sub(started.elapsed()) {
+        let arrival = machines.stalls.arm();
+        let Ok(Ok((node, station, answer, go_on))) = tokio::time::timeout(left, arrival).await
+        else {
+            machines.stalls.disarm();
+            break;
+        };
+        let (csms, name) = (machines.nodes[node], format!("csms-{}", node + 1));
+        handle.pause(csms);
+        tracing::info!(node = %name, %station, ?answer, "fault: CSMS node stalled as it was about to record an outcome");
+        let held = tokio::time::Instant::now();
+        while held.elapsed() < 3 * CSMS_SILENCE_MAX {
+            let holder = match current(&machines.store_slot) {
+                Some(store) => lease_holder(&store, &station).await,
+                None => None,
+            };
+            if holder.is_some_and(|holder| holder != name) {
+                let after = madsim::rand::thread_rng().gen_range(0..200);
+                tracing::info!(node = %name, %station, resume_after_ms = after, "fault: another node holds the stalled node's lease");
+                tokio::time::sleep(Duration::from_millis(after)).await;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!(node = %name, "fault: CSMS node resumed");
+        handle.resume(csms);
+        let _ = go_on.send(());
+        stalls += 1;
+    }
+    stalls
 }
 
 /// F9: for `millis`, the station's connectors flap every few milliseconds — a status

@@ -1,4 +1,4 @@
-//! The harness catches the naive designs N1, N4, N5 and N6 (DESIGN §5): a bounded swarm of seeds under a
+//! The harness catches the naive designs N1, N4, N5, N6 and `naive-no-fencing` (DESIGN §5): a bounded swarm of seeds under a
 //! fault plan that can expose the mistake finds the predicted violation for the naive
 //! design, and the correct design passes exactly the same seeds and plans.
 #![cfg(madsim)]
@@ -111,6 +111,28 @@ fn storm_on_a_slow_disk() -> FaultPlan {
 #[test]
 fn telemetry_in_the_business_aggregate_starves_commands_and_its_own_stream_does_not() {
     caught(Design::NaiveTelemetry, storm_on_a_slow_disk, 1..=8, &["I4"]);
+}
+
+/// Status bursts (so that stations sometimes refuse an unlock: a Rejected outcome) and the
+/// targeted F1 stall: a node about to record a Rejected or TimedOut outcome freezes until
+/// its station has reconnected to another node and that node holds the lease.
+fn stalls_in_a_storm() -> FaultPlan {
+    FaultPlan {
+        outcome_stalls: true,
+        telemetry_storm: Some(20),
+        fault_phase: Duration::from_secs(200),
+        ..FaultPlan::none()
+    }
+}
+
+/// `naive-no-fencing`: a node that lost the station's lease while frozen goes on and
+/// appends the Rejected it decided before; unfenced, it lands while the new holder's
+/// retry is unlocking the connector, and the aggregate's one-outcome rule then refuses the
+/// true Accepted — a physical unlock recorded Rejected (I5). Fenced, the stale append is
+/// refused and the same seeds pass.
+#[test]
+fn naive_no_fencing_records_a_stale_outcome_and_the_fenced_design_does_not() {
+    caught(Design::NaiveNoFencing, stalls_in_a_storm, 1..=20, &["I5"]);
 }
 
 /// Runs `seeds` of the projection catch-up scenario under `design`.

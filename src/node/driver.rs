@@ -69,6 +69,9 @@ pub const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// A CSMS silent for this long — no frame, not even a pong — is presumed gone: the station
 /// closes the connection and connects again, to whichever node it picks.
 pub const CSMS_SILENCE_MAX: Duration = Duration::from_secs(60);
+/// A CSMS that has not completed the TCP connect and the WebSocket handshake within this
+/// long (a frozen process accepts nothing) is given up on: the station picks a node again.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects, speaks, and reconnects after `reconnect_delay` until shutdown. `csms` lists
 /// the nodes that serve it (a load balancer's pool): each connection goes to one of them,
@@ -117,9 +120,12 @@ async fn run_station_over(
             1 => csms[0],
             nodes => csms[(link.rng.next_u64() % nodes as u64) as usize],
         };
-        if let Ok(stream) = TcpStream::connect(csms).await
-            && let Some(ws) = handshake(stream, csms, &id, &password).await
-        {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            let stream = TcpStream::connect(csms).await.ok()?;
+            handshake(stream, csms, &id, &password).await
+        })
+        .await;
+        if let Ok(Some(ws)) = connected {
             let ended = connection(&station, ws, &mut link, &shutdown).await;
             lock(&station).handle_disconnected();
             if ended == Ended::Shutdown {

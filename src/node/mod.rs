@@ -90,6 +90,50 @@ pub struct NodeConfig {
     pub unlock_path: UnlockPath,
     /// Where station reports are recorded. Only the simulator's naive design N5 changes it.
     pub telemetry: TelemetryPlacement,
+    /// Where a fault injector may hold the node. Production leaves it empty.
+    pub stall: OutcomeStall,
+}
+
+/// A fault-injection point: the node awaits it after deciding an unlock's outcome, with its
+/// view of the lease already taken, and before it appends the outcome — the moment at which
+/// a process pause makes a lease holder stale and its decision dangerous. The simulator
+/// holds the node there until another node has taken the station's lease (the interleaving
+/// the fencing token exists for); everywhere else it is empty and costs one branch.
+#[derive(Clone, Default)]
+pub struct OutcomeStall(Option<Arc<OutcomeStallFn>>);
+
+/// What an [`OutcomeStall`] runs: given the station and the outcome about to be recorded, a
+/// future the node awaits before appending.
+pub type OutcomeStallFn = dyn Fn(&str, StationAnswer) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    + Send
+    + Sync;
+
+impl OutcomeStall {
+    /// No stall: what production runs.
+    pub fn none() -> OutcomeStall {
+        OutcomeStall(None)
+    }
+
+    /// A stall point that awaits `stall(station, answer)` before each outcome is appended.
+    pub fn new(stall: Arc<OutcomeStallFn>) -> OutcomeStall {
+        OutcomeStall(Some(stall))
+    }
+
+    async fn before_recording(&self, station: &str, answer: StationAnswer) {
+        if let Some(stall) = &self.0 {
+            stall(station, answer).await;
+        }
+    }
+}
+
+impl std::fmt::Debug for OutcomeStall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "OutcomeStall(set)"
+        } else {
+            "OutcomeStall(none)"
+        })
+    }
 }
 
 /// Whether a node's records for a station are fenced by the station's dispatch lease.
@@ -288,6 +332,7 @@ struct Hub<S> {
     store: S,
     node_id: String,
     fencing: Fencing,
+    stall: OutcomeStall,
     /// The latest dispatch lease of each station, as far as this node has read or taken
     /// it: the holder and its fencing token.
     leases: BTreeMap<String, (String, GlobalPosition)>,
@@ -333,6 +378,7 @@ impl<S: EventStore> Hub<S> {
             store,
             node_id: config.node_id.clone(),
             fencing: config.fencing,
+            stall: config.stall.clone(),
             leases: BTreeMap::new(),
             lease_takes: 0,
             env,
@@ -494,7 +540,7 @@ impl<S: EventStore> Hub<S> {
     fn handle_event(&mut self, event: &crate::core::types::RecordedEvent) {
         let now = self.env.now_millis();
         if let Some(taken) = lease::read(event) {
-            self.lease_seen(taken.station, taken.node, taken.token);
+            self.lease_seen(taken.station, taken.node, taken.token, true);
             return;
         }
         let station_telemetry = event
@@ -712,6 +758,7 @@ impl<S: EventStore> Hub<S> {
                         return;
                     }
                 };
+                self.stall.before_recording(&station, answer).await;
                 tracing::info!(%station, %session, ?answer, "recording the unlock outcome");
                 let command = StationCommand::RecordAnswer { session, answer };
                 match self
@@ -796,6 +843,7 @@ impl<S: EventStore> Hub<S> {
                         station.to_owned(),
                         self.node_id.clone(),
                         result.first_position,
+                        false,
                     );
                     return;
                 }
@@ -810,22 +858,42 @@ impl<S: EventStore> Hub<S> {
         }
     }
 
-    /// A lease event for `station`, read back or just appended. Older news than what the
-    /// node knows is ignored; otherwise it decides whether the dispatcher acts for the
-    /// station, and a node that lost the lease closes its connection to the station (the
-    /// station has connected elsewhere since).
-    fn lease_seen(&mut self, station: String, holder: String, token: GlobalPosition) {
-        if self
-            .leases
-            .get(&station)
-            .is_some_and(|(_, known)| *known >= token)
-        {
-            return;
-        }
+    /// A lease event for `station`, read back in order (`read_back`) or just appended.
+    /// Older news than what the node knows is ignored; otherwise it decides whether the
+    /// dispatcher acts for the station, and a node that lost the lease closes its
+    /// connection to the station (the station has connected elsewhere since).
+    ///
+    /// A lease of this node's own is acted on only once the subscription reads it back:
+    /// the node then has read everything stored before it, so every outcome recorded under
+    /// an earlier lease — by the holders it fenced off — is known before anything is sent.
+    /// Acting on the take alone would dispatch from whatever view the node had, however
+    /// stale (after a pause, say), and unlock for a request already recorded Rejected.
+    /// Until then the token is known (what the node records is fenced by it) but nothing
+    /// is dispatched.
+    fn lease_seen(
+        &mut self,
+        station: String,
+        holder: String,
+        token: GlobalPosition,
+        read_back: bool,
+    ) {
         let now = self.env.now_millis();
         let mine = holder == self.node_id;
+        match self.leases.get(&station) {
+            Some((_, known)) if *known > token => return,
+            Some((known_holder, known)) if *known == token => {
+                // This node's take, read back; unless a fenced append was refused since
+                // (which clears the holder: a newer lease exists).
+                if mine && read_back && *known_holder == self.node_id {
+                    self.dispatcher.handle_ownership(&station, true, now);
+                }
+                return;
+            }
+            _ => {}
+        }
         self.leases.insert(station.clone(), (holder, token));
-        self.dispatcher.handle_ownership(&station, mine, now);
+        self.dispatcher
+            .handle_ownership(&station, mine && read_back, now);
         if !mine && self.connections.remove(&station).is_some() {
             tracing::info!(%station, "another node took the dispatch lease; closing this connection");
             self.dispatcher.handle_link(&station, false, now);
