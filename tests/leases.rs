@@ -5,10 +5,11 @@
 //! station aggregate (one outcome per request) then refuses B's true one — unless A's
 //! append is fenced by its token, in which case A's is refused and B's recorded.
 //!
-//! The simulator's swarm does not reach this interleaving (ARCHITECTURE.md, "Several
-//! nodes, one store"): A must decide after B took the lease but before A reads the lease
-//! event, and record before B does. Here it is forced, with the very functions the node
-//! uses: `lease::taken`, `lease::fence` and the station handler's conditional append.
+//! The simulator reaches this interleaving only through its targeted F1 stall (A frozen
+//! between deciding and recording until B holds the lease; ARCHITECTURE.md, "Several
+//! nodes, one store"): A must record after B took the lease and before B does. Here it is
+//! forced, with the very functions the node uses: `lease::taken`, `lease::fence` and the
+//! station handler's conditional append.
 
 mod support;
 
