@@ -23,15 +23,13 @@ use evsource::core::{
     AppendCondition, AppendResult, CommandId, CurrentVersion, EventData, EventId, ExpectedVersion,
     GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
-use evsource::dispatcher::DispatcherConfig;
 use evsource::domain::station::{StationAnswer, StationCommand};
 use evsource::environment::SystemEnvironment;
 use evsource::handler::HandlerConfig;
 use evsource::node::auth::{self, PasswordCost};
 use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::naive::{StationHandler, TelemetryPlacement};
-use evsource::node::{CsmsNode, Fencing, NodeConfig, OutcomeStall, UnlockPath, lease};
-use evsource::session::SessionConfig;
+use evsource::node::{CsmsNode, NodeConfig, lease};
 use evsource::signal::Shutdown;
 use evsource::store::{AppendError, EventStore, MemoryStore, ReadError, SnapshotError};
 use support::stream;
@@ -128,24 +126,7 @@ impl EventStore for LaggingReads {
 }
 
 fn config() -> NodeConfig {
-    NodeConfig {
-        node_id: "node-a".into(),
-        fencing: Fencing::Fenced,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        operator_token: "takeover-operator-token".into(),
-        password_cost: PasswordCost::Minimal,
-        session: SessionConfig::default(),
-        dispatcher: DispatcherConfig {
-            call_timeout_millis: 2_000,
-            ..DispatcherConfig::default()
-        },
-        handler: HandlerConfig::default(),
-        seed: 9,
-        projection_save_every_events: 100,
-        unlock_path: UnlockPath::Outbox,
-        telemetry: TelemetryPlacement::OwnStream,
-        stall: OutcomeStall::none(),
-    }
+    support::stations::node_config("node-a", "takeover-operator-token", 9)
 }
 
 /// The idTags the station has unlocked a connector for.

@@ -16,9 +16,7 @@ use evsource::core::CommandId;
 use evsource::dispatcher::DispatcherConfig;
 use evsource::domain::board::UnlockBoard;
 use evsource::environment::SplitMix64;
-use evsource::handler::HandlerConfig;
 use evsource::node::api::{ApiCommand, ApiResponse};
-use evsource::node::auth::PasswordCost;
 use evsource::node::client::ApiClient;
 use evsource::node::driver::{SharedChargePoint, run_station};
 use evsource::node::{CsmsNode, NodeConfig};
@@ -38,11 +36,6 @@ const TOKEN: &str = "loopback-operator-token";
 
 fn node_config() -> NodeConfig {
     NodeConfig {
-        node_id: "node-1".into(),
-        fencing: evsource::node::Fencing::Fenced,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        operator_token: TOKEN.into(),
-        password_cost: PasswordCost::Minimal,
         session: SessionConfig {
             heartbeat_interval_secs: 1,
             ..SessionConfig::default()
@@ -53,12 +46,8 @@ fn node_config() -> NodeConfig {
             retry_max_millis: 500,
             ..DispatcherConfig::default()
         },
-        handler: HandlerConfig::default(),
-        seed: 1,
-        unlock_path: evsource::node::UnlockPath::Outbox,
-        telemetry: evsource::node::naive::TelemetryPlacement::OwnStream,
-        stall: evsource::node::OutcomeStall::none(),
         projection_save_every_events: 50,
+        ..support::stations::node_config("node-1", TOKEN, 1)
     }
 }
 

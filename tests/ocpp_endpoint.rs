@@ -10,6 +10,8 @@
 //! * a store that goes away and comes back — the node keeps running, tells a station that
 //!   boots meanwhile `Pending`, and reads on once the store is back.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,14 +24,10 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use evsource::dispatcher::DispatcherConfig;
-use evsource::handler::HandlerConfig;
 use evsource::node::auth::{self, PasswordCost};
 use evsource::node::client::ApiClient;
-use evsource::node::naive::TelemetryPlacement;
-use evsource::node::{CsmsNode, NodeConfig, UnlockPath};
+use evsource::node::{CsmsNode, NodeConfig};
 use evsource::ocpp::schema::Schemas;
-use evsource::session::SessionConfig;
 use evsource::store::{EventStore, MemoryStore};
 
 const TOKEN: &str = "endpoint-operator-token";
@@ -39,24 +37,7 @@ const PASSWORD: &str = "endpoint-password-07";
 type Socket = WebSocketStream<TcpStream>;
 
 fn config() -> NodeConfig {
-    NodeConfig {
-        node_id: "node-1".into(),
-        fencing: evsource::node::Fencing::Fenced,
-        listen: "127.0.0.1:0".parse().unwrap(),
-        operator_token: TOKEN.into(),
-        password_cost: PasswordCost::Minimal,
-        session: SessionConfig::default(),
-        dispatcher: DispatcherConfig {
-            call_timeout_millis: 2_000,
-            ..DispatcherConfig::default()
-        },
-        handler: HandlerConfig::default(),
-        seed: 7,
-        projection_save_every_events: 100,
-        unlock_path: UnlockPath::Outbox,
-        telemetry: TelemetryPlacement::OwnStream,
-        stall: evsource::node::OutcomeStall::none(),
-    }
+    support::stations::node_config("node-1", TOKEN, 7)
 }
 
 async fn start() -> (CsmsNode, MemoryStore) {

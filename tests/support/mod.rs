@@ -202,10 +202,15 @@ pub mod remote {
     }
 }
 
-/// The charge points of the tests that run a whole node: `CP0`, `CP1`, … each registered
-/// with a password of its own.
+/// The tests that run a whole node: its configuration, and charge points `CP0`, `CP1`, …
+/// each registered with a password of its own.
 pub mod stations {
+    use evsource::dispatcher::DispatcherConfig;
+    use evsource::handler::HandlerConfig;
     use evsource::node::auth::{self, PasswordCost};
+    use evsource::node::naive::TelemetryPlacement;
+    use evsource::node::{Fencing, NodeConfig, OutcomeStall, UnlockPath};
+    use evsource::session::SessionConfig;
     use evsource::store::EventStore;
 
     /// The password of station `CP{index}`.
@@ -221,6 +226,30 @@ pub mod stations {
             auth::register(store, &format!("CP{index}"), &hash, now_millis)
                 .await
                 .expect("registered");
+        }
+    }
+
+    /// A node for the tests that run one in process: on 127.0.0.1 at a port of its own,
+    /// fenced, unlocks through the outbox, cheap password hashes, CALLs given up after 2 s,
+    /// no stall point. Tests change what they need with `..node_config(…)`.
+    pub fn node_config(node_id: &str, operator_token: &str, seed: u64) -> NodeConfig {
+        NodeConfig {
+            node_id: node_id.into(),
+            fencing: Fencing::Fenced,
+            listen: "127.0.0.1:0".parse().expect("address"),
+            operator_token: operator_token.into(),
+            password_cost: PasswordCost::Minimal,
+            session: SessionConfig::default(),
+            dispatcher: DispatcherConfig {
+                call_timeout_millis: 2_000,
+                ..DispatcherConfig::default()
+            },
+            handler: HandlerConfig::default(),
+            seed,
+            projection_save_every_events: 100,
+            unlock_path: UnlockPath::Outbox,
+            telemetry: TelemetryPlacement::OwnStream,
+            stall: OutcomeStall::none(),
         }
     }
 
