@@ -16,6 +16,11 @@ use evsource::environment::SystemEnvironment;
 use evsource::handler::{CommandHandler, HandlerConfig, encode_events};
 use evsource::store::{CatchUpSubscription, EventStore, LogConfig, LogStore};
 
+/// The allocator the `evsource` binary runs with, so that the figures are the product's.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Events appended per write while building a stream.
 const BUILD_BATCH: usize = 1_000;
 /// Snapshot cadence of the snapshot bench: the latest snapshot is at most this far back.

@@ -10,6 +10,11 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use evsource::core::{EventData, EventId, ExpectedVersion, Metadata, StreamId};
 use evsource::store::{EventStore, LogConfig, LogStore, MemoryStore};
 
+/// The allocator the `evsource` binary runs with, so that the figures are the product's.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const PAYLOAD_BYTES: usize = 200;
 const STREAMS: u64 = 10_000;
 

@@ -23,6 +23,11 @@ use evsource::node::{CsmsNode, Fencing, NodeConfig, OutcomeStall, UnlockPath};
 use evsource::session::SessionConfig;
 use evsource::store::AnyStore;
 
+/// The allocator (feature `mimalloc`, on by default): see Cargo.toml.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage:
   evsource serve --store <url> --listen <addr> [--operator-token-file <file>]
                  [--heartbeat-interval <seconds>] [--node-id <id>]
