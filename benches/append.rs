@@ -1,4 +1,6 @@
-//! Append throughput, in-memory and durable. Ids follow `append/<backend>/<parameter>`.
+//! Append throughput, in-memory and durable, and the runtime floor under the durable
+//! appenders. Ids follow `append/<backend>/<parameter>`; the physical floors are in
+//! `floors.rs`.
 //! Events are ~250 bytes on the wire (a 200-byte payload plus id, type and framing),
 //! spread over 10,000 streams. Durable appends are acknowledged only after `fdatasync`;
 //! concurrent appenders share syncs through group commit.
@@ -347,93 +349,6 @@ fn append_postgres(_: &mut Criterion) {
     eprintln!("append/postgres: skipped — built without the `postgres` feature");
 }
 
-/// The physical floor, measured in the same run: one `pwrite` + `fdatasync` into a
-/// preallocated, zero-filled file (the log's file kind), for one ~250-byte event and for a
-/// 64 KiB batch (256 events of 256 bytes: the largest group 256 appenders can form).
-/// Throughput counts events, so `append/log/appenders=256` reads as a fraction of
-/// `fsync/preallocated/bytes=65536`.
-fn fsync_floor(c: &mut Criterion) {
-    use std::os::unix::fs::FileExt;
-    const FILE_BYTES: u64 = 64 * 1024 * 1024;
-    let dir = std::env::temp_dir().join(format!("evsource-bench-fsync-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("bench directory");
-    let path = dir.join("preallocated");
-    let file = std::fs::File::create(&path).expect("create");
-    let zeros = vec![0u8; 1024 * 1024];
-    for offset in (0..FILE_BYTES).step_by(zeros.len()) {
-        file.write_all_at(&zeros, offset).expect("zero-fill");
-    }
-    file.sync_all().expect("sync");
-    let mut group = c.benchmark_group("fsync/preallocated");
-    for (bytes, events) in [(250u64, 1u64), (65_536, 256)] {
-        group.throughput(Throughput::Elements(events));
-        let data = vec![0xabu8; bytes as usize];
-        let mut offset = 0u64;
-        group.bench_function(format!("bytes={bytes}"), |b| {
-            b.iter(|| {
-                if offset + bytes > FILE_BYTES {
-                    offset = 0;
-                }
-                file.write_all_at(&data, offset).expect("write");
-                file.sync_data().expect("fdatasync");
-                offset += bytes;
-            });
-        });
-    }
-    group.finish();
-    drop(file);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The other physical floor, for `append/memory/batch=1`: one random read from a table far
-/// larger than the caches, each read depending on the last (a pointer chase through a
-/// random cycle over 256 MiB). An append with a fresh random 128-bit event id must find
-/// that id's slot in the store-wide id index, and once the store holds millions of events
-/// that slot is such a read.
-fn dram_floor(c: &mut Criterion) {
-    const SLOTS: usize = 256 * 1024 * 1024 / 8;
-    // Sattolo's shuffle: one cycle through every slot, drawn from a fixed seed.
-    let mut next: Vec<usize> = (0..SLOTS).collect();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    for i in (1..SLOTS).rev() {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        next.swap(i, (x % i as u64) as usize);
-    }
-    let mut group = c.benchmark_group("dram");
-    group.throughput(Throughput::Elements(1));
-    let mut at = 0usize;
-    group.bench_function("random_read/table=256MiB", |b| {
-        b.iter(|| {
-            at = next[at];
-            at
-        });
-    });
-    group.finish();
-}
-
-/// The floor of `append/memory/batch=100`: writing memory the process has never touched.
-/// An append-only store that grows needs fresh pages for every event it keeps, and each
-/// fresh page costs a page fault and the kernel's zeroing before the first write lands.
-/// One iteration allocates 64 MiB (above the allocator's mmap threshold, so the pages are
-/// new each time) and writes every word; the unmapping is not timed.
-fn fresh_memory_floor(c: &mut Criterion) {
-    const BYTES: usize = 64 * 1024 * 1024;
-    let mut group = c.benchmark_group("dram");
-    group.throughput(Throughput::Bytes(BYTES as u64));
-    group.sample_size(20);
-    group.bench_function("first_write/bytes=64MiB", |b| {
-        b.iter_with_large_drop(|| {
-            let mut words: Vec<u64> = Vec::with_capacity(BYTES / 8);
-            words.extend(0..(BYTES / 8) as u64);
-            words
-        });
-    });
-    group.finish();
-}
-
 /// The floor `append/log/appenders=N` sits on before any storage work: the same runtime
 /// (two tokio workers), the same N tasks each waiting for its own answer, and the same
 /// hand-off — each task queues a reply channel under a mutex and starts a flusher on the
@@ -512,9 +427,6 @@ fn handoff_floor(c: &mut Criterion) {
 
 criterion_group!(
     benches,
-    fsync_floor,
-    dram_floor,
-    fresh_memory_floor,
     handoff_floor,
     append_memory,
     append_log,
