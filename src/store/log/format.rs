@@ -189,14 +189,25 @@ fn put_str16(out: &mut Vec<u8>, value: &str) {
 /// lock this way and places under it, computing the checksum once.
 pub fn encode_unplaced_append(out: &mut Vec<u8>, stream: &StreamId, events: &[EventData]) {
     encode_unsealed_record(out, KIND_APPEND, |out| {
-        out.extend_from_slice(&0u64.to_le_bytes());
-        out.extend_from_slice(&0u64.to_le_bytes());
-        put_str16(out, stream.as_str());
-        out.extend_from_slice(&(events.len() as u32).to_le_bytes());
-        for event in events {
-            encode_event(out, event);
-        }
+        write_append_body(out, StreamVersion(0), GlobalPosition(0), stream, events);
     });
+}
+
+/// An append record's body: its place, the stream, and the events.
+fn write_append_body(
+    out: &mut Vec<u8>,
+    first_version: StreamVersion,
+    first_position: GlobalPosition,
+    stream: &StreamId,
+    events: &[EventData],
+) {
+    out.extend_from_slice(&first_position.0.to_le_bytes());
+    out.extend_from_slice(&first_version.0.to_le_bytes());
+    put_str16(out, stream.as_str());
+    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    for event in events {
+        encode_event(out, event);
+    }
 }
 
 /// Gives an append record encoded by [`encode_unplaced_append`] its place in the log:
@@ -600,7 +611,8 @@ mod tests {
     use crate::core::types::{CommandId, Metadata};
 
     /// Encodes an append of `events` to `stream` at its place, as one record at the end of
-    /// `out` (what the log writes, encoded and placed at once).
+    /// `out`, in one go (sealed as it is written, as every other kind of record is), not
+    /// through the log's encode-then-place path.
     fn encode_append(
         out: &mut Vec<u8>,
         stream: &StreamId,
@@ -608,9 +620,9 @@ mod tests {
         first_position: GlobalPosition,
         events: &[EventData],
     ) {
-        let start = out.len();
-        encode_unplaced_append(out, stream, events);
-        place_append(&mut out[start..], first_version, first_position);
+        encode_record(out, KIND_APPEND, |out| {
+            write_append_body(out, first_version, first_position, stream, events);
+        });
     }
 
     fn sample_event(index: u8) -> EventData {
@@ -664,13 +676,7 @@ mod tests {
             &events,
         );
         let mut placed = Vec::new();
-        encode_append(
-            &mut placed,
-            &stream,
-            StreamVersion(0),
-            GlobalPosition(0),
-            &events,
-        );
+        encode_unplaced_append(&mut placed, &stream, &events);
         assert_ne!(placed, direct);
         place_append(&mut placed, StreamVersion(4), GlobalPosition(10));
         assert_eq!(placed, direct);
