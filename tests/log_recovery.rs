@@ -351,11 +351,23 @@ fn a_damaged_middle_record_refuses_to_open_and_changes_nothing() {
 /// while its predecessor filled — and all survive reopening: the directory holds
 /// consecutive full-size segments and at most the one spare being prepared, which no open
 /// keeps.
+/// Rollover on real files, with segments a whole number of pages long (zero-filled around
+/// the page cache where the file system allows it, every write padded to a page) and with
+/// segments that are not (filled through the cache; the padding must stop at the end).
 #[test]
 fn appends_roll_over_segments_and_survive_reopening_on_a_real_directory() {
+    for segment_bytes in [32 * 1024, 32 * 1024 + 100] {
+        rollover_on_a_real_directory(LogConfig {
+            segment_bytes,
+            ..config()
+        });
+    }
+}
+
+fn rollover_on_a_real_directory(config: LogConfig) {
     let runtime = runtime();
-    let dir = TempDir::new("rollover");
-    let store = LogStore::open_dir(dir.path(), config()).unwrap();
+    let dir = TempDir::new(&format!("rollover-{}", config.segment_bytes));
+    let store = LogStore::open_dir(dir.path(), config.clone()).unwrap();
     // ~200 KiB of events: six 32-KiB segments and more.
     let events = 200u128;
     let mut expected = Vec::new();
@@ -385,7 +397,7 @@ fn appends_roll_over_segments_and_survive_reopening_on_a_real_directory() {
     for (index, name) in segments.iter().enumerate() {
         assert_eq!(name, &format!("{index:010}.evlog"));
         let len = std::fs::metadata(dir.path().join(name)).unwrap().len();
-        assert_eq!(len, config().segment_bytes, "{name} is not full size");
+        assert_eq!(len, config.segment_bytes, "{name} is not full size");
     }
     assert!(
         spares.len() <= 1
@@ -394,7 +406,7 @@ fn appends_roll_over_segments_and_survive_reopening_on_a_real_directory() {
                 .all(|s| s == &format!("{:010}.evlog.tmp", segments.len())),
         "only the next segment may be waiting as a spare: {spares:?}"
     );
-    let reopened = LogStore::open_dir(dir.path(), config()).unwrap();
+    let reopened = LogStore::open_dir(dir.path(), config.clone()).unwrap();
     assert!(names().iter().all(|name| !name.ends_with(".tmp")));
     let all = read_everything(&runtime, &reopened);
     assert_eq!(all.len(), events as usize);

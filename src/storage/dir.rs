@@ -2,7 +2,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,6 +38,45 @@ impl DirStorage {
 
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 const TEMP_SUFFIX: &str = ".tmp";
+/// The unit direct I/O is aligned to (a multiple of every logical block size in use).
+const PAGE_BYTES: usize = 4096;
+
+/// Fills the first `len` bytes of the file at `path` with zeros through `O_DIRECT`: the
+/// zeros go from one aligned buffer to the disk, not through the page cache. `Ok(false)`
+/// when that is not possible here — `len` not a whole number of pages, or a file system
+/// that refuses direct I/O (tmpfs) — and the caller writes them the ordinary way.
+fn fill_zeros_direct(path: &Path, len: u64) -> io::Result<bool> {
+    if len % PAGE_BYTES as u64 != 0 {
+        return Ok(false);
+    }
+    let file = match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+        Err(error) => return Err(error),
+    };
+    // An allocation one page longer than the buffer holds a page-aligned buffer.
+    let backing = vec![0u8; ZERO_CHUNK_BYTES + PAGE_BYTES];
+    let skip = (PAGE_BYTES - backing.as_ptr() as usize % PAGE_BYTES) % PAGE_BYTES;
+    let zeros = &backing[skip..skip + ZERO_CHUNK_BYTES];
+    let mut offset = 0;
+    while offset < len {
+        let chunk = (len - offset).min(ZERO_CHUNK_BYTES as u64) as usize;
+        match file.write_all_at(&zeros[..chunk], offset) {
+            Ok(()) => {}
+            // Opened, but refused at the first write (some file systems check there).
+            Err(error) if offset == 0 && error.raw_os_error() == Some(libc::EINVAL) => {
+                return Ok(false);
+            }
+            Err(error) => return Err(error),
+        }
+        offset += chunk as u64;
+    }
+    Ok(true)
+}
 
 impl Storage for DirStorage {
     fn list(&self) -> io::Result<Vec<String>> {
@@ -78,13 +117,17 @@ impl Storage for DirStorage {
             .open(self.temp_path(name))?;
         // Real zeros, not a sparse file: overwriting allocated blocks syncs without a
         // metadata update, which roughly doubled durable throughput in the design measurements
-        // (ARCHITECTURE.md, "The durable log").
-        let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-        let mut remaining = len;
-        while remaining > 0 {
-            let chunk = remaining.min(ZERO_CHUNK_BYTES as u64) as usize;
-            file.write_all(&zeros[..chunk])?;
-            remaining -= chunk as u64;
+        // (ARCHITECTURE.md, "The durable log"). Written around the page cache where the file
+        // system allows it: copying a segment's worth of zeros into the cache cost the
+        // appenders' cores more than any part of an append did (BENCHMARKS.md).
+        if !fill_zeros_direct(&self.temp_path(name), len)? {
+            let zeros = vec![0u8; ZERO_CHUNK_BYTES];
+            let mut remaining = len;
+            while remaining > 0 {
+                let chunk = remaining.min(ZERO_CHUNK_BYTES as u64) as usize;
+                file.write_all(&zeros[..chunk])?;
+                remaining -= chunk as u64;
+            }
         }
         file.sync_all()?;
         Ok(Spare {
@@ -114,8 +157,12 @@ impl Storage for DirStorage {
                 .expect("prepared"),
         };
         // The blocks are allocated and synced: the prefix overwrites them and syncs
-        // without a metadata update; only then may the file have its name.
-        file.write_all_at(prefix, 0)?;
+        // without a metadata update; only then may the file have its name. Written as a
+        // whole page (the rest of it zeros, as on disk), so that a page the zero fill left
+        // uncached is not read back first.
+        let mut page = prefix.to_vec();
+        page.resize(prefix.len().max(PAGE_BYTES.min(spare.len as usize)), 0);
+        file.write_all_at(&page, 0)?;
         file.sync_data()?;
         fs::rename(self.temp_path(&spare.name), &final_path)?;
         self.sync_dir()?;
@@ -180,6 +227,25 @@ mod tests {
         assert!(storage.dir().join("b.log.tmp").exists());
         assert_eq!(storage.list().expect("list"), ["a.log"]);
         assert!(!storage.dir().join("b.log.tmp").exists());
+
+        // Several fill chunks and a short last one (around the page cache where the file
+        // system allows it), and a length that is no whole number of pages (through it):
+        // either way zeros to the full length, and a write into the middle of a page reads
+        // back with the rest of the page still zero.
+        for (name, len) in [("c.log", 3 * ZERO_CHUNK_BYTES as u64 + 8192), ("d.log", 10_000)] {
+            let file = storage
+                .install(storage.prepare(name, len).expect("prepare"), b"head")
+                .expect("install");
+            assert_eq!(file.size_bytes().expect("size"), len, "{name}");
+            file.write_all_at(b"record", len - 5000).expect("write");
+            let mut bytes = vec![1u8; len as usize];
+            file.read_exact_at(&mut bytes, 0).expect("read");
+            assert_eq!(&bytes[..4], b"head", "{name}");
+            let record = (len - 5000) as usize;
+            assert_eq!(&bytes[record..record + 6], b"record", "{name}");
+            assert!(bytes[4..record].iter().all(|&b| b == 0), "{name}");
+            assert!(bytes[record + 6..].iter().all(|&b| b == 0), "{name}");
+        }
 
         let again = storage.prepare("a.log", 4096).expect("prepare");
         let refused = storage.install(again, b"other").expect_err("a.log exists");

@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 use std::io;
 use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(not(madsim))]
+use std::sync::Condvar;
 use std::sync::{Arc, Mutex, MutexGuard};
 #[cfg(not(madsim))]
 use std::time::{Duration, Instant};
@@ -43,6 +44,13 @@ const SEGMENT_SUFFIX: &str = ".evlog";
 /// the next group (see `Shared::linger`).
 #[cfg(not(madsim))]
 const LINGER_MAX: Duration = Duration::from_micros(300);
+
+/// Writes are padded to whole pages of this size (see `Shared::write_group`).
+const PAGE_BYTES: u64 = 4096;
+
+/// A group with at most this many appenders is answered from the flusher's own thread.
+#[cfg(not(madsim))]
+const ANSWER_INLINE_MAX: usize = 2;
 
 /// How a log is laid out and how much it buffers.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -204,6 +212,9 @@ struct LogState {
     durable_event_count: u64,
     waiters: Vec<Waiter>,
     flushing: bool,
+    /// While the flusher lingers: the number of waiters at which to wake it; 0 otherwise.
+    #[cfg(not(madsim))]
+    linger_until: usize,
     failure: Option<String>,
 }
 
@@ -213,10 +224,13 @@ struct Shared {
     config: LogConfig,
     state: Mutex<LogState>,
     durable_event_count: Counter,
-    group_commit_permits: Arc<Semaphore>,
-    /// `state.waiters.len()`, kept beside the lock (written under it) so that the flusher
-    /// can watch writers come back while it lingers without taking the lock they need.
-    waiting: AtomicUsize,
+    /// Borrowed by appenders, never cloned: an `Arc` count bumped by every append is one
+    /// more cache line the cores trade back and forth.
+    group_commit_permits: Semaphore,
+    /// Wakes a lingering flusher once `state.linger_until` writers wait (see
+    /// `Shared::linger`).
+    #[cfg(not(madsim))]
+    returned: Condvar,
     /// The next segment, made ready while the current one fills so that rolling over does
     /// not stall a group behind a segment's worth of zeros. Only the flusher touches it.
     spare: Mutex<Option<SpareSegment>>,
@@ -301,9 +315,11 @@ impl LogStore {
             durable_event_count: event_count,
             waiters: Vec::new(),
             flushing: false,
+            #[cfg(not(madsim))]
+            linger_until: 0,
             failure: None,
         };
-        let group_commit_permits = Arc::new(Semaphore::new(config.group_commit_bytes_max));
+        let group_commit_permits = Semaphore::new(config.group_commit_bytes_max);
         Ok(LogStore {
             shared: Arc::new(Shared {
                 storage,
@@ -311,7 +327,8 @@ impl LogStore {
                 state: Mutex::new(state),
                 durable_event_count: Counter::new(event_count),
                 group_commit_permits,
-                waiting: AtomicUsize::new(0),
+                #[cfg(not(madsim))]
+                returned: Condvar::new(),
                 spare: Mutex::new(None),
             }),
         })
@@ -759,7 +776,11 @@ impl Shared {
     /// Registers a waiter and makes sure a flusher is running.
     fn enqueue_waiter(self: &Arc<Self>, mut state: MutexGuard<'_, LogState>, waiter: Waiter) {
         state.waiters.push(waiter);
-        self.waiting.store(state.waiters.len(), Ordering::Release);
+        #[cfg(not(madsim))]
+        if state.linger_until != 0 && state.waiters.len() >= state.linger_until {
+            state.linger_until = 0;
+            self.returned.notify_one();
+        }
         if !state.flushing {
             state.flushing = true;
             drop(state);
@@ -776,11 +797,11 @@ impl Shared {
         let mut sync_time = Duration::ZERO;
         loop {
             self.linger(answered, sync_time);
-            let Some(group) = self.take_group() else {
+            let Some(mut group) = self.take_group() else {
                 return;
             };
             let started = Instant::now();
-            let written = self.write_group(&group.chunks, group.segments.clone());
+            let written = self.write_group(&mut group.chunks, group.segments.clone());
             let synced = written.and_then(|written| self.sync_group(&written).map(|()| written));
             sync_time = started.elapsed();
             match self.finish_group(group, synced) {
@@ -803,16 +824,23 @@ impl Shared {
         if answered < 2 {
             return;
         }
-        let deadline = Instant::now() + (sync_time / 2).min(LINGER_MAX);
-        loop {
-            // No group is in flight while the flusher lingers, so every waiter is one that
-            // has appended to the open group since.
-            let returned = self.waiting.load(Ordering::Acquire);
-            if returned * 4 >= answered * 3 || Instant::now() >= deadline {
-                return;
-            }
-            std::thread::yield_now();
+        // No group is in flight while the flusher lingers, so every waiter is one that has
+        // appended to the open group since. The flusher sleeps rather than spins: on a
+        // machine with as many runtime workers as cores, a spinning flusher takes a core
+        // from the very writers it waits for.
+        let target = (answered * 3).div_ceil(4);
+        let mut state = self.lock();
+        if state.waiters.len() >= target {
+            return;
         }
+        state.linger_until = target;
+        let (mut state, _) = self
+            .returned
+            .wait_timeout_while(state, (sync_time / 2).min(LINGER_MAX), |state| {
+                state.waiters.len() < target
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        state.linger_until = 0;
     }
 
     /// The simulator's flusher: like [`flush_until_idle`](Self::flush_until_idle), but a
@@ -820,8 +848,8 @@ impl Shared {
     /// the window in which a crash finds written but unsynced bytes.
     #[cfg(madsim)]
     async fn flush_until_idle_simulated(&self) {
-        while let Some(group) = self.take_group() {
-            let written = self.write_group(&group.chunks, group.segments.clone());
+        while let Some(mut group) = self.take_group() {
+            let written = self.write_group(&mut group.chunks, group.segments.clone());
             let latency = self.storage.sync_latency();
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
@@ -867,7 +895,6 @@ impl Shared {
                         .into_iter()
                         .partition(|w| w.group <= group.number);
                 state.waiters = pending;
-                self.waiting.store(state.waiters.len(), Ordering::Release);
                 let permits = done.iter().map(|w| w.permits).sum();
                 // Snapshots are published under the lock; appenders are answered after it
                 // is released — waking a task can cost a system call, and hundreds of them
@@ -879,9 +906,7 @@ impl Shared {
                 drop(state);
                 self.group_commit_permits.add_permits(permits);
                 let answered = answers.len();
-                for (sender, result) in answers {
-                    let _ = sender.send(Ok(result));
-                }
+                send_answers(answers);
                 Some(answered)
             }
             Err(error) => {
@@ -890,7 +915,6 @@ impl Shared {
                 state.flushing = false;
                 state.queued.clear();
                 let failed = std::mem::take(&mut state.waiters);
-                self.waiting.store(0, Ordering::Release);
                 drop(state);
                 let permits = failed.iter().map(|w| w.permits).sum();
                 for waiter in failed {
@@ -903,15 +927,27 @@ impl Shared {
     }
 
     /// Writes one group: creates new segments and issues one write per chunk.
+    ///
+    /// Each write is padded with zeros to the end of its last page (the segment holds zeros
+    /// past its tail anyway, so the bytes do not change): a write then never covers part of
+    /// a page no earlier write filled, which the kernel would first read back from the disk
+    /// whenever the zero fill went around the page cache (`DirStorage::prepare`).
     fn write_group(
         &self,
-        chunks: &[Chunk],
+        chunks: &mut [Chunk],
         mut segments: Vec<Arc<dyn StorageFile>>,
     ) -> io::Result<Written> {
         let known = segments.len();
+        for chunk in chunks.iter_mut() {
+            let end = chunk.offset + chunk.bytes.len() as u64;
+            let padded_end = end
+                .next_multiple_of(PAGE_BYTES)
+                .min(self.config.segment_bytes);
+            chunk.bytes.resize((padded_end.max(end) - chunk.offset) as usize, 0);
+        }
         let mut touched: Vec<Arc<dyn StorageFile>> = Vec::new();
         let mut touched_segments: Vec<u32> = Vec::new();
-        for chunk in chunks {
+        for chunk in chunks.iter() {
             if let Some(first_position) = chunk.create {
                 assert_eq!(
                     chunk.segment as usize,
@@ -1033,6 +1069,24 @@ fn complete(state: &mut LogState, reply: Reply) -> Option<AppendAnswer> {
     }
 }
 
+/// Sends a durable group's answers. A handful are sent at once; more are handed to a task
+/// on the runtime, so that the flusher can start the next group's write and sync at once
+/// and the appenders are woken from a worker thread (onto its own run queue) rather than
+/// one by one across threads.
+fn send_answers(answers: Vec<AppendAnswer>) {
+    let send = |answers: Vec<AppendAnswer>| {
+        for (sender, result) in answers {
+            let _ = sender.send(Ok(result));
+        }
+    };
+    #[cfg(not(madsim))]
+    if answers.len() > ANSWER_INLINE_MAX {
+        tokio::spawn(async move { send(answers) });
+        return;
+    }
+    send(answers);
+}
+
 fn fail(reply: Reply, message: &str) {
     match reply {
         Reply::Append(sender, _) => {
@@ -1087,8 +1141,10 @@ impl EventStore for LogStore {
         let bound = format::record_bytes(
             events.iter().map(format::event_bytes_max).sum::<usize>() + 24 + stream.as_str().len(),
         );
-        let permit = Arc::clone(&self.shared.group_commit_permits)
-            .acquire_many_owned(bound as u32)
+        let permit = self
+            .shared
+            .group_commit_permits
+            .acquire_many(bound as u32)
             .await
             .map_err(|_| AppendError::Unavailable("log closed".into()))?;
         // Encoded before the lock is taken; under the lock only its position, version and
@@ -1256,8 +1312,10 @@ impl EventStore for LogStore {
         let mut bytes = Vec::new();
         format::encode_snapshot(&mut bytes, stream, &snapshot);
         let permits = bytes.len();
-        let permit = Arc::clone(&self.shared.group_commit_permits)
-            .acquire_many_owned(permits as u32)
+        let permit = self
+            .shared
+            .group_commit_permits
+            .acquire_many(permits as u32)
             .await
             .map_err(|_| SnapshotError::Unavailable("log closed".into()))?;
         let (sender, receiver) = oneshot::channel();
