@@ -46,7 +46,7 @@ const PAGE_BYTES: usize = 4096;
 /// when that is not possible here — `len` not a whole number of pages, or a file system
 /// that refuses direct I/O (tmpfs) — and the caller writes them the ordinary way.
 fn fill_zeros_direct(path: &Path, len: u64) -> io::Result<bool> {
-    if len % PAGE_BYTES as u64 != 0 {
+    if !len.is_multiple_of(PAGE_BYTES as u64) {
         return Ok(false);
     }
     let file = match OpenOptions::new()
@@ -232,7 +232,10 @@ mod tests {
         // system allows it), and a length that is no whole number of pages (through it):
         // either way zeros to the full length, and a write into the middle of a page reads
         // back with the rest of the page still zero.
-        for (name, len) in [("c.log", 3 * ZERO_CHUNK_BYTES as u64 + 8192), ("d.log", 10_000)] {
+        for (name, len) in [
+            ("c.log", 3 * ZERO_CHUNK_BYTES as u64 + 8192),
+            ("d.log", 10_000),
+        ] {
             let file = storage
                 .install(storage.prepare(name, len).expect("prepare"), b"head")
                 .expect("install");

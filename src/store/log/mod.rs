@@ -943,7 +943,9 @@ impl Shared {
             let padded_end = end
                 .next_multiple_of(PAGE_BYTES)
                 .min(self.config.segment_bytes);
-            chunk.bytes.resize((padded_end.max(end) - chunk.offset) as usize, 0);
+            chunk
+                .bytes
+                .resize((padded_end.max(end) - chunk.offset) as usize, 0);
         }
         let mut touched: Vec<Arc<dyn StorageFile>> = Vec::new();
         let mut touched_segments: Vec<u32> = Vec::new();
