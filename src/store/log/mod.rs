@@ -210,6 +210,7 @@ struct LogState {
     /// The group now accepting records; the one being flushed is `open_group - 1`.
     open_group: u64,
     durable_event_count: u64,
+    /// In the order registered, which is group order.
     waiters: Vec<Waiter>,
     flushing: bool,
     /// While the flusher lingers: the number of waiters at which to wake it; 0 otherwise.
@@ -890,11 +891,11 @@ impl Shared {
                 // Publish before acknowledging: an appender that got its answer must
                 // find its events in every read, including `event_count`.
                 self.durable_event_count.advance_to(group.event_count);
-                let (done, pending): (Vec<Waiter>, Vec<Waiter>) =
-                    std::mem::take(&mut state.waiters)
-                        .into_iter()
-                        .partition(|w| w.group <= group.number);
-                state.waiters = pending;
+                // Waiters are registered in group order, so the group's are a prefix; the
+                // rest stay where they are, in a vector that keeps its capacity for the
+                // writers the next group registers.
+                let done_count = state.waiters.partition_point(|w| w.group <= group.number);
+                let done: Vec<Waiter> = state.waiters.drain(..done_count).collect();
                 let permits = done.iter().map(|w| w.permits).sum();
                 // Snapshots are published under the lock; appenders are answered after it
                 // is released — waking a task can cost a system call, and hundreds of them
