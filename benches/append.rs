@@ -1,5 +1,5 @@
-//! Append throughput, in-memory and durable, and the runtime floor under the durable
-//! appenders. Ids follow `append/<backend>/<parameter>`; the physical floors are in
+//! Append throughput, in-memory and durable, and two floors under the durable appenders:
+//! the runtime's hand-off, and group commit itself with none of the log's own work. Ids follow `append/<backend>/<parameter>`; the physical floors are in
 //! `floors.rs`.
 //! Events are ~250 bytes on the wire (a 200-byte payload plus id, type and framing),
 //! spread over 10,000 streams. Durable appends are acknowledged only after `fdatasync`;
@@ -425,8 +425,155 @@ fn handoff_floor(c: &mut Criterion) {
     group.finish();
 }
 
+/// The floor of durable group commit itself, for `append/log/appenders=N`: the same
+/// runtime and N tasks each waiting for its own acknowledgement, and a flusher that does
+/// what the log's does with none of the log's own work — no index, no encoding, no
+/// checksum. Each task queues a 256-byte event; the flusher lingers as the log's does
+/// (until three quarters of the writers it answered are back, at most half a sync, asleep
+/// on a condition variable), writes the group with one positioned write into a
+/// preallocated, zero-filled file (padded to a page), calls `fdatasync`, and answers the
+/// group as the log does (more than two from a runtime task). The gap between this and the log is what the log's own
+/// work costs; the gap between this and `fsync/preallocated` is what waiting for each
+/// acknowledgement costs.
+fn group_commit_floor(c: &mut Criterion) {
+    use std::os::unix::fs::FileExt;
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
+    use tokio::sync::oneshot;
+
+    const FILE_BYTES: u64 = 64 * 1024 * 1024;
+    const EVENT_BYTES: usize = 256;
+    const PAGE: u64 = 4096;
+
+    #[derive(Default)]
+    struct Queue {
+        events: Vec<u8>,
+        waiting: Vec<oneshot::Sender<()>>,
+        flushing: bool,
+        linger_until: usize,
+    }
+
+    struct Log {
+        queue: Mutex<Queue>,
+        returned: Condvar,
+        file: std::fs::File,
+    }
+
+    fn flush(log: &Log) {
+        let (mut offset, mut answered, mut sync_time) = (0u64, 0usize, Duration::ZERO);
+        loop {
+            let mut queue = log.queue.lock().expect("queue");
+            let target = (answered * 3).div_ceil(4);
+            if answered >= 2 && queue.waiting.len() < target {
+                queue.linger_until = target;
+                queue = log
+                    .returned
+                    .wait_timeout_while(queue, sync_time / 2, |q| q.waiting.len() < target)
+                    .expect("queue")
+                    .0;
+                queue.linger_until = 0;
+            }
+            if queue.waiting.is_empty() {
+                queue.flushing = false;
+                return;
+            }
+            let mut events = std::mem::take(&mut queue.events);
+            let waiting = std::mem::take(&mut queue.waiting);
+            drop(queue);
+            let started = Instant::now();
+            let padded = (events.len() as u64).next_multiple_of(PAGE);
+            events.resize(padded as usize, 0);
+            if offset + padded > FILE_BYTES {
+                offset = 0;
+            }
+            log.file.write_all_at(&events, offset).expect("write");
+            log.file.sync_data().expect("fdatasync");
+            offset += padded;
+            sync_time = started.elapsed();
+            answered = waiting.len();
+            let answer = move || {
+                for answer in waiting {
+                    let _ = answer.send(());
+                }
+            };
+            // As the log does: a pair at once, more from a runtime task.
+            if answered <= 2 {
+                answer();
+            } else {
+                tokio::spawn(async move { answer() });
+            }
+        }
+    }
+
+    let dir = std::env::temp_dir().join(format!("evsource-bench-floor-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench directory");
+    let file = std::fs::File::create(dir.join("preallocated")).expect("create");
+    let zeros = vec![0u8; 1024 * 1024];
+    for offset in (0..FILE_BYTES).step_by(zeros.len()) {
+        file.write_all_at(&zeros, offset).expect("zero-fill");
+    }
+    file.sync_all().expect("sync");
+    let log = Arc::new(Log {
+        queue: Mutex::new(Queue::default()),
+        returned: Condvar::new(),
+        file,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("groupcommit/floor");
+    for appenders in [1u64, 16, 256] {
+        group.throughput(Throughput::Elements(appenders));
+        group.bench_function(format!("appenders={appenders}"), |b| {
+            b.iter_custom(|iterations| {
+                runtime.block_on(async {
+                    let started = Instant::now();
+                    let handles: Vec<_> = (0..appenders)
+                        .map(|_| {
+                            let log = Arc::clone(&log);
+                            tokio::spawn(async move {
+                                for _ in 0..iterations {
+                                    let (sender, receiver) = oneshot::channel();
+                                    let start_flusher = {
+                                        let mut queue = log.queue.lock().expect("queue");
+                                        queue.events.extend_from_slice(&[0xab; EVENT_BYTES]);
+                                        queue.waiting.push(sender);
+                                        if queue.linger_until != 0
+                                            && queue.waiting.len() >= queue.linger_until
+                                        {
+                                            queue.linger_until = 0;
+                                            log.returned.notify_one();
+                                        }
+                                        !std::mem::replace(&mut queue.flushing, true)
+                                    };
+                                    if start_flusher {
+                                        let log = Arc::clone(&log);
+                                        tokio::task::spawn_blocking(move || flush(&log));
+                                    }
+                                    receiver.await.expect("answered");
+                                }
+                            })
+                        })
+                        .collect();
+                    for handle in handles {
+                        handle.await.expect("task");
+                    }
+                    started.elapsed()
+                })
+            });
+        });
+    }
+    group.finish();
+    drop(runtime);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 criterion_group!(
     benches,
+    group_commit_floor,
     handoff_floor,
     append_memory,
     append_log,

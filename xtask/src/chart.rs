@@ -9,13 +9,22 @@ use std::path::Path;
 /// benchmark directory (group/function) that measured it.
 type Series = (&'static str, &'static str, &'static [(u64, &'static str)]);
 
-const SERIES: [Series; 4] = [
+const SERIES: [Series; 5] = [
     (
         "fsync floor (one write + fdatasync)",
         "#999999",
         &[
             (1, "fsync_preallocated/bytes=250"),
             (256, "fsync_preallocated/bytes=65536"),
+        ],
+    ),
+    (
+        "group-commit floor (no index, no encoding)",
+        "#9467bd",
+        &[
+            (1, "groupcommit_floor/appenders=1"),
+            (16, "groupcommit_floor/appenders=16"),
+            (256, "groupcommit_floor/appenders=256"),
         ],
     ),
     (
