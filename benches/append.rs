@@ -1,6 +1,6 @@
 //! Append throughput, in-memory and durable, and two floors under the durable appenders:
-//! the runtime's hand-off, and group commit itself with none of the log's own work. Ids follow `append/<backend>/<parameter>`; the physical floors are in
-//! `floors.rs`.
+//! the runtime's hand-off, and group commit itself with none of the log's own work. Ids
+//! follow `append/<backend>/<parameter>`; the physical floors are in `floors.rs`.
 //! Events are ~250 bytes on the wire (a 200-byte payload plus id, type and framing),
 //! spread over 10,000 streams. Durable appends are acknowledged only after `fdatasync`;
 //! concurrent appenders share syncs through group commit.
