@@ -19,7 +19,7 @@ const SERIES: [Series; 5] = [
         ],
     ),
     (
-        "group-commit floor (no index, no encoding)",
+        "group-commit floor (no log work)",
         "#9467bd",
         &[
             (1, "groupcommit_floor/appenders=1"),
@@ -54,6 +54,11 @@ const SERIES: [Series; 5] = [
     ),
 ];
 
+/// The plot's width in a chart `width` wide with margins `left` and `right`.
+fn plot_w_of(width: f64, left: f64, right: f64) -> f64 {
+    width - left - right
+}
+
 /// One measured point: appenders and events per second.
 type Point = (u64, f64);
 
@@ -87,9 +92,11 @@ pub fn durable_throughput_svg(criterion: &Path) -> Option<String> {
     if series.iter().all(|(_, _, points)| points.is_empty()) {
         return None;
     }
-    let (width, height) = (720.0, 440.0);
-    let (left, right, top, bottom) = (90.0, 250.0, 50.0, 60.0);
-    let (plot_w, plot_h) = (width - left - right, height - top - bottom);
+    let (width, height) = (920.0, 440.0);
+    let (left, right, top, bottom) = (90.0, 370.0, 50.0, 60.0);
+    // The legend stands clear of the value labels beside the 256-appender points.
+    let legend_x = left + plot_w_of(width, left, right) + 70.0;
+    let (plot_w, plot_h) = (plot_w_of(width, left, right), height - top - bottom);
     // x: log2(appenders) over 1..256; y: log10(events/s) over whole decades.
     let x = |n: u64| left + (n as f64).log2() / 8.0 * plot_w;
     let values = series
@@ -138,6 +145,8 @@ pub fn durable_throughput_svg(criterion: &Path) -> Option<String> {
         left + plot_w / 2.0,
         height - 18.0
     );
+    // Value labels are placed after every line, spread apart where points lie close.
+    let mut labels: Vec<(u64, f64, &str, String)> = Vec::new();
     for (row, (name, colour, points)) in series.iter().enumerate() {
         let legend_y = top + 10.0 + row as f64 * 22.0;
         let label = if points.is_empty() {
@@ -148,9 +157,9 @@ pub fn durable_throughput_svg(criterion: &Path) -> Option<String> {
         let _ = writeln!(
             svg,
             r#"<rect x="{:.1}" y="{:.1}" width="14" height="4" fill="{colour}"/><text x="{:.1}" y="{:.1}">{label}</text>"#,
-            width - right + 16.0,
+            legend_x,
             legend_y - 4.0,
-            width - right + 36.0,
+            legend_x + 20.0,
             legend_y
         );
         if points.is_empty() {
@@ -168,17 +177,37 @@ pub fn durable_throughput_svg(criterion: &Path) -> Option<String> {
         for &(n, t) in points {
             let _ = writeln!(
                 svg,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{colour}"/><text x="{:.1}" y="{:.1}" fill="{colour}">{}</text>"#,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{colour}"/>"#,
                 x(n),
                 y(t),
-                x(n) + 7.0,
-                y(t) - 7.0,
-                human(t)
             );
+            labels.push((n, y(t) - 7.0, *colour, human(t)));
         }
+    }
+    for (n, label_y, colour, text) in spread_labels(labels) {
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.1}" y="{label_y:.1}" fill="{colour}">{text}</text>"#,
+            x(n) + 7.0,
+        );
     }
     svg.push_str("</svg>\n");
     Some(svg)
+}
+
+/// Moves the value labels of each column (same appenders) apart, keeping their order
+/// top to bottom, so that no two are closer than a line of text.
+fn spread_labels<'a>(
+    mut labels: Vec<(u64, f64, &'a str, String)>,
+) -> Vec<(u64, f64, &'a str, String)> {
+    const LINE: f64 = 13.0;
+    labels.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    for i in 1..labels.len() {
+        if labels[i].0 == labels[i - 1].0 && labels[i].1 < labels[i - 1].1 + LINE {
+            labels[i].1 = labels[i - 1].1 + LINE;
+        }
+    }
+    labels
 }
 
 /// 1234567.0 → "1.23M", 4267.0 → "4.27k".
