@@ -197,9 +197,7 @@ pub fn durable_throughput_svg(criterion: &Path) -> Option<String> {
 
 /// Moves the value labels of each column (same appenders) apart, keeping their order
 /// top to bottom, so that no two are closer than a line of text.
-fn spread_labels<'a>(
-    mut labels: Vec<(u64, f64, &'a str, String)>,
-) -> Vec<(u64, f64, &'a str, String)> {
+fn spread_labels(mut labels: Vec<(u64, f64, &str, String)>) -> Vec<(u64, f64, &str, String)> {
     const LINE: f64 = 13.0;
     labels.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
     for i in 1..labels.len() {
