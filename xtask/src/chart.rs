@@ -257,6 +257,32 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Labels of one column closer than a line are pushed down in their order; labels of
+    /// other columns, and ones already far enough apart, stay where they are.
+    #[test]
+    fn close_labels_of_one_column_are_spread_apart() {
+        let label = |n: u64, y: f64, text: &str| (n, y, "#000", text.to_owned());
+        let spread = spread_labels(vec![
+            label(16, 100.0, "b"),
+            label(1, 104.0, "other column"),
+            label(16, 98.0, "a"),
+            label(16, 150.0, "far"),
+        ]);
+        let placed: Vec<(u64, f64, &str)> = spread
+            .iter()
+            .map(|(n, y, _, text)| (*n, *y, text.as_str()))
+            .collect();
+        assert_eq!(
+            placed,
+            [
+                (1, 104.0, "other column"),
+                (16, 98.0, "a"),
+                (16, 111.0, "b"),
+                (16, 150.0, "far")
+            ]
+        );
+    }
+
     #[test]
     fn numbers_read_as_people_write_them() {
         assert_eq!(human(1_420_000.0), "1.420M");
