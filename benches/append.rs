@@ -34,6 +34,51 @@ fn stream(sequence: u64) -> StreamId {
     StreamId::new(&format!("bench-{}", sequence % STREAMS)).expect("valid id")
 }
 
+/// The runtime every async bench here runs on: two workers, one per core of the machine.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs `tasks` tasks at once on `runtime`, each doing `round` `iterations` times in a row
+/// — every round waits for its own answer before the next starts — and returns how long
+/// they took together. Each task owns a clone of `state`, which a round takes and hands
+/// back, so that a round clones nothing (a shared count bumped per round would be one more
+/// cache line the cores trade).
+fn closed_loop<S, F, R>(
+    runtime: &tokio::runtime::Runtime,
+    tasks: u64,
+    iterations: u64,
+    state: &S,
+    round: F,
+) -> std::time::Duration
+where
+    S: Clone + Send + 'static,
+    F: Fn(S) -> R + Copy + Send + 'static,
+    R: Future<Output = S> + Send + 'static,
+{
+    runtime.block_on(async {
+        let started = std::time::Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let mut state = state.clone();
+                tokio::spawn(async move {
+                    for _ in 0..iterations {
+                        state = round(state).await;
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.expect("task");
+        }
+        started.elapsed()
+    })
+}
+
 fn append_memory(c: &mut Criterion) {
     let mut group = c.benchmark_group("append/memory");
     for batch in [1u64, 100] {
@@ -61,11 +106,7 @@ fn append_memory(c: &mut Criterion) {
 }
 
 fn append_log(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let dir = std::env::temp_dir().join(format!("evsource-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let store = LogStore::open_dir(&dir, LogConfig::default()).expect("open log");
@@ -78,27 +119,21 @@ fn append_log(c: &mut Criterion) {
         // waits for its own acknowledgement before its next append.
         group.bench_function(format!("appenders={appenders}"), |b| {
             b.iter_custom(|iterations| {
-                runtime.block_on(async {
-                    let started = std::time::Instant::now();
-                    let tasks: Vec<_> = (0..appenders)
-                        .map(|_| {
-                            let (store, sequence) = (store.clone(), sequence.clone());
-                            tokio::spawn(async move {
-                                for _ in 0..iterations {
-                                    let n = sequence.fetch_add(1, Ordering::Relaxed);
-                                    store
-                                        .append(&stream(n), ExpectedVersion::Any, vec![event(n)])
-                                        .await
-                                        .expect("append");
-                                }
-                            })
-                        })
-                        .collect();
-                    for task in tasks {
-                        task.await.expect("appender");
-                    }
-                    started.elapsed()
-                })
+                let state = (Arc::clone(&store), Arc::clone(&sequence));
+                closed_loop(
+                    &runtime,
+                    appenders,
+                    iterations,
+                    &state,
+                    |(store, sequence)| async move {
+                        let n = sequence.fetch_add(1, Ordering::Relaxed);
+                        store
+                            .append(&stream(n), ExpectedVersion::Any, vec![event(n)])
+                            .await
+                            .expect("append");
+                        (store, sequence)
+                    },
+                )
             });
         });
     }
@@ -221,11 +256,7 @@ fn append_postgres(c: &mut Criterion) {
         );
         return;
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let connect = || async {
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
         tokio::spawn(async move {
@@ -381,43 +412,26 @@ fn handoff_floor(c: &mut Criterion) {
         }
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let queue = Arc::new(Mutex::new(Queue::default()));
     let mut group = c.benchmark_group("handoff/tokio");
     for tasks in [1u64, 16, 256] {
         group.throughput(Throughput::Elements(tasks));
         group.bench_function(format!("tasks={tasks}"), |b| {
             b.iter_custom(|iterations| {
-                runtime.block_on(async {
-                    let started = std::time::Instant::now();
-                    let handles: Vec<_> = (0..tasks)
-                        .map(|_| {
-                            let queue = Arc::clone(&queue);
-                            tokio::spawn(async move {
-                                for _ in 0..iterations {
-                                    let (sender, receiver) = oneshot::channel();
-                                    let start_flusher = {
-                                        let mut state = queue.lock().expect("queue");
-                                        state.waiting.push(sender);
-                                        !std::mem::replace(&mut state.flushing, true)
-                                    };
-                                    if start_flusher {
-                                        let queue = Arc::clone(&queue);
-                                        tokio::task::spawn_blocking(move || flush(&queue));
-                                    }
-                                    receiver.await.expect("answered");
-                                }
-                            })
-                        })
-                        .collect();
-                    for handle in handles {
-                        handle.await.expect("task");
+                closed_loop(&runtime, tasks, iterations, &queue, |queue| async move {
+                    let (sender, receiver) = oneshot::channel();
+                    let start_flusher = {
+                        let mut state = queue.lock().expect("queue");
+                        state.waiting.push(sender);
+                        !std::mem::replace(&mut state.flushing, true)
+                    };
+                    if start_flusher {
+                        let queue = Arc::clone(&queue);
+                        tokio::task::spawn_blocking(move || flush(&queue));
                     }
-                    started.elapsed()
+                    receiver.await.expect("answered");
+                    queue
                 })
             });
         });
@@ -519,49 +533,30 @@ fn group_commit_floor(c: &mut Criterion) {
         returned: Condvar::new(),
         file,
     });
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let mut group = c.benchmark_group("groupcommit/floor");
     for appenders in [1u64, 16, 256] {
         group.throughput(Throughput::Elements(appenders));
         group.bench_function(format!("appenders={appenders}"), |b| {
             b.iter_custom(|iterations| {
-                runtime.block_on(async {
-                    let started = Instant::now();
-                    let handles: Vec<_> = (0..appenders)
-                        .map(|_| {
-                            let log = Arc::clone(&log);
-                            tokio::spawn(async move {
-                                for _ in 0..iterations {
-                                    let (sender, receiver) = oneshot::channel();
-                                    let start_flusher = {
-                                        let mut queue = log.queue.lock().expect("queue");
-                                        queue.events.extend_from_slice(&[0xab; EVENT_BYTES]);
-                                        queue.waiting.push(sender);
-                                        if queue.linger_until != 0
-                                            && queue.waiting.len() >= queue.linger_until
-                                        {
-                                            queue.linger_until = 0;
-                                            log.returned.notify_one();
-                                        }
-                                        !std::mem::replace(&mut queue.flushing, true)
-                                    };
-                                    if start_flusher {
-                                        let log = Arc::clone(&log);
-                                        tokio::task::spawn_blocking(move || flush(&log));
-                                    }
-                                    receiver.await.expect("answered");
-                                }
-                            })
-                        })
-                        .collect();
-                    for handle in handles {
-                        handle.await.expect("task");
+                closed_loop(&runtime, appenders, iterations, &log, |log| async move {
+                    let (sender, receiver) = oneshot::channel();
+                    let start_flusher = {
+                        let mut queue = log.queue.lock().expect("queue");
+                        queue.events.extend_from_slice(&[0xab; EVENT_BYTES]);
+                        queue.waiting.push(sender);
+                        if queue.linger_until != 0 && queue.waiting.len() >= queue.linger_until {
+                            queue.linger_until = 0;
+                            log.returned.notify_one();
+                        }
+                        !std::mem::replace(&mut queue.flushing, true)
+                    };
+                    if start_flusher {
+                        let log = Arc::clone(&log);
+                        tokio::task::spawn_blocking(move || flush(&log));
                     }
-                    started.elapsed()
+                    receiver.await.expect("answered");
+                    log
                 })
             });
         });
