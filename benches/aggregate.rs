@@ -8,6 +8,9 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod common;
+
+use common::runtime;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use evsource::core::{CommandId, EventData, ExpectedVersion, Limits, Snapshot, StreamId};
 use evsource::decider::{Aggregate, Decider};
@@ -32,14 +35,6 @@ fn quick() -> bool {
 
 fn large() -> u64 {
     if quick() { 100_000 } else { 1_000_000 }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// A log in a fresh temporary directory, removed when dropped.

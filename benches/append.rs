@@ -8,6 +8,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+mod common;
+
+use common::runtime;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use evsource::core::{EventData, EventId, ExpectedVersion, Metadata, StreamId};
 use evsource::store::{EventStore, LogConfig, LogStore, MemoryStore};
@@ -32,15 +35,6 @@ fn event(sequence: u64) -> EventData {
 
 fn stream(sequence: u64) -> StreamId {
     StreamId::new(&format!("bench-{}", sequence % STREAMS)).expect("valid id")
-}
-
-/// The runtime every async bench here runs on: two workers, one per core of the machine.
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
 }
 
 /// Runs `tasks` tasks at once on `runtime`, each doing `round` `iterations` times in a row
