@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 mod common;
 
-use common::runtime;
+use common::{PREALLOCATED_BYTES, preallocated_file, runtime};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use evsource::core::{EventData, EventId, ExpectedVersion, Metadata, StreamId};
 use evsource::store::{EventStore, LogConfig, LogStore, MemoryStore};
@@ -440,16 +440,15 @@ fn handoff_floor(c: &mut Criterion) {
 /// (until three quarters of the writers it answered are back, at most half a sync, asleep
 /// on a condition variable), writes the group with one positioned write into a
 /// preallocated, zero-filled file (padded to a page), calls `fdatasync`, and answers the
-/// group as the log does (more than two from a runtime task). The gap between this and the log is what the log's own
-/// work costs; the gap between this and `fsync/preallocated` is what waiting for each
-/// acknowledgement costs.
+/// group as the log does (more than two from a runtime task). The gap between this and
+/// the log is what the log's own work costs; the gap between this and
+/// `fsync/preallocated` is what waiting for each acknowledgement costs.
 fn group_commit_floor(c: &mut Criterion) {
     use std::os::unix::fs::FileExt;
     use std::sync::{Condvar, Mutex};
     use std::time::{Duration, Instant};
     use tokio::sync::oneshot;
 
-    const FILE_BYTES: u64 = 64 * 1024 * 1024;
     const EVENT_BYTES: usize = 256;
     const PAGE: u64 = 4096;
 
@@ -491,7 +490,7 @@ fn group_commit_floor(c: &mut Criterion) {
             let started = Instant::now();
             let padded = (events.len() as u64).next_multiple_of(PAGE);
             events.resize(padded as usize, 0);
-            if offset + padded > FILE_BYTES {
+            if offset + padded > PREALLOCATED_BYTES {
                 offset = 0;
             }
             log.file.write_all_at(&events, offset).expect("write");
@@ -513,15 +512,7 @@ fn group_commit_floor(c: &mut Criterion) {
         }
     }
 
-    let dir = std::env::temp_dir().join(format!("evsource-bench-floor-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("bench directory");
-    let file = std::fs::File::create(dir.join("preallocated")).expect("create");
-    let zeros = vec![0u8; 1024 * 1024];
-    for offset in (0..FILE_BYTES).step_by(zeros.len()) {
-        file.write_all_at(&zeros, offset).expect("zero-fill");
-    }
-    file.sync_all().expect("sync");
+    let (dir, file) = preallocated_file("floor");
     let log = Arc::new(Log {
         queue: Mutex::new(Queue::default()),
         returned: Condvar::new(),

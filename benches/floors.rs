@@ -5,6 +5,9 @@
 //! large allocations are fresh pages from the kernel every time, so the last floor measures
 //! what it says.
 
+mod common;
+
+use common::{PREALLOCATED_BYTES, preallocated_file};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// The physical floor, measured in the same run: one `pwrite` + `fdatasync` into a
@@ -14,17 +17,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 /// `fsync/preallocated/bytes=65536`.
 fn fsync_floor(c: &mut Criterion) {
     use std::os::unix::fs::FileExt;
-    const FILE_BYTES: u64 = 64 * 1024 * 1024;
-    let dir = std::env::temp_dir().join(format!("evsource-bench-fsync-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("bench directory");
-    let path = dir.join("preallocated");
-    let file = std::fs::File::create(&path).expect("create");
-    let zeros = vec![0u8; 1024 * 1024];
-    for offset in (0..FILE_BYTES).step_by(zeros.len()) {
-        file.write_all_at(&zeros, offset).expect("zero-fill");
-    }
-    file.sync_all().expect("sync");
+    let (dir, file) = preallocated_file("fsync");
     let mut group = c.benchmark_group("fsync/preallocated");
     for (bytes, events) in [(250u64, 1u64), (65_536, 256)] {
         group.throughput(Throughput::Elements(events));
@@ -32,7 +25,7 @@ fn fsync_floor(c: &mut Criterion) {
         let mut offset = 0u64;
         group.bench_function(format!("bytes={bytes}"), |b| {
             b.iter(|| {
-                if offset + bytes > FILE_BYTES {
+                if offset + bytes > PREALLOCATED_BYTES {
                     offset = 0;
                 }
                 file.write_all_at(&data, offset).expect("write");

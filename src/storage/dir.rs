@@ -6,7 +6,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{Spare, Storage, StorageFile};
+use super::{PAGE_BYTES, Spare, Storage, StorageFile};
 
 /// Files in one directory of the real file system.
 #[derive(Debug, Clone)]
@@ -38,8 +38,6 @@ impl DirStorage {
 
 const ZERO_CHUNK_BYTES: usize = 1 << 20;
 const TEMP_SUFFIX: &str = ".tmp";
-/// The unit direct I/O is aligned to (a multiple of every logical block size in use).
-const PAGE_BYTES: usize = 4096;
 
 /// Fills the first `len` bytes of the file at `path` with zeros through `O_DIRECT`: the
 /// zeros go from one aligned buffer to the disk, not through the page cache. `Ok(false)`

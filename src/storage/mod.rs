@@ -13,6 +13,10 @@ use std::sync::Arc;
 pub use dir::DirStorage;
 pub use sim::{SimDisk, SimDiskFaults};
 
+/// The page: the unit direct I/O is aligned to (a multiple of every logical block size in
+/// use), and the unit the log pads its writes to.
+pub(crate) const PAGE_BYTES: usize = 4096;
+
 /// A flat directory of files.
 pub trait Storage: Send + Sync + Debug + 'static {
     /// Names of the files present, sorted. Removes what interrupted creates left behind,

@@ -33,7 +33,7 @@ use crate::core::types::{
     GlobalPosition, Query, RecordedEvent, Snapshot, StreamId, StreamVersion,
 };
 use crate::signal::Counter;
-use crate::storage::{DirStorage, Spare, Storage, StorageFile};
+use crate::storage::{DirStorage, PAGE_BYTES, Spare, Storage, StorageFile};
 use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
 
 pub use format::{FORMAT_VERSION, SEGMENT_HEADER_BYTES};
@@ -44,9 +44,6 @@ const SEGMENT_SUFFIX: &str = ".evlog";
 /// the next group (see `Shared::linger`).
 #[cfg(not(madsim))]
 const LINGER_MAX: Duration = Duration::from_micros(300);
-
-/// Writes are padded to whole pages of this size (see `Shared::write_group`).
-const PAGE_BYTES: u64 = 4096;
 
 /// A group with at most this many appenders is answered from the flusher's own thread.
 #[cfg(not(madsim))]
@@ -942,7 +939,7 @@ impl Shared {
         for chunk in chunks.iter_mut() {
             let end = chunk.offset + chunk.bytes.len() as u64;
             let padded_end = end
-                .next_multiple_of(PAGE_BYTES)
+                .next_multiple_of(PAGE_BYTES as u64)
                 .min(self.config.segment_bytes);
             chunk
                 .bytes
