@@ -8,6 +8,8 @@
 #[cfg(madsim)]
 pub mod bank;
 #[cfg(madsim)]
+pub mod canary;
+#[cfg(madsim)]
 pub mod decider_scenario;
 #[cfg(madsim)]
 pub mod faults;
@@ -20,22 +22,139 @@ pub mod timeline;
 #[cfg(madsim)]
 pub mod unlock_race;
 
+#[cfg(madsim)]
+/// A panic inside a seed (I14): the code under test, a scenario or the runtime itself
+/// (madsim panics when every task is blocked forever) panicked. The seed fails with it;
+/// a swarm goes on with its other seeds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Panicked {
+    /// The panic's message (its payload when that is a string).
+    pub message: String,
+    /// `file:line:column` where it panicked, when known.
+    pub location: Option<String>,
+    /// More panics followed the first (a panic while unwinding, a caught one and another).
+    pub later: u32,
+}
+
+#[cfg(madsim)]
+impl std::fmt::Display for Panicked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "panicked: {}", self.message)?;
+        if let Some(location) = &self.location {
+            write!(f, " (at {location})")?;
+        }
+        if self.later > 0 {
+            write!(f, "; {} more panic(s) after it", self.later)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(madsim)]
+std::thread_local! {
+    /// On a seed's thread: every panic of that thread so far (`None` on other threads).
+    static SEED_PANICS: std::cell::RefCell<Option<Vec<Panicked>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+#[cfg(madsim)]
+/// Installs, once per process, a panic hook that records every panic on a seed's thread
+/// — also one the code under test catches and swallows, so "a panic anywhere in a seed"
+/// fails the seed even when no one unwinds to the runner. Panics on other threads go to
+/// the hook that was there before.
+fn record_panics() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let recorded = SEED_PANICS.with(|panics| {
+                let mut panics = panics.borrow_mut();
+                let Some(panics) = panics.as_mut() else {
+                    return false;
+                };
+                let payload = info.payload();
+                let message = payload
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                    .unwrap_or_else(|| "a panic with a non-string payload".to_owned());
+                panics.push(Panicked {
+                    message,
+                    location: info.location().map(ToString::to_string),
+                    later: 0,
+                });
+                true
+            });
+            if !recorded {
+                previous(info);
+            }
+        }));
+    });
+}
+
+#[cfg(madsim)]
+/// The first panic of a seed's thread and how many followed it.
+fn first_panic(mut panics: Vec<Panicked>) -> Option<Panicked> {
+    let later = panics.len().saturating_sub(1) as u32;
+    if panics.is_empty() {
+        return None;
+    }
+    let mut first = panics.swap_remove(0);
+    first.later = later;
+    Some(first)
+}
+
+/// Runs `run` on a fresh OS thread that records its panics; `Err` with the first one if
+/// any happened — whether it unwound out of `run` or was caught inside it.
+#[cfg(madsim)]
+fn on_seed_thread<T, R>(run: R) -> Result<T, Panicked>
+where
+    T: Send + 'static,
+    R: FnOnce() -> T + Send + 'static,
+{
+    record_panics();
+    let joined = std::thread::spawn(move || {
+        SEED_PANICS.with(|panics| *panics.borrow_mut() = Some(Vec::new()));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run));
+        let panics = SEED_PANICS.with(|panics| panics.borrow_mut().take().unwrap_or_default());
+        (outcome, panics)
+    })
+    .join();
+    match joined {
+        Ok((Ok(value), panics)) => match first_panic(panics) {
+            None => Ok(value),
+            Some(panicked) => Err(panicked),
+        },
+        Ok((Err(_), panics)) => Err(first_panic(panics).unwrap_or_else(|| Panicked {
+            message: "the seed unwound without a recorded panic".to_owned(),
+            location: None,
+            later: 0,
+        })),
+        // Only a panic in the recording itself gets here.
+        Err(_) => Err(Panicked {
+            message: "the seed's thread died".to_owned(),
+            location: None,
+            later: 0,
+        }),
+    }
+}
+
 /// Runs the simulation `make` builds under `seed`, in a fresh runtime on a fresh OS
 /// thread: thread-local generators (tokio's, the rand crate's) must not carry over from
-/// one seed to the next, or the same seed stops giving the same run. `Err` if it panicked.
+/// one seed to the next, or the same seed stops giving the same run. `Err` if anything
+/// in the seed panicked (I14), even a panic the code under test caught.
 #[cfg(madsim)]
-pub fn on_fresh_thread<F, Fut>(seed: u64, make: F) -> std::thread::Result<Fut::Output>
+pub fn on_fresh_thread<F, Fut>(seed: u64, make: F) -> Result<Fut::Output, Panicked>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future + 'static,
     Fut::Output: Send + 'static,
 {
-    std::thread::spawn(move || {
+    on_seed_thread(move || {
         let runtime =
             madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
         runtime.block_on(make())
     })
-    .join()
 }
 
 /// [`on_fresh_thread`] with `timeline` collecting every event of the run: installed on the
@@ -45,13 +164,13 @@ pub fn on_fresh_thread_traced<F, Fut>(
     seed: u64,
     timeline: timeline::Timeline,
     make: F,
-) -> std::thread::Result<Fut::Output>
+) -> Result<Fut::Output, Panicked>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future + 'static,
     Fut::Output: Send + 'static,
 {
-    std::thread::spawn(move || {
+    on_seed_thread(move || {
         let _collecting = timeline.install();
         let runtime =
             madsim::runtime::Runtime::with_seed_and_config(seed, madsim::Config::default());
@@ -60,5 +179,4 @@ where
             make().await
         })
     })
-    .join()
 }

@@ -21,10 +21,11 @@ mod cli {
     use std::io::{IsTerminal, Write};
     use std::process::ExitCode;
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, Mutex, OnceLock};
     use std::time::{Duration, Instant};
 
     use evsource::oracles::Violation;
+    use evsource_sims::Panicked;
     use evsource_sims::bank::{self, BankWorkload};
     use evsource_sims::decider_scenario;
     use evsource_sims::faults::{Design, FaultCounts, FaultPlan};
@@ -47,7 +48,8 @@ SHAPE (what `shrink` prints; each narrows or resizes the seed's own run):
   --clients N  --requests N  --stations N      (unlock-race) the workload's size
 
 scenarios: unlock-race, withdraw, double-submit, seats, projection-catchup,
-           all (a seed-chosen mix; the default)
+           all (a seed-chosen mix; the default);
+           panic-canary (the harness's self-test: every seed panics, the swarm must fail)
 designs:   correct (default); naive-side-effect (N1, unlock-race),
            naive-early-checkpoint (N4, unlock-race),
            naive-telemetry-in-aggregate (N5, unlock-race),
@@ -63,6 +65,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         DoubleSubmit,
         Seats,
         ProjectionCatchup,
+        /// The harness's self-test: every seed panics (never in the `all` mix).
+        PanicCanary,
     }
 
     impl Scenario {
@@ -74,6 +78,9 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             Scenario::ProjectionCatchup,
         ];
 
+        /// Scenarios that test the harness itself: named on the command line only.
+        const SELF_TESTS: [Scenario; 1] = [Scenario::PanicCanary];
+
         fn name(self) -> &'static str {
             match self {
                 Scenario::UnlockRace => "unlock-race",
@@ -81,6 +88,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                 Scenario::DoubleSubmit => "double-submit",
                 Scenario::Seats => "seats",
                 Scenario::ProjectionCatchup => "projection-catchup",
+                Scenario::PanicCanary => "panic-canary",
             }
         }
 
@@ -243,6 +251,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             name => {
                 let scenario = Scenario::ALL
                     .into_iter()
+                    .chain(Scenario::SELF_TESTS)
                     .find(|s| s.name() == name)
                     .ok_or_else(|| {
                         let known: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
@@ -334,7 +343,12 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
     }
 
     /// One run inside the current simulation runtime.
-    async fn simulate(selection: Selection, design: Design, shape: Shape) -> SeedResult {
+    async fn simulate(
+        selection: Selection,
+        design: Design,
+        shape: Shape,
+        picked: Arc<OnceLock<Scenario>>,
+    ) -> SeedResult {
         // Always draw, so that `--scenario X` replays exactly the run in which `all`
         // picked X: the same draws happen in the same order.
         // Exactly one draw, whatever the number of scenarios: a run with a named scenario
@@ -345,6 +359,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             Selection::One(scenario) => scenario,
             Selection::All => drawn,
         };
+        let _ = picked.set(scenario);
         let mut plan = FaultPlan::draw();
         shape.apply_to_plan(&mut plan);
         let started = tokio::time::Instant::now();
@@ -371,6 +386,11 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                     simulated: report.simulated,
                     fingerprint: report.fingerprint,
                 }
+            }
+            Scenario::PanicCanary => {
+                let site = evsource_sims::canary::run().await;
+                let outcome = Ok((format!("the canary panicked ({site:?})"), 0));
+                in_process_result(scenario, plan, outcome, started)
             }
             Scenario::ProjectionCatchup => {
                 let outcome = projection_catchup::run(design, &plan).await.map(|s| {
@@ -438,10 +458,37 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
     /// Runs one seed (see [`evsource_sims::on_fresh_thread`] for why a fresh thread).
     fn run_seed(seed: u64, selection: Selection, design: Design, shape: &Shape) -> SeedResult {
         let owned = shape.clone();
-        evsource_sims::on_fresh_thread(seed, move || simulate(selection, design, owned))
-            .unwrap_or_else(|_| {
-                panic!("seed {seed} panicked; {}", repro(seed, None, design, shape))
-            })
+        let picked = Arc::new(OnceLock::new());
+        let told = picked.clone();
+        let outcome =
+            evsource_sims::on_fresh_thread(seed, move || simulate(selection, design, owned, told));
+        settle(outcome, &picked, selection)
+    }
+
+    /// A seed's result, or — when anything in it panicked — a failure of I14 that names
+    /// the panic, in the scenario the seed had picked (I14: no green on a panic).
+    fn settle(
+        outcome: Result<SeedResult, Panicked>,
+        picked: &OnceLock<Scenario>,
+        selection: Selection,
+    ) -> SeedResult {
+        outcome.unwrap_or_else(|panicked| {
+            let scenario = picked.get().copied().unwrap_or(match selection {
+                Selection::One(scenario) => scenario,
+                Selection::All => Scenario::UnlockRace,
+            });
+            SeedResult {
+                scenario,
+                plan: FaultPlan::none(),
+                verdict: Err(Violation {
+                    invariant: "I14",
+                    detail: format!("the seed {panicked}"),
+                }),
+                faults: FaultCounts::default(),
+                simulated: Duration::ZERO,
+                fingerprint: 0,
+            }
+        })
     }
 
     fn repro(seed: u64, scenario: Option<Scenario>, design: Design, shape: &Shape) -> String {
@@ -506,11 +553,12 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
     ) -> (SeedResult, Timeline) {
         let owned = shape.clone();
         let timeline = Timeline::default();
-        let collected = timeline.clone();
-        evsource_sims::on_fresh_thread_traced(seed, timeline, move || async move {
-            (simulate(selection, design, owned).await, collected)
-        })
-        .unwrap_or_else(|_| panic!("seed {seed} panicked; {}", repro(seed, None, design, shape)))
+        let picked = Arc::new(OnceLock::new());
+        let told = picked.clone();
+        let outcome = evsource_sims::on_fresh_thread_traced(seed, timeline.clone(), move || {
+            simulate(selection, design, owned, told)
+        });
+        (settle(outcome, &picked, selection), timeline)
     }
 
     /// Station names, session ids and account streams named in a violation: what its
@@ -556,7 +604,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             Scenario::Withdraw
             | Scenario::DoubleSubmit
             | Scenario::Seats
-            | Scenario::ProjectionCatchup => println!(
+            | Scenario::ProjectionCatchup
+            | Scenario::PanicCanary => println!(
                 "faults: F6/F7 slow-disk {} · F8 concurrent clients (crashes, reboots and partitions do not apply to this scenario)",
                 result
                     .plan
@@ -645,7 +694,10 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                     .unwrap_or_else(|p| p.into_inner())
                     .clone()
                     .expect("set before the check");
-                simulate(selection, design, shape).await.scenario.name()
+                simulate(selection, design, shape, Arc::default())
+                    .await
+                    .scenario
+                    .name()
             })
         });
         if let Err(payload) = checked {
@@ -790,7 +842,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         simulated: Duration,
         faults: FaultCounts,
         by_scenario: BTreeMap<&'static str, u64>,
-        failures: BTreeMap<&'static str, Vec<(u64, Scenario)>>,
+        /// Per invariant: the seeds that broke it, their scenario and what was seen.
+        failures: BTreeMap<&'static str, Vec<(u64, Scenario, String)>>,
     }
 
     fn swarm(
@@ -834,16 +887,19 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                                 .failures
                                 .entry(violation.invariant)
                                 .or_default()
-                                .push((seed, result.scenario));
+                                .push((seed, result.scenario, violation.detail.clone()));
                         }
                         progress(tally.done, seeds);
                     }
                 })
             })
             .collect();
-        for worker in workers {
-            let _ = worker.join();
-        }
+        // A worker dies only if the harness itself is broken: never a green run then.
+        let dead_workers = workers
+            .into_iter()
+            .map(std::thread::JoinHandle::join)
+            .filter(Result::is_err)
+            .count();
         if std::io::stderr().is_terminal() {
             eprintln!();
         }
@@ -895,16 +951,42 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         for (invariant, failing) in &tally.failures {
             println!("| {invariant} violated | {} |", failing.len());
         }
-        for failing in tally.failures.values() {
-            for (seed, scenario) in failing {
+        for (invariant, failing) in &tally.failures {
+            let mut failing: Vec<_> = failing.iter().collect();
+            failing.sort_by_key(|(seed, _, _)| *seed);
+            for (seed, scenario, detail) in failing {
+                println!(
+                    "failed: seed {seed} · {} · {invariant}: {}",
+                    scenario.name(),
+                    abbreviated(detail, 400)
+                );
                 println!("{}", repro(*seed, Some(*scenario), design, shape));
             }
+        }
+        if dead_workers > 0 || tally.done != seeds {
+            println!(
+                "HARNESS FAILURE: {dead_workers} swarm worker(s) died; {} of {seeds} seeds were judged",
+                tally.done
+            );
+            return ExitCode::FAILURE;
         }
         if failed == 0 {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
         }
+    }
+
+    /// `text` cut to about `max` bytes, on a character boundary.
+    fn abbreviated(text: &str, max: usize) -> String {
+        if text.len() <= max {
+            return text.to_owned();
+        }
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{} …", &text[..end])
     }
 
     fn progress(done: u64, total: u64) {

@@ -120,3 +120,47 @@ fn bad_arguments_are_refused_with_the_usage() {
         );
     }
 }
+
+/// I14: a seed that panics fails the swarm — whether the panic unwinds from the scenario,
+/// from a task on another simulated machine, or is caught and swallowed inside the code —
+/// and the swarm still judges every other seed, naming each panic and its repro line.
+#[test]
+fn a_panicking_seed_fails_the_swarm_and_the_others_still_run() {
+    let (passed, swarm) = sim(&[
+        "swarm",
+        "--seeds",
+        "9",
+        "--scenario",
+        "panic-canary",
+        "--jobs",
+        "2",
+    ]);
+    assert!(
+        !passed,
+        "a swarm of panicking seeds must not pass:\n{swarm}"
+    );
+    assert!(
+        swarm.contains("| seeds run | 9 |"),
+        "every seed judged:\n{swarm}"
+    );
+    assert!(swarm.contains("| I14 violated | 9 |"), "{swarm}");
+    for site in [
+        "a stored withdrawal exceeds the balance",
+        "events arrived out of position order",
+        "(deliberate, caught)",
+    ] {
+        assert!(
+            swarm.contains(site),
+            "the panic '{site}' is reported:\n{swarm}"
+        );
+    }
+    let repro = swarm
+        .lines()
+        .find(|l| l.starts_with("repro: "))
+        .expect("a repro line");
+    let args = repro_args(repro);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (replayed, run) = sim(&args);
+    assert!(!replayed, "the repro line fails again:\n{run}");
+    assert!(run.contains("FAILED: I14 violated"), "{run}");
+}
