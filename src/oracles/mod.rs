@@ -4,6 +4,8 @@
 //! They read only what is observable from outside: the events in the store (what the CSMS
 //! recorded) and the stations' ground-truth actuation logs (what physically happened).
 
+pub mod history;
+
 use std::collections::BTreeMap;
 use std::fmt;
 
