@@ -80,7 +80,7 @@ impl EventStore for Broken {
                 expected,
                 actual: CurrentVersion::Current(StreamVersion(v.0 - 1)),
             }),
-            (Lie::StoredDespiteRefusal, Ok(_)) if events[0].id.0 % 5 == 0 => {
+            (Lie::StoredDespiteRefusal, Ok(_)) if events[0].id.0.is_multiple_of(5) => {
                 Err(AppendError::Unavailable("pretended".into()))
             }
             (_, result) => result,
