@@ -22,6 +22,52 @@ pub mod timeline;
 #[cfg(madsim)]
 pub mod unlock_race;
 
+/// A run's store history (I11) and the store's contents after quiescence, kept for
+/// judging after the simulation: the check then runs on real time, so the swarm can
+/// report what it costs.
+#[cfg(madsim)]
+#[derive(Clone, Debug, Default)]
+pub struct StoreHistory {
+    pub operations: Vec<evsource::oracles::history::Operation>,
+    pub stored: Vec<evsource::core::RecordedEvent>,
+    pub all_writers_recorded: bool,
+    pub unrecorded: u64,
+}
+
+#[cfg(madsim)]
+impl StoreHistory {
+    /// Takes `history`'s operations, to be judged against `stored`.
+    pub fn new(
+        history: &evsource::oracles::history::History,
+        stored: Vec<evsource::core::RecordedEvent>,
+        all_writers_recorded: bool,
+    ) -> StoreHistory {
+        StoreHistory {
+            operations: history.operations(),
+            stored,
+            all_writers_recorded,
+            unrecorded: history.unrecorded(),
+        }
+    }
+
+    /// Checks the history (see [`evsource::oracles::history::check_history`]); the
+    /// statistics carry the check's own wall time.
+    pub fn judge(
+        &self,
+    ) -> Result<evsource::oracles::history::HistoryStats, evsource::oracles::Violation> {
+        let started = std::time::Instant::now();
+        let check = evsource::oracles::history::HistoryCheck {
+            all_writers_recorded: self.all_writers_recorded,
+            read_events_max: evsource::core::Limits::default().read_events_max,
+        };
+        let mut stats =
+            evsource::oracles::history::check_history(&self.operations, &self.stored, check)?;
+        stats.unrecorded = self.unrecorded;
+        stats.checked_in = started.elapsed();
+        Ok(stats)
+    }
+}
+
 #[cfg(madsim)]
 /// A panic inside a seed (I14): the code under test, a scenario or the runtime itself
 /// (madsim panics when every task is blocked forever) panicked. The seed fails with it;

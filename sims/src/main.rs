@@ -25,7 +25,7 @@ mod cli {
     use std::time::{Duration, Instant};
 
     use evsource::oracles::Violation;
-    use evsource_sims::Panicked;
+    use evsource::oracles::history::HistoryStats;
     use evsource_sims::bank::{self, BankWorkload};
     use evsource_sims::decider_scenario;
     use evsource_sims::faults::{Design, FaultCounts, FaultPlan};
@@ -33,6 +33,7 @@ mod cli {
     use evsource_sims::seats::SeatBooking;
     use evsource_sims::timeline::Timeline;
     use evsource_sims::unlock_race::{self, UnlockRace};
+    use evsource_sims::{Panicked, StoreHistory};
     use madsim::rand::Rng;
 
     const USAGE: &str = "usage:
@@ -340,6 +341,10 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         simulated: Duration,
         /// Hash of the stored history (zero for a bank run that failed).
         fingerprint: u128,
+        /// The store calls to judge once the simulation is over (I11), if recorded.
+        store_history: Option<StoreHistory>,
+        /// What the history check covered and cost.
+        checked: HistoryStats,
     }
 
     /// One run inside the current simulation runtime.
@@ -385,6 +390,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                     faults: report.faults,
                     simulated: report.simulated,
                     fingerprint: report.fingerprint,
+                    store_history: Some(report.history),
+                    checked: HistoryStats::default(),
                 }
             }
             Scenario::PanicCanary => {
@@ -452,6 +459,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             faults: FaultCounts::default(),
             simulated: started.elapsed(),
             fingerprint,
+            store_history: None,
+            checked: HistoryStats::default(),
         }
     }
 
@@ -472,7 +481,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         picked: &OnceLock<Scenario>,
         selection: Selection,
     ) -> SeedResult {
-        outcome.unwrap_or_else(|panicked| {
+        let mut result = outcome.unwrap_or_else(|panicked| {
             let scenario = picked.get().copied().unwrap_or(match selection {
                 Selection::One(scenario) => scenario,
                 Selection::All => Scenario::UnlockRace,
@@ -487,8 +496,20 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                 faults: FaultCounts::default(),
                 simulated: Duration::ZERO,
                 fingerprint: 0,
+                store_history: None,
+                checked: HistoryStats::default(),
             }
-        })
+        });
+        // I11, on real time: the scenario's own oracles first, then its store history.
+        if let Some(history) = result.store_history.take()
+            && result.verdict.is_ok()
+        {
+            match history.judge() {
+                Ok(stats) => result.checked = stats,
+                Err(violation) => result.verdict = Err(violation),
+            }
+        }
+        result
     }
 
     fn repro(seed: u64, scenario: Option<Scenario>, design: Design, shape: &Shape) -> String {
@@ -842,6 +863,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         simulated: Duration,
         faults: FaultCounts,
         by_scenario: BTreeMap<&'static str, u64>,
+        /// What the history checks covered and cost, over every seed.
+        checked: HistoryStats,
         /// Per invariant: the seeds that broke it, their scenario and what was seen.
         failures: BTreeMap<&'static str, Vec<(u64, Scenario, String)>>,
     }
@@ -881,6 +904,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                         tally.done += 1;
                         tally.simulated += result.simulated;
                         tally.faults.add(&result.faults);
+                        tally.checked.add(&result.checked);
                         *tally.by_scenario.entry(result.scenario.name()).or_default() += 1;
                         if let Err(violation) = &result.verdict {
                             tally
@@ -947,6 +971,31 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             "| node self-stops (restarted) | {} |",
             tally.faults.node_failures
         );
+        let checked = &tally.checked;
+        println!(
+            "| I11 store operations checked | {} ({} acknowledged appends, {} refused, {} reads; {} events compared) |",
+            checked.operations,
+            checked.appends_acknowledged,
+            checked.appends_refused,
+            checked.reads_checked,
+            checked.events_compared
+        );
+        println!(
+            "| I11 outcomes unknown (settled) | {} ({}) |",
+            checked.outcomes_unknown, checked.unknowns_settled
+        );
+        println!(
+            "| I11 check time | {:.2} s ({:.1} % of wall; {:.2} µs per operation) |",
+            checked.checked_in.as_secs_f64(),
+            100.0 * checked.checked_in.as_secs_f64() / elapsed,
+            checked.checked_in.as_secs_f64() * 1e6 / checked.operations.max(1) as f64
+        );
+        if checked.unrecorded > 0 {
+            println!(
+                "| I11 calls past the history bound (unchecked) | {} |",
+                checked.unrecorded
+            );
+        }
         println!("| failed seeds | {failed} |");
         for (invariant, failing) in &tally.failures {
             println!("| {invariant} violated | {} |", failing.len());

@@ -26,6 +26,7 @@ use evsource::node::driver::{LinkCounters, SharedChargePoint, run_station_with_f
 use evsource::node::naive::{TelemetryPlacement, is_noted_telemetry};
 use evsource::node::{CsmsNode, Fencing, NodeConfig, OutcomeStall, UnlockPath, lease};
 use evsource::ocpp::messages::ChargePointStatus;
+use evsource::oracles::history::{History, RecordingStore};
 use evsource::oracles::{
     UnlockSummary, Violation, check_acknowledged, check_commands_once, check_no_starvation,
     check_store_shape, check_unlocks_against, fingerprint, ground_truth, read_all_events,
@@ -39,6 +40,7 @@ use madsim::rand::Rng;
 use madsim::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::StoreHistory;
 use crate::faults::{Design, FaultCounts, FaultPlan};
 
 /// The shape of one run.
@@ -80,6 +82,9 @@ pub struct RunReport {
     pub simulated: Duration,
     /// Hash of the stored history: the same seed must give the same (I9).
     pub fingerprint: u128,
+    /// Every store call of the nodes and the operator, and what the store held at the
+    /// end: judged by [`StoreHistory::judge`] once the simulation is over (I11).
+    pub history: StoreHistory,
 }
 
 /// CSMS node `index` (from 0) is at 10.0.0.`index + 1`.
@@ -99,7 +104,7 @@ fn station_credentials(index: usize) -> (String, String) {
 
 /// Registers every station the first time the node starts on this disk (later starts
 /// find them registered). Each hash is salted from the seed, so runs stay reproducible.
-async fn register_stations(store: &LogStore, registrations: &[(String, String)]) {
+async fn register_stations<S: EventStore>(store: &S, registrations: &[(String, String)]) {
     for (station, hash) in registrations {
         loop {
             match auth::registered_hash(store, station).await {
@@ -238,10 +243,14 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             (id, hash)
         })
         .collect();
+    // Every store call of the nodes and of the operator's registration, as they saw it
+    // (I11), across every restart.
+    let history = History::new();
     // The shared database: the durable log on its disk, served over the network.
     let store_slot: Slot<LogStore> = Arc::new(Mutex::new(None));
     let store = {
         let (disk, slot) = (disk.clone(), store_slot.clone());
+        let history = history.clone();
         let registrations = Arc::new(registrations);
         handle
             .create_node()
@@ -250,6 +259,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             .init(move || {
                 let (disk, slot) = (disk.clone(), slot.clone());
                 let registrations = registrations.clone();
+                let history = history.clone();
                 async move {
                     // Every (re)start recovers the log from what the disk really holds. An
                     // open refused for a transient read fault is retried, as a process
@@ -265,7 +275,8 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                         }
                     };
                     // The operator registered every station once, before the run.
-                    register_stations(&store, &registrations).await;
+                    let operator = RecordingStore::new(store.clone(), history, "operator");
+                    register_stations(&operator, &registrations).await;
                     let listener = tokio::net::TcpListener::bind(SocketAddr::new(
                         IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                         STORE_PORT,
@@ -289,14 +300,16 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     for (index, slot) in node_slots.iter().enumerate() {
         let slot = slot.clone();
         let stalls = stalls.clone();
+        let history = history.clone();
         let node = handle
             .create_node()
             .name(format!("csms-{}", index + 1))
             .ip(csms_ip(index))
             .init(move || {
                 let (slot, stalls) = (slot.clone(), stalls.clone());
+                let history = history.clone();
                 async move {
-                    let store = RemoteStore::new(
+                    let remote = RemoteStore::new(
                         store_addr,
                         RemoteConfig {
                             connect_timeout: Duration::from_secs(2),
@@ -305,6 +318,8 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                             idle_connections_max: 8,
                         },
                     );
+                    let store =
+                        RecordingStore::new(remote, history, &format!("csms-{}", index + 1));
                     let config = NodeConfig {
                         node_id: format!("csms-{}", index + 1),
                         fencing,
@@ -477,12 +492,33 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     let truth = ground_truth(&stations);
     let verdict = check_no_starvation(&starved)
         .and_then(|()| judge(&events, &acknowledged, &truth, telemetry));
+    // Quiescence for the history: no writer left. Every CSMS node goes down (calls in
+    // flight stay unanswered: outcome unknown), then the store's final contents are read.
+    for node in &machines.nodes {
+        handle.kill(*node);
+    }
+    let stored = final_contents(&store_slot).await;
     RunReport {
         verdict,
         faults: injected,
         simulated: started.elapsed(),
         fingerprint: fingerprint(&events),
+        history: StoreHistory::new(&history, stored, true),
     }
+}
+
+/// Everything the store server holds, once it answers (it may be recovering); empty if
+/// it never does, which the history check then reports as lost writes.
+async fn final_contents(store_slot: &Slot<LogStore>) -> Vec<RecordedEvent> {
+    for _ in 0..600 {
+        if let Some(store) = current(store_slot)
+            && let Ok(events) = read_all_events(&store).await
+        {
+            return events;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Vec::new()
 }
 
 fn judge(
