@@ -224,6 +224,8 @@ pub struct FaultCounts {
     pub outcome_stalls: u64,
     /// F3 between a CSMS node and the store.
     pub store_partitions: u64,
+    /// F10: segments damaged at rest, then reopened.
+    pub damage_at_rest: u64,
 }
 
 impl FaultCounts {
@@ -242,6 +244,7 @@ impl FaultCounts {
         self.node_pauses += other.node_pauses;
         self.outcome_stalls += other.outcome_stalls;
         self.store_partitions += other.store_partitions;
+        self.damage_at_rest += other.damage_at_rest;
     }
 }
 

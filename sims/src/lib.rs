@@ -18,6 +18,8 @@ pub mod projection_catchup;
 #[cfg(madsim)]
 pub mod seats;
 #[cfg(madsim)]
+pub mod store_fuzz;
+#[cfg(madsim)]
 pub mod timeline;
 #[cfg(madsim)]
 pub mod unlock_race;

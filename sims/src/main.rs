@@ -31,6 +31,7 @@ mod cli {
     use evsource_sims::faults::{Design, FaultCounts, FaultPlan};
     use evsource_sims::projection_catchup;
     use evsource_sims::seats::SeatBooking;
+    use evsource_sims::store_fuzz;
     use evsource_sims::timeline::Timeline;
     use evsource_sims::unlock_race::{self, UnlockRace};
     use evsource_sims::{Panicked, StoreHistory};
@@ -49,7 +50,7 @@ SHAPE (what `shrink` prints; each narrows or resizes the seed's own run):
   --clients N  --requests N  --stations N      (unlock-race) the workload's size
 
 scenarios: unlock-race, withdraw, double-submit, seats, projection-catchup,
-           all (a seed-chosen mix; the default);
+           store-fuzz, all (a seed-chosen mix; the default);
            panic-canary (the harness's self-test: every seed panics, the swarm must fail)
 designs:   correct (default); naive-side-effect (N1, unlock-race),
            naive-early-checkpoint (N4, unlock-race),
@@ -66,17 +67,19 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         DoubleSubmit,
         Seats,
         ProjectionCatchup,
+        StoreFuzz,
         /// The harness's self-test: every seed panics (never in the `all` mix).
         PanicCanary,
     }
 
     impl Scenario {
-        const ALL: [Scenario; 5] = [
+        const ALL: [Scenario; 6] = [
             Scenario::UnlockRace,
             Scenario::Withdraw,
             Scenario::DoubleSubmit,
             Scenario::Seats,
             Scenario::ProjectionCatchup,
+            Scenario::StoreFuzz,
         ];
 
         /// Scenarios that test the harness itself: named on the command line only.
@@ -89,6 +92,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                 Scenario::DoubleSubmit => "double-submit",
                 Scenario::Seats => "seats",
                 Scenario::ProjectionCatchup => "projection-catchup",
+                Scenario::StoreFuzz => "store-fuzz",
                 Scenario::PanicCanary => "panic-canary",
             }
         }
@@ -394,6 +398,24 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                     checked: HistoryStats::default(),
                 }
             }
+            Scenario::StoreFuzz => {
+                let report = store_fuzz::run(&plan).await;
+                SeedResult {
+                    scenario,
+                    plan,
+                    verdict: report.verdict.map(|s| {
+                        format!(
+                            "{} backend, {} calls, {} events stored; damage at rest: {}",
+                            s.backend, s.calls, s.events, s.damage
+                        )
+                    }),
+                    faults: report.faults,
+                    simulated: started.elapsed(),
+                    fingerprint: report.fingerprint,
+                    store_history: Some(report.history),
+                    checked: HistoryStats::default(),
+                }
+            }
             Scenario::PanicCanary => {
                 let site = evsource_sims::canary::run().await;
                 let outcome = Ok((format!("the canary panicked ({site:?})"), 0));
@@ -621,7 +643,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             design.name()
         );
         match result.scenario {
-            Scenario::UnlockRace => println!("faults: {}", result.plan),
+            Scenario::UnlockRace | Scenario::StoreFuzz => println!("faults: {}", result.plan),
             Scenario::Withdraw
             | Scenario::DoubleSubmit
             | Scenario::Seats
@@ -966,6 +988,10 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         println!("| F4 frames delayed | {} |", tally.faults.frames_delayed);
         println!("| F6 failed-sync windows | {} |", tally.faults.failed_syncs);
         println!("| F6 read flips | {} |", tally.faults.read_flips);
+        println!(
+            "| F10 segments damaged at rest | {} |",
+            tally.faults.damage_at_rest
+        );
         println!("| F9 status bursts | {} |", tally.faults.status_bursts);
         println!(
             "| node self-stops (restarted) | {} |",

@@ -386,6 +386,8 @@ impl HistoryStats {
 struct Window {
     first_invoked: u64,
     first_acknowledged: Option<u64>,
+    /// Who acknowledged it first, and when (virtual time): for the report.
+    acknowledged_by: Option<(usize, Duration)>,
     /// Some call carrying it had an answer other than a definite refusal.
     possibly_written: bool,
 }
@@ -557,6 +559,7 @@ pub fn check_history(
         };
         let context = Context {
             operation,
+            operations,
             returned: *returned,
             page_cap: check.read_events_max,
             stored: &stored_index,
@@ -687,12 +690,12 @@ fn carries(operation: &Operation, id: EventId) -> bool {
 /// Each event id's commit window, from every append that carried it.
 fn windows(operations: &[Operation]) -> HashMap<EventId, Window> {
     let mut windows: HashMap<EventId, Window> = HashMap::new();
-    for operation in operations {
+    for (index, operation) in operations.iter().enumerate() {
         let Call::Append { events, .. } = &operation.call else {
             continue;
         };
         let (acknowledged, possibly_written) = match &operation.returned {
-            Some((step, _, Answer::Appended(Ok(_)))) => (Some(*step), true),
+            Some((step, at, Answer::Appended(Ok(_)))) => (Some((*step, *at)), true),
             Some((_, _, Answer::Appended(Err(AppendError::OutcomeUnknown(_))))) | None => {
                 (None, true)
             }
@@ -702,13 +705,16 @@ fn windows(operations: &[Operation]) -> HashMap<EventId, Window> {
             let window = windows.entry(event.id).or_insert(Window {
                 first_invoked: operation.invoked,
                 first_acknowledged: None,
+                acknowledged_by: None,
                 possibly_written: false,
             });
             window.first_invoked = window.first_invoked.min(operation.invoked);
-            window.first_acknowledged = match (window.first_acknowledged, acknowledged) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            if let Some((step, at)) = acknowledged
+                && window.first_acknowledged.is_none_or(|first| step < first)
+            {
+                window.first_acknowledged = Some(step);
+                window.acknowledged_by = Some((index, at));
+            }
             window.possibly_written |= possibly_written;
         }
     }
@@ -745,6 +751,7 @@ fn check_real_time_order(
 /// One answered operation being checked.
 struct Context<'a> {
     operation: &'a Operation,
+    operations: &'a [Operation],
     returned: u64,
     page_cap: usize,
     stored: &'a Final<'a>,
@@ -817,11 +824,30 @@ impl Context<'_> {
             && self.certainly_before(next)
         {
             return Err(self.fail(format!(
-                "it {claim}, but event {} (v{version}, at {}) had been acknowledged before the call (a stale answer)",
-                next.id, next.position
+                "it {claim}, but event {} (v{version}, at {}) had been acknowledged before the call{} (a stale answer)",
+                next.id,
+                next.position,
+                self.acknowledgement(next)
             )));
         }
         Ok(())
+    }
+
+    /// ", to <client> at <time>": who was first told `event` was stored.
+    fn acknowledgement(&self, event: &RecordedEvent) -> String {
+        self.windows
+            .get(&event.id)
+            .and_then(|w| w.acknowledged_by)
+            .map(|(index, at)| {
+                format!(
+                    ", by {}",
+                    describe(&self.operations[index]).replace(
+                        &format!("returned at {:.3} s", at.as_secs_f64()),
+                        &format!("acknowledged at {:.3} s", at.as_secs_f64())
+                    )
+                )
+            })
+            .unwrap_or_default()
     }
 
     fn stream_length(&self, stream: &StreamId, length: u64) -> Result<(), Violation> {
@@ -1023,7 +1049,14 @@ impl Context<'_> {
             self.seen(event)?;
         }
         if events.len() < max.min(self.page_cap) {
-            self.count(from.0 + events.len() as u64)?;
+            let end = from.0 + events.len() as u64;
+            if events.is_empty() {
+                // Nothing at `from`: the log ended at or before it, which says nothing
+                // of how far before.
+                self.nothing_at(end)?;
+            } else {
+                self.count(end)?;
+            }
         }
         Ok(())
     }
@@ -1041,12 +1074,18 @@ impl Context<'_> {
                 }
             }
         }
-        if let Some(next) = self.stored.at_position(GlobalPosition(count))
+        self.nothing_at(count)
+    }
+
+    /// No event at `position` was certainly committed before this call began.
+    fn nothing_at(&self, position: u64) -> Result<(), Violation> {
+        if let Some(next) = self.stored.at_position(GlobalPosition(position))
             && self.certainly_before(next)
         {
             return Err(self.fail(format!(
-                "it reported {count} event(s) readable, but event {} at {count} had been acknowledged before the call (a stale answer)",
-                next.id
+                "it found nothing at {position}, but event {} there had been acknowledged before the call{} (a stale answer)",
+                next.id,
+                self.acknowledgement(next)
             )));
         }
         Ok(())

@@ -18,7 +18,8 @@
 //!        12..16  CRC-32 of bytes 0..12 (the header vouches for its own length)
 //!        16..20  CRC-32 of the body
 //!        20..24  zero
-//!        24..    body, then zero padding to a multiple of 8
+//!        24..    body, then zero padding to a multiple of 8, then
+//!        last 8  the trailer "EvR1.end" (RECORD_TRAILER)
 //! append body:   first position u64, first version u64, stream (u16 len + bytes),
 //!                event count u32, events
 //! event:         id u128, flags u8 (bit0 command, bit1 causation, bit2 correlation),
@@ -31,18 +32,27 @@
 //!
 //! One append is one record, so a torn write loses whole appends, never part of one. The
 //! header has its own checksum so that recovery can trust a record's length — or know
-//! it must not — when deciding whether damage is a torn tail (see `recovery.rs`).
+//! it must not — when deciding whether damage is a torn tail (see `recovery.rs`). The
+//! trailer, whose bytes are all non-zero, is the last thing a record's write puts down:
+//! a damaged record whose trailer is there was written whole, so the damage came later
+//! (at rest) and is refused, never cut as a torn tail. (Version 1 had no trailer, and
+//! could not tell a bit flipped at rest in its last record from a torn write.)
 
 use crate::core::types::{
     CompactMetadata, EventData, EventId, GlobalPosition, Snapshot, StreamId, StreamVersion,
 };
 
 pub const SEGMENT_MAGIC: [u8; 8] = *b"EVSRCLOG";
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 pub const SEGMENT_HEADER_BYTES: u64 = 64;
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"EvR1");
 pub const RECORD_HEADER_BYTES: usize = 24;
 pub const RECORD_ALIGN: usize = 8;
+/// The last bytes of every record: all non-zero, so a record whose last byte is zero was
+/// not written whole.
+pub const RECORD_TRAILER: [u8; 8] = *b"EvR1.end";
+pub const RECORD_TRAILER_BYTES: usize = RECORD_TRAILER.len();
+const _: () = assert!(RECORD_TRAILER_BYTES.is_multiple_of(RECORD_ALIGN));
 pub const KIND_APPEND: u8 = 1;
 pub const KIND_SNAPSHOT: u8 = 2;
 
@@ -67,6 +77,8 @@ pub enum FormatError {
     BadStreamId(String),
     BadUtf8,
     NonZeroReserved,
+    /// The record's trailer is not [`RECORD_TRAILER`].
+    BadTrailer,
 }
 
 impl std::fmt::Display for FormatError {
@@ -85,6 +97,7 @@ impl std::fmt::Display for FormatError {
             FormatError::BadStreamId(why) => write!(f, "invalid stream id: {why}"),
             FormatError::BadUtf8 => f.write_str("invalid UTF-8 in a string field"),
             FormatError::NonZeroReserved => f.write_str("reserved or padding bytes are not zero"),
+            FormatError::BadTrailer => f.write_str("the record's trailer is damaged"),
         }
     }
 }
@@ -131,9 +144,9 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, FormatError>
     })
 }
 
-/// Bytes a record with a body of `body_len` bytes occupies, padding included.
+/// Bytes a record with a body of `body_len` bytes occupies, padding and trailer included.
 pub fn record_bytes(body_len: usize) -> usize {
-    (RECORD_HEADER_BYTES + body_len).next_multiple_of(RECORD_ALIGN)
+    (RECORD_HEADER_BYTES + body_len).next_multiple_of(RECORD_ALIGN) + RECORD_TRAILER_BYTES
 }
 
 /// Upper bound of one event's encoded size, for limit checks before encoding.
@@ -168,7 +181,8 @@ fn encode_unsealed_record(out: &mut Vec<u8>, kind: u8, write_body: impl FnOnce(&
     out[start + 8] = kind;
     let header_crc = crc32fast::hash(&out[start..start + 12]);
     out[start + 12..start + 16].copy_from_slice(&header_crc.to_le_bytes());
-    out.resize(start + record_bytes(body_len), 0);
+    out.resize(start + record_bytes(body_len) - RECORD_TRAILER_BYTES, 0);
+    out.extend_from_slice(&RECORD_TRAILER);
 }
 
 /// Writes the body checksum of `record` (which starts at its header).
@@ -311,10 +325,20 @@ pub fn verify_record(record: &[u8]) -> Result<&[u8], FormatError> {
     if crc32fast::hash(&record[RECORD_HEADER_BYTES..end]) != parsed.crc {
         return Err(FormatError::ChecksumMismatch);
     }
-    // Padding is not checksummed, so it must be zero: then every byte is checked.
-    let padded_end = record_bytes(parsed.body_len as usize).min(record.len());
-    if record[end..padded_end].iter().any(|&b| b != 0) {
+    // Padding and trailer are not checksummed, so they must be exactly what the writer
+    // put down: then every byte is checked.
+    let record_end = record_bytes(parsed.body_len as usize);
+    let trailer = record
+        .get(record_end - RECORD_TRAILER_BYTES..record_end)
+        .ok_or(FormatError::Truncated)?;
+    if record[end..record_end - RECORD_TRAILER_BYTES]
+        .iter()
+        .any(|&b| b != 0)
+    {
         return Err(FormatError::NonZeroReserved);
+    }
+    if trailer != RECORD_TRAILER {
+        return Err(FormatError::BadTrailer);
     }
     Ok(&record[RECORD_HEADER_BYTES..end])
 }
@@ -760,13 +784,16 @@ mod tests {
             decode_segment_header(&damaged),
             Err(FormatError::ChecksumMismatch)
         );
-        let mut future = bytes;
-        future[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let crc = crc32fast::hash(&future[0..32]);
-        future[32..36].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(
-            decode_segment_header(&future),
-            Err(FormatError::UnsupportedVersion(2))
-        );
+        // An older format (1: records without a trailer) and a newer one are refused.
+        for other in [1, FORMAT_VERSION + 1] {
+            let mut foreign = bytes;
+            foreign[8..12].copy_from_slice(&other.to_le_bytes());
+            let crc = crc32fast::hash(&foreign[0..32]);
+            foreign[32..36].copy_from_slice(&crc.to_le_bytes());
+            assert_eq!(
+                decode_segment_header(&foreign),
+                Err(FormatError::UnsupportedVersion(other))
+            );
+        }
     }
 }

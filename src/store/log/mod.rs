@@ -183,6 +183,12 @@ enum Reply {
         StreamId,
         SnapshotSlot,
     ),
+    /// An append refused on a state that included events of a group in flight: answered
+    /// once they are durable.
+    Refusal(
+        oneshot::Sender<Result<AppendResult, AppendError>>,
+        AppendError,
+    ),
 }
 
 #[derive(Debug)]
@@ -1066,6 +1072,10 @@ fn complete(state: &mut LogState, reply: Reply) -> Option<AppendAnswer> {
             let _ = sender.send(Ok(()));
             None
         }
+        Reply::Refusal(sender, refusal) => {
+            let _ = sender.send(Err(refusal));
+            None
+        }
     }
 }
 
@@ -1094,6 +1104,12 @@ fn fail(reply: Reply, message: &str) {
         }
         Reply::Snapshot(sender, _, _) => {
             let _ = sender.send(Err(SnapshotError::Unavailable(message.to_owned())));
+        }
+        // The refused append wrote nothing, whatever became of the group it waited for.
+        Reply::Refusal(sender, _) => {
+            let _ = sender.send(Err(AppendError::Unavailable(format!(
+                "{message}; nothing of this append was written"
+            ))));
         }
     }
 }
@@ -1153,12 +1169,41 @@ impl EventStore for LogStore {
         format::encode_unplaced_append(&mut bytes, stream, &events);
         assert!(bytes.len() <= bound, "record bound underestimated");
         let (sender, receiver) = oneshot::channel();
-        {
+        let mut refused = false;
+        'queued: {
             let mut state = self.shared.lock();
             unavailable_if_failed(&state).map_err(AppendError::Unavailable)?;
-            let plan = state
+            let plan = match state
                 .index
-                .check_append(stream, expected, &events, condition)?;
+                .check_append(stream, expected, &events, condition)
+            {
+                Ok(plan) => Ok(plan),
+                // A refusal that rests only on durable events is final now. One that may
+                // rest on events of a group still in flight waits for that group: if its
+                // sync fails, those events may be lost after a crash, and a refusal
+                // because of them would describe a state the log never durably had (I11).
+                Err(refusal) if state.index.event_count() <= state.durable_event_count => {
+                    return Err(refusal);
+                }
+                Err(refusal) => Err(refusal),
+            };
+            let plan = match plan {
+                Ok(plan) => plan,
+                Err(refusal) => {
+                    drop(permit);
+                    let group = state.open_group;
+                    self.shared.enqueue_waiter(
+                        state,
+                        Waiter {
+                            group,
+                            permits: 0,
+                            reply: Reply::Refusal(sender, refusal),
+                        },
+                    );
+                    refused = true;
+                    break 'queued;
+                }
+            };
             let result = match plan {
                 AppendPlan::AlreadyWritten(result) => {
                     let end = result.first_position.0 + events.len() as u64;
@@ -1197,9 +1242,12 @@ impl EventStore for LogStore {
             );
         }
         receiver.await.unwrap_or_else(|_| {
-            Err(AppendError::OutcomeUnknown(
-                "the log's flusher stopped before answering".into(),
-            ))
+            let stopped = "the log's flusher stopped before answering";
+            Err(if refused {
+                AppendError::Unavailable(format!("{stopped}; nothing of this append was written"))
+            } else {
+                AppendError::OutcomeUnknown(stopped.into())
+            })
         })
     }
 

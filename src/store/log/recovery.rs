@@ -1,9 +1,11 @@
 //! Opening a log: read every segment, rebuild the index, cut a torn tail, refuse damage.
 //!
 //! The rule that separates a torn tail from corruption: a crash can only damage the last
-//! write, which lies at the end of the last segment. So a damaged record is accepted as a
-//! torn tail only when it is in the last segment and no valid record follows it anywhere;
-//! otherwise the log refuses to open and names the file and offset. An acknowledged record
+//! write, which lies at the end of the last segment, and leaves it unfinished. So a
+//! damaged record is accepted as a torn tail only when it is in the last segment, no
+//! valid record follows it anywhere, and its last byte — the end of its non-zero trailer,
+//! the last byte its write puts down — is missing; otherwise the log refuses to open and
+//! names the file and offset. An acknowledged record
 //! is therefore never silently dropped from the middle, and a damaged one is never read.
 //!
 //! What recovery accepts it then makes durable. After a failed fsync a kernel may mark the
@@ -283,10 +285,21 @@ impl SegmentScan<'_> {
         let header_bytes = bytes
             .get(start..start + RECORD_HEADER_BYTES)
             .and_then(|h| <&[u8; RECORD_HEADER_BYTES]>::try_from(h).ok());
-        let extent = header_bytes
+        let vouched = header_bytes
             .and_then(|h| format::decode_record_header(h, bytes.len() as u64).ok())
-            .map_or(RECORD_HEADER_BYTES, |h| h.total_bytes());
+            .map(|h| h.total_bytes());
+        let extent = vouched.unwrap_or(RECORD_HEADER_BYTES);
         let extent_end = (start + extent).min(bytes.len());
+        // A write puts the record's trailer down last, and every trailer byte is non-zero:
+        // a record whose last byte is there was written whole, so its damage came at rest.
+        if vouched.is_some() && start + extent <= bytes.len() && bytes[extent_end - 1] != 0 {
+            return Err(self.corrupt(
+                offset,
+                format!(
+                    "damaged record ({damage}) written whole (its trailer ends at offset {extent_end}): damage at rest, not a torn write"
+                ),
+            ));
+        }
         if let Some(nonzero) = bytes[extent_end..].iter().position(|&b| b != 0) {
             return Err(self.corrupt(
                 offset,
