@@ -8,10 +8,10 @@
 //!
 //! Rules that make the unlock happen once physically:
 //! * The idempotency key is the request's own idTag (its session id, ≤ 20 characters).
-//! * One CALL in flight per station. An unanswered CALL is retransmitted with the *same*
-//!   message id while the connection lives (a station answers a retransmission with its
-//!   earlier answer); after a reconnect a new id is used and the station's memory of idTags
-//!   plus the mirror's evidence settle the ambiguity.
+//! * One CALL in flight per station. An unanswered CALL is sent again as a new CALL with a
+//!   new message id — OCPP-J never lets a sender reuse a CALL's id on a connection (I12) —
+//!   and a late answer to an earlier attempt is dropped; the station's memory of idTags
+//!   plus the mirror's evidence settle the ambiguity, on this connection or the next.
 //! * A `Rejected` answer is checked against the mirror: a connector already released for
 //!   this very idTag means our earlier attempt worked (Accepted); busy with an unknown idTag
 //!   means "not yet known" (retry later); otherwise the rejection is definitive.
@@ -399,15 +399,12 @@ impl Dispatcher {
             let Some(request) = due else { continue };
             let generation = self.links[&station].generation;
             let tracked = self.tracked.get_mut(&request).expect("tracked");
-            let call_id = match &tracked.call {
-                // Same connection: retransmit with the same id, answered idempotently.
-                Some((id, sent_on)) if *sent_on == generation => id.clone(),
-                _ => {
-                    let id = format!("rs-{}", self.next_call_number);
-                    self.next_call_number += 1;
-                    id
-                }
-            };
+            // Every attempt is a new CALL with a new message id, also on the same
+            // connection: OCPP-J never lets a sender reuse a CALL's id on a connection
+            // (I12). The attempt is idempotent by its idTag, which the station remembers;
+            // an answer to an earlier attempt's id is no longer awaited and is dropped.
+            let call_id = format!("rs-{}", self.next_call_number);
+            self.next_call_number += 1;
             tracked.call = Some((call_id.clone(), generation));
             tracked.attempts += 1;
             tracked.sent = true;

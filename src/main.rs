@@ -19,7 +19,7 @@ use evsource::environment::{Environment, SystemEnvironment};
 use evsource::handler::HandlerConfig;
 use evsource::node::auth::{self, PasswordCost};
 use evsource::node::naive::TelemetryPlacement;
-use evsource::node::{CsmsNode, Fencing, NodeConfig, OutcomeStall, UnlockPath};
+use evsource::node::{CsmsNode, Fencing, NodeConfig, OutcomeStall, UnlockPath, WireTap};
 use evsource::session::SessionConfig;
 use evsource::store::AnyStore;
 
@@ -205,6 +205,7 @@ fn serve(options: Options) -> Result<(), Failure> {
         unlock_path: UnlockPath::Outbox,
         telemetry: TelemetryPlacement::OwnStream,
         stall: OutcomeStall::none(),
+        wire_tap: WireTap::none(),
     };
     runtime()?.block_on(async move {
         let store = AnyStore::open(&url)

@@ -104,7 +104,7 @@ fn one_call_in_flight_per_station_and_stations_do_not_block_each_other() {
 }
 
 #[test]
-fn an_unanswered_call_is_retransmitted_with_the_same_id_until_a_reconnect() {
+fn an_unanswered_call_is_sent_again_as_a_new_call_with_a_new_id() {
     let mut dispatcher = Dispatcher::new(config(), None);
     dispatcher.handle_link("CP1", true, 0);
     dispatcher.handle_event(GlobalPosition(0), "CP1", &requested(1, "s1"), 0);
@@ -114,11 +114,18 @@ fn an_unanswered_call_is_retransmitted_with_the_same_id_until_a_reconnect() {
     let due = dispatcher.poll_timeout().unwrap();
     dispatcher.handle_timeout(due);
     let second = sends(&effects(&mut dispatcher));
-    assert_eq!(second[0].0, first[0].0, "same connection: same message id");
+    // OCPP-J: a CALL's message id is never reused on a connection (I12); the retry is
+    // idempotent by its idTag instead.
+    assert_ne!(second[0].0, first[0].0, "same connection: a new message id");
+    assert_eq!(second[0].1, first[0].1, "the same idTag");
+    // The first attempt's late answer is no longer awaited: dropped.
+    dispatcher.handle_answer("CP1", &first[0].0, Rejected, UnlockEvidence::Free, due);
+    assert!(effects(&mut dispatcher).is_empty());
     dispatcher.handle_link("CP1", false, due + 1);
     dispatcher.handle_link("CP1", true, due + 2);
     let third = sends(&effects(&mut dispatcher));
     assert_ne!(third[0].0, first[0].0, "new connection: new message id");
+    assert_ne!(third[0].0, second[0].0, "new connection: new message id");
     // The answer to the old call arrives late: dropped, not matched to the new call.
     dispatcher.handle_answer("CP1", &first[0].0, Rejected, UnlockEvidence::Free, due + 3);
     assert!(effects(&mut dispatcher).is_empty());

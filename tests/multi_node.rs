@@ -169,6 +169,8 @@ async fn a_node_killed_mid_traffic_loses_nothing_and_unlocks_nothing_twice() {
     let stop_stations = Shutdown::new();
     let mut stations: Vec<SharedChargePoint> = Vec::new();
     let mut drivers = Vec::new();
+    // What the stations' wire oracles see of the nodes (I12), checked at the end.
+    let wire = Arc::new(LinkCounters::default());
     for index in 0..STATIONS {
         let mut config = ChargePointConfig::new(format!("CP{index}"), CONNECTORS);
         config.plug_in_delay_millis = 100 + 50 * index as u64;
@@ -184,7 +186,7 @@ async fn a_node_killed_mid_traffic_loses_nothing_and_unlocks_nothing_twice() {
                 seed: 0x57a7_0000 + index as u64,
                 ..LinkFaults::default()
             },
-            Arc::new(LinkCounters::default()),
+            wire.clone(),
             stop_stations.clone(),
         )));
         stations.push(station);
@@ -244,6 +246,14 @@ async fn a_node_killed_mid_traffic_loses_nothing_and_unlocks_nothing_twice() {
     assert!(
         taken_over.count() >= 1,
         "no lease moved from node-a to node-b"
+    );
+    // I12: neither node broke OCPP-J on any station's wire, the kill included.
+    let (violations, count) = wire.wire_violations();
+    assert_eq!(count, 0, "OCPP-J violations: {violations:?}");
+    assert!(
+        wire.frames_checked
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
     );
     eprintln!(
         "{} commands, {} accepted; {summary:?}",

@@ -24,9 +24,12 @@ use evsource::node::client::ApiClient;
 use evsource::node::driver::CSMS_SILENCE_MAX;
 use evsource::node::driver::{LinkCounters, SharedChargePoint, run_station_with_faults};
 use evsource::node::naive::{TelemetryPlacement, is_noted_telemetry};
-use evsource::node::{CsmsNode, Fencing, NodeConfig, OutcomeStall, UnlockPath, lease};
+use evsource::node::{
+    CsmsNode, Fencing, NodeConfig, OutcomeStall, UnlockPath, WireDirection, WireTap, lease,
+};
 use evsource::ocpp::messages::ChargePointStatus;
 use evsource::oracles::history::{History, RecordingStore};
+use evsource::oracles::protocol::{CallDiscipline, CallTiming};
 use evsource::oracles::{
     UnlockSummary, Violation, check_acknowledged, check_commands_once, check_no_starvation,
     check_store_shape, check_unlocks_against, fingerprint, ground_truth, read_all_events,
@@ -94,6 +97,8 @@ fn csms_ip(index: usize) -> IpAddr {
 const CSMS_PORT: u16 = 4000;
 const STORE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
 const STORE_PORT: u16 = 5000;
+/// How long a CSMS node waits for a station's answer to its CALL.
+const CALL_TIMEOUT_MILLIS: u64 = 5_000;
 /// The operator token of the simulated CSMS.
 const OPERATOR_TOKEN: &str = "simulated-operator";
 
@@ -297,10 +302,12 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         .collect();
     let mut csms_nodes = Vec::new();
     let stalls = Arc::new(OutcomeStalls::default());
+    let watch = Arc::new(CallWatch::default());
     for (index, slot) in node_slots.iter().enumerate() {
         let slot = slot.clone();
         let stalls = stalls.clone();
         let history = history.clone();
+        let watch = watch.clone();
         let node = handle
             .create_node()
             .name(format!("csms-{}", index + 1))
@@ -308,6 +315,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             .init(move || {
                 let (slot, stalls) = (slot.clone(), stalls.clone());
                 let history = history.clone();
+                let watch = watch.clone();
                 async move {
                     let remote = RemoteStore::new(
                         store_addr,
@@ -331,7 +339,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                             ..SessionConfig::default()
                         },
                         dispatcher: DispatcherConfig {
-                            call_timeout_millis: 5_000,
+                            call_timeout_millis: CALL_TIMEOUT_MILLIS,
                             checkpoint,
                             ..DispatcherConfig::default()
                         },
@@ -341,6 +349,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                         unlock_path,
                         telemetry,
                         stall: stalls.hook(index),
+                        wire_tap: watch.tap(index),
                     };
                     // Starting reads the store; while it is out of reach, try again.
                     let node = loop {
@@ -490,7 +499,8 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     injected.frames_duplicated = link_counters.duplicated.load(Ordering::Relaxed);
     injected.frames_delayed = link_counters.delayed.load(Ordering::Relaxed);
     let truth = ground_truth(&stations);
-    let verdict = check_no_starvation(&starved)
+    let verdict = check_wire(&link_counters, &watch)
+        .and_then(|()| check_no_starvation(&starved))
         .and_then(|()| judge(&events, &acknowledged, &truth, telemetry));
     // Quiescence for the history: no writer left. Every CSMS node goes down (calls in
     // flight stay unanswered: outcome unknown), then the store's final contents are read.
@@ -504,6 +514,79 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         simulated: started.elapsed(),
         fingerprint: fingerprint(&events),
         history: StoreHistory::new(&history, stored, true),
+    }
+}
+
+/// The node side of I12: every station socket of every node incarnation, its CALLs
+/// judged on the node's own clock ([`CallDiscipline`]).
+#[derive(Default)]
+struct CallWatch {
+    incarnations: AtomicU64,
+    /// Per (node, incarnation, connection).
+    connections: Mutex<std::collections::BTreeMap<(usize, u64, u64), CallDiscipline>>,
+    violations: Mutex<(Vec<String>, u64)>,
+}
+
+impl CallWatch {
+    /// The tap of a new incarnation of CSMS node `index`.
+    fn tap(self: &Arc<Self>, index: usize) -> WireTap {
+        let watch = self.clone();
+        let incarnation = self.incarnations.fetch_add(1, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        WireTap::new(Arc::new(
+            move |station: &str, connection, direction, text: &str| {
+                let now = started.elapsed().as_millis() as u64;
+                let mut connections = lock_slot_of(&watch.connections);
+                let discipline = connections
+                    .entry((index, incarnation, connection))
+                    .or_insert_with(|| {
+                        CallDiscipline::new(CallTiming {
+                            call_timeout_millis: CALL_TIMEOUT_MILLIS,
+                            slack_millis: 50,
+                        })
+                    });
+                let broken = match direction {
+                    WireDirection::ToStation => discipline.written(text, now),
+                    WireDirection::FromStation => {
+                        discipline.read(text);
+                        None
+                    }
+                };
+                if let Some(broken) = broken {
+                    let mut violations = lock_slot_of(&watch.violations);
+                    violations.1 += 1;
+                    if violations.0.len() < 16 {
+                        violations.0.push(format!(
+                            "csms-{} to {station} (connection {connection}): {broken}",
+                            index + 1
+                        ));
+                    }
+                }
+            },
+        ))
+    }
+}
+
+fn lock_slot_of<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// I12: what the stations' wire oracles saw of the CSMS nodes, and what the nodes' own
+/// sockets saw of their CALLs.
+fn check_wire(counters: &LinkCounters, watch: &CallWatch) -> Result<(), Violation> {
+    let (mut violations, mut count) = counters.wire_violations();
+    let (written, written_count) = lock_slot_of(&watch.violations).clone();
+    violations.extend(written);
+    count += written_count;
+    match violations.first() {
+        None => Ok(()),
+        Some(first) => Err(Violation {
+            invariant: "I12",
+            detail: format!(
+                "{count} OCPP-J violation(s) by the CSMS over {} frames checked; the first: {first}",
+                counters.frames_checked.load(Ordering::Relaxed)
+            ),
+        }),
     }
 }
 

@@ -92,6 +92,53 @@ pub struct NodeConfig {
     pub telemetry: TelemetryPlacement,
     /// Where a fault injector may hold the node. Production leaves it empty.
     pub stall: OutcomeStall,
+    /// Who watches every frame on the node's station sockets (the simulator's wire oracle,
+    /// I12). Production leaves it empty.
+    pub wire_tap: WireTap,
+}
+
+/// Which way a frame crossed a station's socket at the node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireDirection {
+    /// Written by the node to the station.
+    ToStation,
+    /// Read by the node from the station.
+    FromStation,
+}
+
+/// What a [`WireTap`] runs for each text frame: the station, the node's connection
+/// number, the direction and the frame, at the moment it crossed the node's socket.
+pub type WireTapFn = dyn Fn(&str, u64, WireDirection, &str) + Send + Sync;
+
+/// An observation point on the station sockets: empty in production (one branch per
+/// frame); the simulator judges the CSMS's side of OCPP-J's timing rules with it.
+#[derive(Clone, Default)]
+pub struct WireTap(Option<Arc<WireTapFn>>);
+
+impl WireTap {
+    pub fn none() -> WireTap {
+        WireTap(None)
+    }
+
+    pub fn new(tap: Arc<WireTapFn>) -> WireTap {
+        WireTap(Some(tap))
+    }
+
+    fn saw(&self, station: &str, connection: u64, direction: WireDirection, text: &str) {
+        if let Some(tap) = &self.0 {
+            tap(station, connection, direction, text);
+        }
+    }
+}
+
+impl std::fmt::Debug for WireTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "WireTap(watching)"
+        } else {
+            "WireTap(none)"
+        })
+    }
 }
 
 /// A fault-injection point: the node awaits it after deciding an unlock's outcome, with its
@@ -219,6 +266,7 @@ impl CsmsNode {
                     seeds: Mutex::new(SplitMix64::new(config.seed.rotate_left(29))),
                     naive_call_timeout_millis: (config.unlock_path == UnlockPath::SideEffectFirst)
                         .then_some(config.dispatcher.call_timeout_millis),
+                    wire_tap: config.wire_tap.clone(),
                     shutdown: shutdown.clone(),
                 }),
             )),
@@ -281,6 +329,7 @@ struct Shared<S> {
     seeds: Mutex<SplitMix64>,
     /// Set only for the naive design N1: unlocks are sent from the API task itself.
     naive_call_timeout_millis: Option<u64>,
+    wire_tap: WireTap,
     shutdown: Shutdown,
 }
 

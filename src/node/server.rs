@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::http::{self, Head, Response};
-use super::{CONNECTION_QUEUE_MAX, HubInput, Shared, auth, operator};
+use super::{CONNECTION_QUEUE_MAX, HubInput, Shared, WireDirection, auth, operator};
 use crate::ocpp::frame::FRAME_BYTES_MAX;
 use crate::signal::Shutdown;
 
@@ -250,7 +250,16 @@ async fn station_connection<S: crate::store::EventStore>(
     if hub.send(connected).await.is_err() {
         return;
     }
-    let close = run_link(&mut ws, connection, hub, &mut frames_out, &shared.shutdown).await;
+    let tap = |direction, text: &str| shared.wire_tap.saw(&station, connection, direction, text);
+    let close = run_link(
+        &mut ws,
+        connection,
+        hub,
+        &mut frames_out,
+        &shared.shutdown,
+        tap,
+    )
+    .await;
     if let Some((code, reason)) = close {
         tracing::info!(%station, connection, ?code, reason, "closing the charge point's connection");
         let frame = CloseFrame {
@@ -269,6 +278,7 @@ async fn run_link(
     hub: &mpsc::Sender<HubInput>,
     frames_out: &mut mpsc::Receiver<String>,
     shutdown: &Shutdown,
+    tap: impl Fn(WireDirection, &str),
 ) -> Option<(CloseCode, &'static str)> {
     loop {
         tokio::select! {
@@ -277,6 +287,7 @@ async fn run_link(
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => {
                     let text = text.as_str().to_owned();
+                    tap(WireDirection::FromStation, &text);
                     if hub.send(HubInput::Frame { connection, text }).await.is_err() {
                         return Some((CloseCode::Away, "the CSMS is shutting down"));
                     }
@@ -297,6 +308,7 @@ async fn run_link(
             },
             frame = frames_out.recv() => match frame {
                 Some(text) => {
+                    tap(WireDirection::ToStation, &text);
                     if ws.send(Message::text(text)).await.is_err() {
                         return None;
                     }

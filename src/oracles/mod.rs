@@ -5,6 +5,7 @@
 //! recorded) and the stations' ground-truth actuation logs (what physically happened).
 
 pub mod history;
+pub mod protocol;
 
 use std::collections::BTreeMap;
 use std::fmt;

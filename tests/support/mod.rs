@@ -209,7 +209,7 @@ pub mod stations {
     use evsource::handler::HandlerConfig;
     use evsource::node::auth::{self, PasswordCost};
     use evsource::node::naive::TelemetryPlacement;
-    use evsource::node::{Fencing, NodeConfig, OutcomeStall, UnlockPath};
+    use evsource::node::{Fencing, NodeConfig, OutcomeStall, UnlockPath, WireTap};
     use evsource::session::SessionConfig;
     use evsource::store::EventStore;
 
@@ -250,6 +250,7 @@ pub mod stations {
             unlock_path: UnlockPath::Outbox,
             telemetry: TelemetryPlacement::OwnStream,
             stall: OutcomeStall::none(),
+            wire_tap: WireTap::none(),
         }
     }
 

@@ -223,9 +223,23 @@ fn ocpp_schemas() -> Result<String, String> {
     Err(format!("no ocpp/v16/schemas under {}", lib.display()))
 }
 
-/// Builds the simulator in release with `--cfg madsim` and runs it with `args`.
+/// Builds the simulator in release with `--cfg madsim` and runs it with `args`. The
+/// stations' wire oracle (I12) checks the CSMS's frames against the official OCPP 1.6
+/// schemas of the interop environment; if that cannot be set up, against the typed
+/// messages only, and the run says so.
 fn simulate(args: &[String]) -> ExitCode {
-    run_release("evsource-sims", "evsource-sim", args, SIMULATION_ENV)
+    let mut env: Vec<(&str, String)> = SIMULATION_ENV
+        .iter()
+        .map(|(key, value)| (*key, (*value).to_owned()))
+        .collect();
+    match ensure_interop_python().and_then(|()| ocpp_schemas()) {
+        Ok(schemas) => env.push((SCHEMAS_VAR, schemas)),
+        Err(error) => eprintln!(
+            "==> OCPP frames are checked against the typed messages only (no official schemas: {error})"
+        ),
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_release("evsource-sims", "evsource-sim", args, &env)
 }
 
 /// Builds the model checker in release and runs it with `args`.
