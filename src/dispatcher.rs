@@ -102,7 +102,8 @@ struct Tracked {
     next_attempt_at: u64,
     /// The current CALL's id and the connection generation it was sent on.
     call: Option<(String, u64)>,
-    /// Ever sent at all (only never-sent requests may time out).
+    /// Ever sent at all, by this dispatcher or — for all it knows — by an earlier owner
+    /// of the station (only never-sent requests may time out).
     sent: bool,
     /// Decided and handed to the shell; waiting to read the outcome event back.
     decided: Option<StationAnswer>,
@@ -116,6 +117,10 @@ struct Link {
     generation: u64,
     /// The request whose CALL is in flight, and the CALL's deadline.
     in_flight: Option<(GlobalPosition, u64)>,
+    /// A CALL abandoned when ownership changed while it was in flight: its id and
+    /// deadline. The connection still has it outstanding, so no new CALL goes out on it
+    /// until it is answered or its deadline passes (one CALL outstanding, I12).
+    abandoned: Option<(String, u64)>,
 }
 
 /// See the module documentation.
@@ -129,6 +134,8 @@ pub struct Dispatcher {
     saved_checkpoint: Option<GlobalPosition>,
     next_call_number: u64,
     effects: VecDeque<DispatchEffect>,
+    /// See [`Dispatcher::possibly_sent_before`].
+    possibly_sent_before: Option<GlobalPosition>,
 }
 
 impl Dispatcher {
@@ -142,6 +149,7 @@ impl Dispatcher {
             saved_checkpoint: checkpoint,
             next_call_number: 1,
             effects: VecDeque::new(),
+            possibly_sent_before: None,
         }
     }
 
@@ -169,6 +177,11 @@ impl Dispatcher {
         self.last_read = Some(position);
         match event {
             StationEvent::UnlockRequested { connector, session } => {
+                // Read while another node (or an earlier incarnation of this one) may
+                // have owned the station: it may have sent the request already, so it
+                // is never given up as undeliverable — only a station's answer settles it.
+                let sent = !self.acts_for(station)
+                    || self.possibly_sent_before.is_some_and(|end| position < end);
                 self.tracked.insert(
                     position,
                     Tracked {
@@ -179,7 +192,7 @@ impl Dispatcher {
                         attempts: 0,
                         next_attempt_at: now,
                         call: None,
-                        sent: false,
+                        sent,
                         decided: None,
                     },
                 );
@@ -214,6 +227,7 @@ impl Dispatcher {
         if link.online != online {
             link.online = online;
             link.generation += 1;
+            link.abandoned = None; // gone with its connection
             // A CALL in flight is lost with its connection; its request will be retried.
             if let Some((request, _)) = link.in_flight.take()
                 && let Some(tracked) = self.tracked.get_mut(&request)
@@ -229,8 +243,8 @@ impl Dispatcher {
     /// Lost: a CALL in flight is abandoned and undecided requests stay tracked, so their
     /// outcomes — recorded by the new owner — still resolve them; a decision not yet
     /// recorded is forgotten (its fenced append fails) and made again if ownership
-    /// returns. Gained: the station's unsent requests start their undeliverable clock now,
-    /// not when they were read while someone else owned it.
+    /// returns. Requests read while someone else may have owned the station count as sent
+    /// (the other owner may have sent them): they are never given up as undeliverable.
     pub fn handle_ownership(&mut self, station: &str, owned: bool, now: u64) {
         let link = self.links.entry(station.to_owned()).or_default();
         if link.owned == owned {
@@ -238,7 +252,11 @@ impl Dispatcher {
         }
         link.owned = owned;
         link.generation += 1;
-        link.in_flight = None;
+        if let Some((request, deadline)) = link.in_flight.take()
+            && let Some((call_id, _)) = self.tracked.get(&request).and_then(|t| t.call.clone())
+        {
+            link.abandoned = Some((call_id, deadline));
+        }
         for tracked in self.tracked.values_mut().filter(|t| t.station == station) {
             tracked.call = None;
             tracked.next_attempt_at = now;
@@ -269,7 +287,9 @@ impl Dispatcher {
         now: u64,
     ) {
         let Some(request) = self.in_flight_request(station, call_id) else {
-            return; // late or unknown: dropped, never matched to another call
+            // Late or unknown: dropped, never matched to another call.
+            self.abandoned_answered(station, call_id, now);
+            return;
         };
         self.links.get_mut(station).expect("in flight").in_flight = None;
         let tracked = self.tracked.get_mut(&request).expect("tracked");
@@ -294,6 +314,7 @@ impl Dispatcher {
     /// The station answered CALL `call_id` with a CALLERROR: not delivered, retry later.
     pub fn handle_call_error(&mut self, station: &str, call_id: &str, now: u64) {
         let Some(request) = self.in_flight_request(station, call_id) else {
+            self.abandoned_answered(station, call_id, now);
             return;
         };
         self.links.get_mut(station).expect("in flight").in_flight = None;
@@ -304,8 +325,48 @@ impl Dispatcher {
     }
 
     /// Timers: CALL deadlines and retry times.
+    /// The shell sent CALL `call_id` at `now`: its timeout runs from here. (The shell may
+    /// send later than the dispatcher decided; a timeout counted from the decision would
+    /// let the next CALL out while this one is still outstanding on the wire.)
+    pub fn handle_sent(&mut self, station: &str, call_id: &str, now: u64) {
+        let Some(request) = self.in_flight_request(station, call_id) else {
+            return;
+        };
+        let deadline = now + self.config.call_timeout_millis;
+        if let Some(link) = self.links.get_mut(station)
+            && let Some((in_flight, old_deadline)) = &mut link.in_flight
+            && *in_flight == request
+        {
+            *old_deadline = (*old_deadline).max(deadline);
+        }
+    }
+
+    /// Requests stored before `end` may have been sent by an earlier incarnation of this
+    /// dispatcher's node (a restart re-reads them from the checkpoint): like those read
+    /// while another node owned the station, they are never given up as undeliverable.
+    pub fn possibly_sent_before(&mut self, end: GlobalPosition) {
+        self.possibly_sent_before = Some(end);
+    }
+
+    /// An answer to an abandoned CALL frees its connection for the next one.
+    fn abandoned_answered(&mut self, station: &str, call_id: &str, now: u64) {
+        if let Some(link) = self.links.get_mut(station)
+            && link.abandoned.as_ref().is_some_and(|(id, _)| id == call_id)
+        {
+            link.abandoned = None;
+            self.pump(now);
+        }
+    }
+
     pub fn handle_timeout(&mut self, now: u64) {
         for link in self.links.values_mut() {
+            if link
+                .abandoned
+                .as_ref()
+                .is_some_and(|(_, deadline)| *deadline <= now)
+            {
+                link.abandoned = None;
+            }
             if let Some((request, deadline)) = link.in_flight
                 && deadline <= now
             {
@@ -338,22 +399,22 @@ impl Dispatcher {
 
     /// When [`handle_timeout`](Self::handle_timeout) should run next.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let deadlines = self
-            .links
-            .values()
-            .filter_map(|l| l.in_flight.map(|(_, d)| d));
-        let retries = self
-            .tracked
-            .values()
-            .filter(|t| {
-                t.decided.is_none()
-                    && self.acts_for(&t.station)
-                    && self
-                        .links
-                        .get(&t.station)
-                        .is_some_and(|l| l.online && l.in_flight.is_none())
-            })
-            .map(|t| t.next_attempt_at);
+        let deadlines = self.links.values().filter_map(|l| {
+            l.in_flight
+                .map(|(_, d)| d)
+                .or(l.abandoned.as_ref().map(|(_, d)| *d))
+        });
+        let retries =
+            self.tracked
+                .values()
+                .filter(|t| {
+                    t.decided.is_none()
+                        && self.acts_for(&t.station)
+                        && self.links.get(&t.station).is_some_and(|l| {
+                            l.online && l.in_flight.is_none() && l.abandoned.is_none()
+                        })
+                })
+                .map(|t| t.next_attempt_at);
         let expiries = self
             .tracked
             .values()
@@ -386,7 +447,9 @@ impl Dispatcher {
         let stations: Vec<String> = self
             .links
             .iter()
-            .filter(|(s, l)| l.online && l.in_flight.is_none() && self.acts_for(s))
+            .filter(|(s, l)| {
+                l.online && l.in_flight.is_none() && l.abandoned.is_none() && self.acts_for(s)
+            })
             .map(|(s, _)| s.clone())
             .collect();
         for station in stations {

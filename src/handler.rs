@@ -263,6 +263,11 @@ where
                 }
             };
             let data = encode_events::<A>(&events, command_id, env.now_millis());
+            crate::faultpoint::reach(
+                crate::faultpoint::FaultPoint::CommandDecided,
+                stream.as_str(),
+            )
+            .await;
             let expected = match loaded.version {
                 CurrentVersion::NoStream => ExpectedVersion::NoStream,
                 CurrentVersion::Current(version) => ExpectedVersion::Exact(version),

@@ -8,6 +8,7 @@ pub mod decider;
 pub mod dispatcher;
 pub mod domain;
 pub mod environment;
+pub mod faultpoint;
 pub mod handler;
 pub mod mirror;
 pub mod node;

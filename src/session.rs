@@ -122,6 +122,12 @@ impl StationSession {
         session
     }
 
+    /// The station's boot turns out to be accepted (recorded before, learned late): its
+    /// CALLs are accepted from now on, as [`StationSession::resume_accepted`] would have.
+    pub fn resume(&mut self) {
+        self.accepted = true;
+    }
+
     pub fn station(&self) -> &str {
         &self.station
     }

@@ -312,3 +312,101 @@ fn only_the_owner_sends_or_decides() {
     );
     assert_eq!(dispatcher.tracked_requests(), 0);
 }
+
+/// Ownership lost and regained while a CALL is in flight: the connection still has that
+/// CALL outstanding, so no new CALL goes out on it before the old one is answered or its
+/// deadline passes (one CALL outstanding per connection, I12).
+#[test]
+fn a_call_abandoned_by_an_ownership_change_still_holds_the_connection() {
+    let mut dispatcher = Dispatcher::new(
+        DispatcherConfig {
+            requires_ownership: true,
+            ..config()
+        },
+        None,
+    );
+    dispatcher.handle_link("CP1", true, 0);
+    dispatcher.handle_ownership("CP1", true, 0);
+    dispatcher.handle_event(GlobalPosition(0), "CP1", &requested(1, "s1"), 0);
+    let first = sends(&effects(&mut dispatcher));
+    assert_eq!(first.len(), 1);
+    dispatcher.handle_ownership("CP1", false, 100);
+    dispatcher.handle_ownership("CP1", true, 200);
+    assert!(
+        sends(&effects(&mut dispatcher)).is_empty(),
+        "the first CALL is outstanding"
+    );
+    // Its answer frees the connection: the request goes out again as a new CALL.
+    dispatcher.handle_answer("CP1", &first[0].0, Accepted, UnlockEvidence::Unknown, 300);
+    let second = sends(&effects(&mut dispatcher));
+    assert_eq!(second.len(), 1, "sent again once the connection is free");
+    assert_ne!(second[0].0, first[0].0);
+    // Unanswered, the abandoned CALL holds the connection until its deadline.
+    dispatcher.handle_ownership("CP1", false, 400);
+    dispatcher.handle_ownership("CP1", true, 500);
+    assert!(sends(&effects(&mut dispatcher)).is_empty());
+    assert_eq!(
+        dispatcher.poll_timeout(),
+        Some(300 + 1_000),
+        "woken at its deadline"
+    );
+    dispatcher.handle_timeout(1_300);
+    assert_eq!(sends(&effects(&mut dispatcher)).len(), 1);
+}
+
+/// A CALL's timeout runs from when the shell sent it, not from when the dispatcher
+/// decided to: a shell busy for a while must not let the next CALL out early (I12).
+#[test]
+fn a_calls_timeout_runs_from_when_it_was_sent() {
+    let mut dispatcher = Dispatcher::new(config(), None);
+    dispatcher.handle_link("CP1", true, 0);
+    dispatcher.handle_event(GlobalPosition(0), "CP1", &requested(1, "s1"), 0);
+    let first = sends(&effects(&mut dispatcher));
+    // The shell got to sending it 900 ms later.
+    dispatcher.handle_sent("CP1", &first[0].0, 900);
+    assert_eq!(dispatcher.poll_timeout(), Some(1_900));
+    dispatcher.handle_timeout(1_000);
+    assert!(
+        sends(&effects(&mut dispatcher)).is_empty(),
+        "still outstanding at 1 s"
+    );
+    dispatcher.handle_timeout(1_900);
+    let retry_at = dispatcher.poll_timeout().expect("a retry is scheduled");
+    dispatcher.handle_timeout(retry_at);
+    assert_eq!(
+        sends(&effects(&mut dispatcher)).len(),
+        1,
+        "sent again after its timeout"
+    );
+}
+
+/// A request read while another node (or an earlier incarnation) may have owned the
+/// station may have been sent already: it is never recorded TimedOut, however long the
+/// station stays away — only the station's answer settles it (I5).
+#[test]
+fn a_request_read_before_ownership_is_never_given_up_as_undeliverable() {
+    let mut dispatcher = Dispatcher::new(
+        DispatcherConfig {
+            requires_ownership: true,
+            ..config()
+        },
+        None,
+    );
+    dispatcher.handle_event(GlobalPosition(0), "CP1", &requested(1, "s1"), 0);
+    dispatcher.handle_ownership("CP1", true, 10);
+    dispatcher.handle_timeout(100_000);
+    let decided = effects(&mut dispatcher)
+        .into_iter()
+        .any(|e| matches!(e, DispatchEffect::RecordOutcome { .. }));
+    assert!(!decided, "no outcome without the station's answer");
+    // Read while owned and never sent: given up after `undeliverable_after`, as before.
+    dispatcher.handle_event(GlobalPosition(1), "CP1", &requested(2, "s2"), 100_000);
+    dispatcher.handle_timeout(110_000);
+    assert!(effects(&mut dispatcher).iter().any(|e| matches!(
+        e,
+        DispatchEffect::RecordOutcome {
+            answer: StationAnswer::TimedOut,
+            ..
+        }
+    )));
+}

@@ -42,6 +42,8 @@ pub struct FaultPlan {
     /// SuspendedEV), each flap a StatusNotification, on average this many milliseconds
     /// apart.
     pub telemetry_storm: Option<u64>,
+    /// F12: the production code's fault points that act in this run, and how often.
+    pub points: crate::points::PointPlan,
     /// How long faults are injected before everything heals.
     pub fault_phase: Duration,
     /// Pause between two faults, drawn uniformly from this range (milliseconds).
@@ -63,6 +65,7 @@ impl FaultPlan {
             disk_faults: false,
             sync_latency_millis: None,
             telemetry_storm: None,
+            points: crate::points::PointPlan::default(),
             fault_phase: Duration::ZERO,
             interval_millis: (1, 1),
             outage_millis: (1, 1),
@@ -75,7 +78,13 @@ impl FaultPlan {
         let mut rng = madsim::rand::thread_rng();
         let interval_low = rng.gen_range(2_000..20_000);
         let csms_crash = rng.gen_bool(0.5);
+        let points = if rng.gen_bool(0.5) {
+            crate::points::PointPlan::draw()
+        } else {
+            crate::points::PointPlan::default()
+        };
         FaultPlan {
+            points,
             csms_crash,
             outcome_stalls: csms_crash && rng.gen_bool(0.5),
             station_reboot: rng.gen_bool(0.5),
@@ -96,7 +105,7 @@ impl FaultPlan {
     }
 
     /// Fault kinds a run can switch off by name, as `--without` and the shrinker do.
-    pub const KINDS: [&'static str; 8] = ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "F9"];
+    pub const KINDS: [&'static str; 9] = ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "F9", "F12"];
 
     /// Whether fault kind `kind` (one of [`FaultPlan::KINDS`]) is on in this plan.
     pub fn has(&self, kind: &str) -> bool {
@@ -109,6 +118,7 @@ impl FaultPlan {
             "F6" => self.disk_faults,
             "F7" => self.sync_latency_millis.is_some(),
             "F9" => self.telemetry_storm.is_some(),
+            "F12" => !self.points.is_empty(),
             _ => false,
         }
     }
@@ -127,12 +137,17 @@ impl FaultPlan {
             "F6" => self.disk_faults = false,
             "F7" => self.sync_latency_millis = None,
             "F9" => self.telemetry_storm = None,
+            "F12" => self.points = crate::points::PointPlan::default(),
             _ => {}
         }
     }
 
     pub fn any(&self) -> bool {
-        self.csms_crash || self.station_reboot || self.partition || self.disk_faults
+        self.csms_crash
+            || self.station_reboot
+            || self.partition
+            || self.disk_faults
+            || !self.points.is_empty()
     }
 }
 
@@ -141,7 +156,7 @@ impl fmt::Display for FaultPlan {
         let on = |enabled: bool| if enabled { "on" } else { "off" };
         write!(
             f,
-            "F1 csms-crash {}{} · F2 station-reboot {} · F3 partition {} · F4 messages {} · F5 clock-skew {} · F6 disk-faults {} · F6/F7 slow-disk {} · F9 telemetry-storm {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
+            "F1 csms-crash {}{} · F2 station-reboot {} · F3 partition {} · F4 messages {} · F5 clock-skew {} · F6 disk-faults {} · F6/F7 slow-disk {} · F9 telemetry-storm {} · F12 fault points {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
             on(self.csms_crash),
             if self.outcome_stalls {
                 " (outcome stalls on)"
@@ -161,6 +176,7 @@ impl fmt::Display for FaultPlan {
                 .map_or("off".to_owned(), |ms| format!("{ms} ms/sync")),
             self.telemetry_storm
                 .map_or("off".to_owned(), |ms| format!("flaps ~{ms} ms apart")),
+            self.points,
             self.fault_phase.as_secs(),
             self.interval_millis.0,
             self.interval_millis.1,
@@ -328,5 +344,22 @@ pub fn log_config() -> evsource::store::LogConfig {
     evsource::store::LogConfig {
         segment_bytes: 4 * 1024 * 1024,
         ..evsource::store::LogConfig::default()
+    }
+}
+
+/// Binds `port` on every address of this machine. A machine restarted twice in quick
+/// succession may find its previous incarnation's listener not yet gone: like a process
+/// supervisor, it tries again shortly rather than giving up.
+pub async fn bind_retrying(port: u16) -> tokio::net::TcpListener {
+    let address =
+        std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
+    loop {
+        match tokio::net::TcpListener::bind(address).await {
+            Ok(listener) => return listener,
+            Err(error) => {
+                tracing::warn!(%error, port, "binding failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }

@@ -10,9 +10,13 @@ pub mod bank;
 #[cfg(madsim)]
 pub mod canary;
 #[cfg(madsim)]
+pub mod coverage;
+#[cfg(madsim)]
 pub mod decider_scenario;
 #[cfg(madsim)]
 pub mod faults;
+#[cfg(madsim)]
+pub mod points;
 #[cfg(madsim)]
 pub mod projection_catchup;
 #[cfg(madsim)]

@@ -27,8 +27,10 @@ mod cli {
     use evsource::oracles::Violation;
     use evsource::oracles::history::HistoryStats;
     use evsource_sims::bank::{self, BankWorkload};
+    use evsource_sims::coverage::{self, Coverage};
     use evsource_sims::decider_scenario;
     use evsource_sims::faults::{Design, FaultCounts, FaultPlan};
+    use evsource_sims::points::Points;
     use evsource_sims::projection_catchup;
     use evsource_sims::seats::SeatBooking;
     use evsource_sims::store_fuzz;
@@ -40,12 +42,13 @@ mod cli {
     const USAGE: &str = "usage:
   evsource-sim                                  default swarm: 200 seeds of all scenarios
   evsource-sim swarm --seeds N [--first S] [--scenario X] [--design D] [--jobs J] [SHAPE]
+                     [--require-coverage]   fail if a dangerous situation was never reached
   evsource-sim run --seed S [--scenario X] [--design D] [SHAPE] [--trace FILE] [--check-determinism]
   evsource-sim shrink --seed S [--scenario X] [--design D]
                                                 smallest shape in which seed S still fails
 
 SHAPE (what `shrink` prints; each narrows or resizes the seed's own run):
-  --without F1,F4,…   switch fault kinds off (F1 F2 F3 F4 F5 F6 F7 F9)
+  --without F1,F4,…   switch fault kinds off (F1 F2 F3 F4 F5 F6 F7 F9 F12)
   --fault-phase SECS  inject faults for at most this long
   --clients N  --requests N  --stations N      (unlock-race) the workload's size
 
@@ -181,6 +184,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         shape: Shape,
         jobs: usize,
         check_determinism: bool,
+        /// The swarm fails when a required dangerous situation was never reached.
+        require_coverage: bool,
         trace: Option<String>,
     }
 
@@ -192,6 +197,9 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
     }
 
     fn parse(args: &[String]) -> Result<Options, String> {
+        // The main job (no arguments) is a swarm that must also reach every dangerous
+        // situation.
+        let mut require_coverage = args.is_empty();
         let (command, rest) = match args.first().map(String::as_str) {
             None => ("swarm", &args[..0]),
             Some("run") => ("run", &args[1..]),
@@ -206,6 +214,11 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             let flag = rest[index].as_str();
             if flag == "--check-determinism" {
                 check_determinism = true;
+                index += 1;
+                continue;
+            }
+            if flag == "--require-coverage" {
+                require_coverage = true;
                 index += 1;
                 continue;
             }
@@ -322,6 +335,9 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                 seeds: number("--seeds", Some(200))?,
             }
         };
+        if require_coverage && !matches!(command, Command::Swarm { .. }) {
+            return Err("--require-coverage goes with a swarm".into());
+        }
         if check_determinism && !matches!(command, Command::Run { .. }) {
             return Err("--check-determinism goes with `run --seed S`".into());
         }
@@ -332,6 +348,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             shape,
             jobs,
             check_determinism,
+            require_coverage,
             trace: values.get("--trace").map(|path| (*path).to_owned()),
         })
     }
@@ -349,6 +366,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         store_history: Option<StoreHistory>,
         /// What the history check covered and cost.
         checked: HistoryStats,
+        /// The dangerous situations the seed reached.
+        coverage: Coverage,
     }
 
     /// One run inside the current simulation runtime.
@@ -372,6 +391,25 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         let mut plan = FaultPlan::draw();
         shape.apply_to_plan(&mut plan);
         let started = tokio::time::Instant::now();
+        // The scenarios on their own machines install the seed's fault points themselves
+        // (they carry out the crashes the points ask for); the in-process ones get them
+        // here, where a crash point pauses instead.
+        let in_process = !matches!(scenario, Scenario::UnlockRace | Scenario::StoreFuzz);
+        let points = in_process.then(|| Points::install(plan.points.clone()).0);
+        let mut result = run_scenario(scenario, plan, design, &shape, started).await;
+        if let Some(points) = points {
+            coverage::note_points(&mut result.coverage, &points.counts());
+        }
+        result
+    }
+
+    async fn run_scenario(
+        scenario: Scenario,
+        plan: FaultPlan,
+        design: Design,
+        shape: &Shape,
+        started: tokio::time::Instant,
+    ) -> SeedResult {
         match scenario {
             Scenario::UnlockRace => {
                 let mut race = UnlockRace {
@@ -396,6 +434,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                     fingerprint: report.fingerprint,
                     store_history: Some(report.history),
                     checked: HistoryStats::default(),
+                    coverage: report.coverage,
                 }
             }
             Scenario::StoreFuzz => {
@@ -414,6 +453,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                     fingerprint: report.fingerprint,
                     store_history: Some(report.history),
                     checked: HistoryStats::default(),
+                    coverage: report.coverage,
                 }
             }
             Scenario::PanicCanary => {
@@ -483,6 +523,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             fingerprint,
             store_history: None,
             checked: HistoryStats::default(),
+            coverage: Coverage::new(),
         }
     }
 
@@ -520,6 +561,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                 fingerprint: 0,
                 store_history: None,
                 checked: HistoryStats::default(),
+                coverage: Coverage::new(),
             }
         });
         // I11, on real time: the scenario's own oracles first, then its store history.
@@ -527,7 +569,14 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             && result.verdict.is_ok()
         {
             match history.judge() {
-                Ok(stats) => result.checked = stats,
+                Ok(stats) => {
+                    coverage::note(
+                        &mut result.coverage,
+                        coverage::UNKNOWN_SETTLED,
+                        stats.unknowns_settled,
+                    );
+                    result.checked = stats;
+                }
                 Err(violation) => result.verdict = Err(violation),
             }
         }
@@ -583,6 +632,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                 options.selection,
                 options.design,
                 &options.shape,
+                options.require_coverage,
             ),
         }
     }
@@ -887,6 +937,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         by_scenario: BTreeMap<&'static str, u64>,
         /// What the history checks covered and cost, over every seed.
         checked: HistoryStats,
+        /// Per situation: the seeds that reached it, and how often in all.
+        coverage: BTreeMap<&'static str, (u64, u64)>,
         /// Per invariant: the seeds that broke it, their scenario and what was seen.
         failures: BTreeMap<&'static str, Vec<(u64, Scenario, String)>>,
     }
@@ -898,6 +950,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         selection: Selection,
         design: Design,
         shape: &Shape,
+        require_coverage: bool,
     ) -> ExitCode {
         let scenario_name = match selection {
             Selection::One(scenario) => scenario.name(),
@@ -927,6 +980,11 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                         tally.simulated += result.simulated;
                         tally.faults.add(&result.faults);
                         tally.checked.add(&result.checked);
+                        for (situation, count) in &result.coverage {
+                            let entry = tally.coverage.entry(situation).or_default();
+                            entry.0 += 1;
+                            entry.1 += count;
+                        }
                         *tally.by_scenario.entry(result.scenario.name()).or_default() += 1;
                         if let Err(violation) = &result.verdict {
                             tally
@@ -1023,6 +1081,24 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             );
         }
         println!("| failed seeds | {failed} |");
+        println!();
+        println!("| coverage: dangerous situation | seeds | times |");
+        println!("| --- | --- | --- |");
+        let required = coverage::required();
+        let mut unreached = Vec::new();
+        for situation in &required {
+            let (reached, times) = tally.coverage.get(situation).copied().unwrap_or_default();
+            println!("| {situation} | {reached} | {times} |");
+            if reached == 0 {
+                unreached.push(*situation);
+            }
+        }
+        for (situation, (reached, times)) in &tally.coverage {
+            if !required.contains(situation) {
+                println!("| {situation} | {reached} | {times} |");
+            }
+        }
+        println!();
         for (invariant, failing) in &tally.failures {
             println!("| {invariant} violated | {} |", failing.len());
         }
@@ -1042,6 +1118,13 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             println!(
                 "HARNESS FAILURE: {dead_workers} swarm worker(s) died; {} of {seeds} seeds were judged",
                 tally.done
+            );
+            return ExitCode::FAILURE;
+        }
+        if require_coverage && !unreached.is_empty() {
+            println!(
+                "COVERAGE FAILURE: never reached in {seeds} seeds: {}",
+                unreached.join("; ")
             );
             return ExitCode::FAILURE;
         }

@@ -18,6 +18,7 @@
 //! damage — or serve exactly what it held before; never other bytes, never fewer events.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -38,7 +39,12 @@ use madsim::rand::Rng;
 use madsim::runtime::Handle;
 
 use crate::StoreHistory;
+use crate::coverage::{
+    CRASH_IN_GROUP_COMMIT, Coverage, DAMAGE_REFUSED, OLDER_SNAPSHOT, READ_FLIP_CAUGHT,
+    TORN_TAIL_RECOVERED, note, note_points,
+};
 use crate::faults::{FaultCounts, FaultPlan, log_config, simulated_disk};
+use crate::points::Points;
 
 const STORE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
 const STORE_PORT: u16 = 5000;
@@ -70,6 +76,8 @@ pub struct FuzzReport {
     pub faults: FaultCounts,
     pub history: StoreHistory,
     pub fingerprint: u128,
+    /// The dangerous situations the run reached.
+    pub coverage: Coverage,
 }
 
 type Slot<T> = Arc<Mutex<Option<T>>>;
@@ -85,6 +93,9 @@ fn set<T>(slot: &Slot<T>, value: Option<T>) {
 /// Runs the scenario inside the current madsim runtime.
 pub async fn run(plan: &FaultPlan) -> FuzzReport {
     let handle = Handle::current();
+    let (points, mut crash_requests) = Points::install(plan.points.clone());
+    let torn_tails = Arc::new(AtomicU64::new(0));
+    let older_snapshots = Arc::new(AtomicU64::new(0));
     let (backend, clients, calls_per_client, streams) = {
         let mut rng = madsim::rand::thread_rng();
         let backend = if rng.gen_bool(0.75) {
@@ -104,19 +115,16 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
     let memory = MemoryStore::new(Limits::default());
     let server = {
         let (disk, slot, memory) = (disk.clone(), log_slot.clone(), memory.clone());
+        let torn_tails = torn_tails.clone();
         handle
             .create_node()
             .name("store")
             .ip(STORE_IP)
             .init(move || {
                 let (disk, slot, memory) = (disk.clone(), slot.clone(), memory.clone());
+                let torn_tails = torn_tails.clone();
                 async move {
-                    let listener = tokio::net::TcpListener::bind(SocketAddr::new(
-                        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                        STORE_PORT,
-                    ))
-                    .await
-                    .expect("the store binds its port");
+                    let listener = crate::faults::bind_retrying(STORE_PORT).await;
                     match backend {
                         Backend::Memory => {
                             let _ = remote::serve(memory, listener, Shutdown::new()).await;
@@ -124,7 +132,12 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
                         Backend::Log => {
                             let store = loop {
                                 match LogStore::open(Arc::new(disk.clone()), log_config()) {
-                                    Ok(store) => break store,
+                                    Ok(store) => {
+                                        if store.cut_torn_tail() {
+                                            torn_tails.fetch_add(1, Ordering::Relaxed);
+                                        }
+                                        break store;
+                                    }
                                     Err(error) => {
                                         tracing::warn!(%error, "the log did not open; retrying");
                                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -163,14 +176,48 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
             history.clone(),
             &format!("client-{client}"),
         );
-        tasks.push(node.spawn(drive(client as u32, store, calls_per_client, streams)));
+        tasks.push(node.spawn(drive(
+            client as u32,
+            store,
+            calls_per_client,
+            streams,
+            older_snapshots.clone(),
+        )));
     }
     let done = Shutdown::new();
+    // Held for the whole of a crash of the store, so that two never interleave.
+    let crashing = Arc::new(tokio::sync::Mutex::new(()));
     let injector = {
+        let crashing = crashing.clone();
         let (plan, handle, disk, done) = (plan.clone(), handle.clone(), disk.clone(), done.clone());
         let (slot, nodes) = (log_slot.clone(), client_nodes.clone());
         tokio::spawn(async move {
-            inject(&plan, backend, &handle, server, &slot, &disk, &nodes, &done).await
+            inject(
+                &plan, backend, &handle, server, &slot, &disk, &nodes, &done, &crashing,
+            )
+            .await
+        })
+    };
+    // Crashes asked for by fault points: the store server crashes right there.
+    let crasher = {
+        let (handle, disk, slot) = (handle.clone(), disk.clone(), log_slot.clone());
+        let crashing = crashing.clone();
+        tokio::spawn(async move {
+            let mut crashed = 0u64;
+            while let Some((node, point)) = crash_requests.recv().await {
+                let _crashing = crashing.lock().await;
+                let kept = madsim::rand::thread_rng().gen_range(0..8192u64);
+                if node == server {
+                    tracing::info!(%point, kept_unsynced_bytes = kept, "fault: the store crashed at a fault point");
+                    set(&slot, None);
+                    handle.kill(server);
+                    disk.crash(kept);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    crashed += 1;
+                }
+                handle.restart(node);
+            }
+            crashed
         })
     };
     let mut calls = 0;
@@ -178,7 +225,10 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
         calls += task.await.unwrap_or(0);
     }
     done.trigger();
+    points.disarm();
     let mut faults = injector.await.expect("the injector ends");
+    let crashed_at_points = crasher.await.expect("the crash server ends");
+    faults.store_crashes += crashed_at_points;
 
     // Quiescence: every client is done; the store is up and its log healthy.
     for node in &client_nodes {
@@ -189,6 +239,20 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
         Backend::Log => settled_log(&handle, server, &log_slot).await,
     };
     let store_history = StoreHistory::new(&history, stored.clone(), true);
+    let mut coverage = Coverage::new();
+    note_points(&mut coverage, &points.counts());
+    note(&mut coverage, CRASH_IN_GROUP_COMMIT, crashed_at_points);
+    note(
+        &mut coverage,
+        TORN_TAIL_RECOVERED,
+        torn_tails.load(Ordering::Relaxed),
+    );
+    note(&mut coverage, READ_FLIP_CAUGHT, disk.stats().flips_struck);
+    note(
+        &mut coverage,
+        OLDER_SNAPSHOT,
+        older_snapshots.load(Ordering::Relaxed),
+    );
     let shape = check_store_shape(&stored);
     let damage = match (backend, shape) {
         (_, Err(violation)) => Err(violation),
@@ -198,6 +262,9 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
             set(&log_slot, None);
             let judged = damage_at_rest(&disk, &stored).await;
             faults.damage_at_rest += 1;
+            if judged.as_ref().is_ok_and(|how| how.starts_with("refused")) {
+                note(&mut coverage, DAMAGE_REFUSED, 1);
+            }
             judged
         }
     };
@@ -214,6 +281,7 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
         faults,
         history: store_history,
         fingerprint: fingerprint(&stored),
+        coverage,
     }
 }
 
@@ -239,7 +307,13 @@ async fn settled_log(
 }
 
 /// One client's calls. Returns how many it made.
-async fn drive<S: EventStore>(client: u32, store: S, calls: u64, streams: usize) -> u64 {
+async fn drive<S: EventStore>(
+    client: u32,
+    store: S,
+    calls: u64,
+    streams: usize,
+    older_snapshots: Arc<AtomicU64>,
+) -> u64 {
     let stream_names: Vec<StreamId> = (0..streams)
         .map(|s| StreamId::new(&format!("fuzz-{s}")).expect("valid"))
         .collect();
@@ -396,7 +470,13 @@ async fn drive<S: EventStore>(client: u32, store: S, calls: u64, streams: usize)
                     };
                     let _ = store.save_snapshot(&stream, snapshot).await;
                 }
-                let _ = store.load_snapshot(&stream).await;
+                // A reader of the newest schema meets the older ones: it must see each
+                // snapshot as saved, schema and all (the history checker compares).
+                if let Ok(Some(loaded)) = store.load_snapshot(&stream).await
+                    && loaded.schema_version < SCHEMAS[SCHEMAS.len() - 1]
+                {
+                    older_snapshots.fetch_add(1, Ordering::Relaxed);
+                }
             }
             _ => {
                 let (checkpoint, take) = {
@@ -475,6 +555,7 @@ async fn inject(
     disk: &SimDisk,
     clients: &[madsim::task::NodeId],
     done: &Shutdown,
+    crashing: &tokio::sync::Mutex<()>,
 ) -> FaultCounts {
     let mut counts = FaultCounts::default();
     let disk_faults = backend == Backend::Log;
@@ -490,6 +571,7 @@ async fn inject(
     }
     while !done.is_triggered() {
         // A poisoned log stops itself; its supervisor restarts the process.
+        let crash = crashing.lock().await;
         if let Some(store) = current(slot)
             && let Some(reason) = store.failure()
         {
@@ -499,6 +581,7 @@ async fn inject(
             handle.restart(server);
             counts.node_failures += 1;
         }
+        drop(crash);
         if kinds.is_empty() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
@@ -520,6 +603,7 @@ async fn inject(
         }
         match kind {
             1 => {
+                let _crashing = crashing.lock().await;
                 tracing::info!(kept_unsynced_bytes = kept, "fault: the store crashed");
                 set(slot, None);
                 handle.kill(server);

@@ -44,7 +44,12 @@ use madsim::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::StoreHistory;
+use crate::coverage::{
+    CRASH_AFTER_CHECKPOINT, CRASH_IN_GROUP_COMMIT, Coverage, LEASE_TAKEN_OVER_IN_FLIGHT,
+    READ_FLIP_CAUGHT, TORN_TAIL_RECOVERED, note, note_points,
+};
 use crate::faults::{Design, FaultCounts, FaultPlan};
+use crate::points::{CrashRequest, Points};
 
 /// The shape of one run.
 #[derive(Clone, Debug)]
@@ -88,6 +93,8 @@ pub struct RunReport {
     /// Every store call of the nodes and the operator, and what the store held at the
     /// end: judged by [`StoreHistory::judge`] once the simulation is over (I11).
     pub history: StoreHistory,
+    /// The dangerous situations the run reached.
+    pub coverage: Coverage,
 }
 
 /// CSMS node `index` (from 0) is at 10.0.0.`index + 1`.
@@ -150,6 +157,10 @@ fn current<T: Clone>(slot: &Slot<T>) -> Option<T> {
 
 /// The machines of one run, for the fault injector and the supervisor.
 struct Machines {
+    /// Held by whoever crashes or restarts a machine, for the whole crash: two crashes of
+    /// one machine must not interleave (a restart landing inside another crash's outage
+    /// would leave two incarnations racing for the machine's port).
+    crashing: tokio::sync::Mutex<()>,
     store: madsim::task::NodeId,
     store_slot: Slot<LogStore>,
     nodes: Vec<madsim::task::NodeId>,
@@ -216,6 +227,8 @@ async fn lease_holder(store: &LogStore, station: &str) -> Option<String> {
 /// Runs the scenario inside the current madsim runtime and judges it.
 pub async fn run(scenario: &UnlockRace) -> RunReport {
     let handle = Handle::current();
+    let (points, crash_requests) = Points::install(scenario.faults.points.clone());
+    let torn_tails = Arc::new(AtomicU64::new(0));
     let started = tokio::time::Instant::now();
     let disk = crate::faults::simulated_disk(&scenario.faults);
     let heartbeat_interval_secs = if scenario.faults.telemetry_storm.is_some() {
@@ -256,6 +269,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     let store = {
         let (disk, slot) = (disk.clone(), store_slot.clone());
         let history = history.clone();
+        let torn_tails = torn_tails.clone();
         let registrations = Arc::new(registrations);
         handle
             .create_node()
@@ -265,6 +279,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                 let (disk, slot) = (disk.clone(), slot.clone());
                 let registrations = registrations.clone();
                 let history = history.clone();
+                let torn_tails = torn_tails.clone();
                 async move {
                     // Every (re)start recovers the log from what the disk really holds. An
                     // open refused for a transient read fault is retried, as a process
@@ -272,7 +287,12 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                     // liveness check reports it.
                     let store = loop {
                         match LogStore::open(Arc::new(disk.clone()), crate::faults::log_config()) {
-                            Ok(store) => break store,
+                            Ok(store) => {
+                                if store.cut_torn_tail() {
+                                    torn_tails.fetch_add(1, Ordering::Relaxed);
+                                }
+                                break store;
+                            }
                             Err(error) => {
                                 tracing::warn!(%error, "the log did not open; retrying");
                                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -282,12 +302,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                     // The operator registered every station once, before the run.
                     let operator = RecordingStore::new(store.clone(), history, "operator");
                     register_stations(&operator, &registrations).await;
-                    let listener = tokio::net::TcpListener::bind(SocketAddr::new(
-                        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-                        STORE_PORT,
-                    ))
-                    .await
-                    .expect("the store binds its port");
+                    let listener = crate::faults::bind_retrying(STORE_PORT).await;
                     *lock_slot(&slot) = Some(store.clone());
                     let served = remote::serve(store, listener, Shutdown::new()).await;
                     tracing::error!(?served, "the store server stopped");
@@ -372,6 +387,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         .map(|index| SocketAddr::new(csms_ip(index), CSMS_PORT))
         .collect();
     let machines = Machines {
+        crashing: tokio::sync::Mutex::new(()),
         store: store.id(),
         store_slot: store_slot.clone(),
         nodes: csms_nodes,
@@ -445,6 +461,13 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         machines.clone(),
         finished.clone(),
     ));
+    let crashes = tokio::spawn(serve_crash_requests(
+        crash_requests,
+        handle.clone(),
+        machines.clone(),
+        disk.clone(),
+        scenario.faults.outage_millis,
+    ));
     let (mut injected, outcome_stalls) = tokio::join!(
         inject_faults(
             &scenario.faults,
@@ -457,6 +480,12 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         stall_outcomes(&scenario.faults, &handle, &machines),
     );
     injected.outcome_stalls = outcome_stalls;
+    // The fault phase is over: the fault points stop acting, and the crashes they asked
+    // for are all carried out (every machine is up again) before anything is judged.
+    points.disarm();
+    let crashed_at_points = crashes.await.expect("the crash server ends");
+    injected.store_crashes += crashed_at_points.store;
+    injected.csms_crashes += crashed_at_points.csms;
     let mut acknowledged = Vec::new();
     let mut starved = Vec::new();
     let mut applied = 0u64;
@@ -508,13 +537,117 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         handle.kill(*node);
     }
     let stored = final_contents(&store_slot).await;
+    let mut coverage = Coverage::new();
+    note_points(&mut coverage, &points.counts());
+    note(
+        &mut coverage,
+        CRASH_IN_GROUP_COMMIT,
+        crashed_at_points.store,
+    );
+    note(
+        &mut coverage,
+        CRASH_AFTER_CHECKPOINT,
+        crashed_at_points.csms,
+    );
+    note(
+        &mut coverage,
+        TORN_TAIL_RECOVERED,
+        torn_tails.load(Ordering::Relaxed),
+    );
+    note(&mut coverage, READ_FLIP_CAUGHT, disk.stats().flips_struck);
+    note(
+        &mut coverage,
+        LEASE_TAKEN_OVER_IN_FLIGHT,
+        leases_taken_over_in_flight(&stored),
+    );
     RunReport {
         verdict,
         faults: injected,
         simulated: started.elapsed(),
         fingerprint: fingerprint(&events),
         history: StoreHistory::new(&history, stored, true),
+        coverage,
     }
+}
+
+/// Crashes asked for by fault points, carried out: a store server's crash loses its
+/// unsynced writes (the last one torn at a seed-chosen byte), a CSMS node's its memory;
+/// each machine restarts after an outage. Ends once the points are disarmed.
+async fn serve_crash_requests(
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<CrashRequest>,
+    handle: Handle,
+    machines: Arc<Machines>,
+    disk: SimDisk,
+    outage_millis: (u64, u64),
+) -> CrashedAtPoints {
+    let mut crashed = CrashedAtPoints::default();
+    while let Some((node, point)) = requests.recv().await {
+        let _crashing = machines.crashing.lock().await;
+        let (outage, kept) = {
+            let mut rng = madsim::rand::thread_rng();
+            (
+                rng.gen_range(outage_millis.0..=outage_millis.1.max(outage_millis.0)),
+                rng.gen_range(0..4096u64),
+            )
+        };
+        if node == machines.store {
+            tracing::info!(%point, kept_unsynced_bytes = kept, "fault: the store crashed at a fault point");
+            *lock_slot(&machines.store_slot) = None;
+            handle.kill(node);
+            disk.crash(kept);
+            tokio::time::sleep(Duration::from_millis(outage)).await;
+            handle.restart(node);
+            crashed.store += 1;
+        } else if let Some(index) = machines.nodes.iter().position(|n| *n == node) {
+            tracing::info!(%point, node = index + 1, "fault: a CSMS node crashed at a fault point");
+            *lock_slot(&machines.node_slots[index]) = None;
+            handle.kill(node);
+            tokio::time::sleep(Duration::from_millis(outage)).await;
+            handle.restart(node);
+            crashed.csms += 1;
+        } else {
+            // Not a machine this scenario crashes: let it go on after a pause.
+            handle.kill(node);
+            handle.restart(node);
+        }
+    }
+    crashed
+}
+
+/// Crashes carried out at fault points.
+#[derive(Default)]
+struct CrashedAtPoints {
+    store: u64,
+    csms: u64,
+}
+
+/// How often a station's dispatch lease went to another node while one of its unlock
+/// requests was stored and still without an outcome (read in position order).
+fn leases_taken_over_in_flight(events: &[RecordedEvent]) -> u64 {
+    let mut pending: std::collections::BTreeMap<String, i64> = Default::default();
+    let mut holders: std::collections::BTreeMap<String, String> = Default::default();
+    let mut taken_over = 0;
+    for event in events {
+        if let Some(lease) = lease::read(event) {
+            let previous = holders.insert(lease.station.clone(), lease.node.clone());
+            if previous.is_some_and(|p| p != lease.node)
+                && pending.get(&lease.station).is_some_and(|&n| n > 0)
+            {
+                taken_over += 1;
+            }
+            continue;
+        }
+        let Some(station) = event.stream.as_str().strip_prefix("station-") else {
+            continue;
+        };
+        let delta = match event.event_type.as_str() {
+            "UnlockRequested" => 1,
+            "UnlockAccepted" | "UnlockRejected" | "UnlockTimedOut" => -1,
+            _ => 0,
+        };
+        *pending.entry(station.to_owned()).or_default() += delta;
+    }
+    taken_over
 }
 
 /// The node side of I12: every station socket of every node incarnation, its CALLs
@@ -783,6 +916,11 @@ async fn inject_faults(
     .into_iter()
     .filter_map(|(on, kind)| on.then_some(kind))
     .collect();
+    if enabled.is_empty() {
+        // Only the fault points act: they do so for the fault phase.
+        tokio::time::sleep(plan.fault_phase).await;
+        return counts;
+    }
     while started.elapsed() < plan.fault_phase {
         let (pause, kind, station, node, outage, kept_unsynced, flip, variant, stall) = {
             let mut rng = madsim::rand::thread_rng();
@@ -806,6 +944,7 @@ async fn inject_faults(
         let name = format!("csms-{}", node + 1);
         match (kind, variant) {
             (1, 0) => {
+                let _crashing = machines.crashing.lock().await;
                 tracing::info!(
                     outage_ms = outage,
                     kept_unsynced_bytes = kept_unsynced,
@@ -828,6 +967,7 @@ async fn inject_faults(
                 counts.node_pauses += 1;
             }
             (1, _) => {
+                let _crashing = machines.crashing.lock().await;
                 tracing::info!(node = %name, outage_ms = outage, "fault: CSMS node crashed");
                 *lock_slot(&machines.node_slots[node]) = None;
                 handle.kill(csms);
@@ -1007,6 +1147,7 @@ async fn supervise(handle: Handle, machines: Arc<Machines>, finished: Shutdown) 
     let mut restarts = 0;
     while !finished.is_triggered() {
         tokio::time::sleep(Duration::from_millis(250)).await;
+        let _crashing = machines.crashing.lock().await;
         let poisoned = current(&machines.store_slot).and_then(|store| store.failure());
         if let Some(reason) = poisoned {
             tracing::info!(%reason, "the store stopped itself; restarting it");

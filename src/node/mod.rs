@@ -40,6 +40,7 @@ use crate::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
 use crate::domain::board::UnlockBoard;
 use crate::domain::station::{Station, StationAnswer, StationCommand};
 use crate::environment::{Environment, SplitMix64, SystemEnvironment};
+use crate::faultpoint::FaultPoint;
 use crate::handler::{HandleError, HandlerConfig, Outcome};
 use crate::mirror::{
     StationMirror, StationView, TelemetryEvent, UnlockEvidence, transaction_id_at,
@@ -237,7 +238,15 @@ impl CsmsNode {
         let failed = Shutdown::new();
         let (hub_inputs, hub_receiver) = mpsc::channel(HUB_QUEUE_MAX);
         let checkpoint = load_checkpoint(&store, &config.node_id).await?;
-        let hub = Hub::new(store.clone(), &config, checkpoint, failed.clone());
+        // Everything stored before this start may have been dispatched by an earlier
+        // incarnation of this node (or by another): such requests never time out.
+        let history_end = store
+            .event_count()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let mut hub = Hub::new(store.clone(), &config, checkpoint, failed.clone());
+        hub.dispatcher
+            .possibly_sent_before(GlobalPosition(history_end));
         // Every node keeps its own copy of the board, saved to its own stream.
         let board: ProjectionRunner<S, UnlockBoard> =
             ProjectionRunner::load_instance(store.clone(), &config.node_id)
@@ -318,6 +327,9 @@ async fn load_checkpoint<S: EventStore>(
     Ok(position)
 }
 
+/// How often a node that holds a station's connection but not its lease tries to take it.
+const LEASE_RETRY_MILLIS: u64 = 5_000;
+
 /// What every connection task shares.
 struct Shared<S> {
     store: S,
@@ -386,6 +398,8 @@ struct Hub<S> {
     /// it: the holder and its fencing token.
     leases: BTreeMap<String, (String, GlobalPosition)>,
     lease_takes: u64,
+    /// When a station whose lease this node failed to take may be tried again.
+    lease_retry_at: BTreeMap<String, u64>,
     stations: StationHandler<S>,
     env: SystemEnvironment,
     session_config: SessionConfig,
@@ -430,6 +444,7 @@ impl<S: EventStore> Hub<S> {
             stall: config.stall.clone(),
             leases: BTreeMap::new(),
             lease_takes: 0,
+            lease_retry_at: BTreeMap::new(),
             env,
             session_config: config.session.clone(),
             dispatcher: Dispatcher::new(dispatcher, checkpoint),
@@ -613,6 +628,16 @@ impl<S: EventStore> Hub<S> {
                     event.position,
                     event.metadata.recorded_at_millis,
                 );
+                // A station that connected before this node's mirror had caught up with
+                // its accepted boot (after a store outage, say) was not resumed then; it
+                // does not boot again on its own, so resume it now that the boot is known.
+                if matches!(decoded, TelemetryEvent::BootAccepted { .. })
+                    && let Some(connection) = self.connections.get_mut(station)
+                    && !connection.session.is_accepted()
+                {
+                    tracing::info!(%station, "the station's accepted boot caught up: resuming its session");
+                    connection.session.resume();
+                }
             }
         } else if let Some(station) = event.stream.as_str().strip_prefix("station-")
             && self
@@ -674,6 +699,17 @@ impl<S: EventStore> Hub<S> {
         subscription: &mut CatchUpSubscription<S>,
     ) {
         let now = self.env.now_millis();
+        // The node has the station's connection but not its lease: taking it at connect
+        // and at boot both failed (the store was unreachable). Take it again now, at
+        // most every LEASE_RETRY_MILLIS, or nobody would dispatch for the station.
+        if self.connections.contains_key(station)
+            && !self.holds_lease(station)
+            && self.lease_retry_at.get(station).is_none_or(|&at| now >= at)
+        {
+            self.lease_retry_at
+                .insert(station.to_owned(), now + LEASE_RETRY_MILLIS);
+            self.take_lease(station).await;
+        }
         match output {
             SessionOutput::Telemetry(event) => {
                 let stopped = match &event {
@@ -785,6 +821,10 @@ impl<S: EventStore> Hub<S> {
                         .send_remote_start(&call_id, connector, &id_tag)
                 {
                     tracing::info!(%station, %call_id, connector, %id_tag, "RemoteStartTransaction sent");
+                    // The CALL's timeout runs from now, when it goes out, not from when the
+                    // dispatcher decided to send it (the hub may have been busy since).
+                    let now = self.env.now_millis();
+                    self.dispatcher.handle_sent(&station, &call_id, now);
                     self.calls.insert((station, call_id), (connector, id_tag));
                 }
             }
@@ -808,6 +848,7 @@ impl<S: EventStore> Hub<S> {
                     }
                 };
                 self.stall.before_recording(&station, answer).await;
+                crate::faultpoint::reach(FaultPoint::OutcomeDecided, &station).await;
                 tracing::info!(%station, %session, ?answer, "recording the unlock outcome");
                 let command = StationCommand::RecordAnswer { session, answer };
                 match self
@@ -857,7 +898,10 @@ impl<S: EventStore> Hub<S> {
                     .append(&stream, ExpectedVersion::Any, vec![data])
                     .await
                 {
-                    Ok(_) => self.checkpoint = Some(position),
+                    Ok(_) => {
+                        self.checkpoint = Some(position);
+                        crate::faultpoint::reach(FaultPoint::CheckpointSaved, &self.node_id).await;
+                    }
                     Err(error) => tracing::warn!(%error, "saving the dispatcher checkpoint failed"),
                 }
             }
@@ -888,6 +932,7 @@ impl<S: EventStore> Hub<S> {
             {
                 Ok(result) => {
                     tracing::info!(%station, token = %result.first_position, "dispatch lease taken");
+                    crate::faultpoint::reach(FaultPoint::LeaseTaken, station).await;
                     self.lease_seen(
                         station.to_owned(),
                         self.node_id.clone(),

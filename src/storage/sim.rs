@@ -33,6 +33,8 @@ pub struct SimDiskStats {
     pub writes: u64,
     pub syncs: u64,
     pub crashes: u64,
+    /// One-shot read flips (`flip_next_read`) that struck a read.
+    pub flips_struck: u64,
 }
 
 /// A file of `len` bytes. The images hold only the bytes up to the furthest write; the
@@ -241,7 +243,7 @@ impl StorageFile for SimFileHandle {
 
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let name = self.name.clone();
-        self.with_file(|file, faults, _| {
+        self.with_file(|file, faults, stats| {
             let end = offset as usize + buf.len();
             if end as u64 > file.len {
                 return Err(io::Error::new(
@@ -265,6 +267,7 @@ impl StorageFile for SimFileHandle {
             {
                 buf[(flip_offset - offset) as usize] ^= 1;
                 faults.flip_next_read = None;
+                stats.flips_struck += 1;
             }
             Ok(())
         })

@@ -78,6 +78,10 @@ impl<S: EventStore> CatchUpSubscription<S> {
             .store
             .read_all(self.next_position, self.buffer_events_max)
             .await?;
+        if !page.is_empty() {
+            crate::faultpoint::reach(crate::faultpoint::FaultPoint::CatchUpRead, "subscription")
+                .await;
+        }
         for event in page {
             assert_eq!(
                 event.position, self.next_position,

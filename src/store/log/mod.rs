@@ -224,6 +224,8 @@ struct LogState {
 
 #[derive(Debug)]
 struct Shared {
+    /// Opening cut a torn tail.
+    torn_tail_cut: bool,
     storage: Arc<dyn Storage>,
     config: LogConfig,
     state: Mutex<LogState>,
@@ -302,6 +304,7 @@ impl LogStore {
         config.validate()?;
         let recovered = recovery::recover(&*storage, &config)?;
         let event_count = recovered.index.event_count();
+        let torn_tail_cut = recovered.torn_tails_cut > 0;
         let (tail_segment, tail_offset) = match recovered.tail_offset {
             Some(offset) => (recovered.segments.len() as u32 - 1, offset),
             // No segment yet: the first record creates segment 0.
@@ -334,8 +337,14 @@ impl LogStore {
                 #[cfg(not(madsim))]
                 returned: Condvar::new(),
                 spare: Mutex::new(None),
+                torn_tail_cut,
             }),
         })
+    }
+
+    /// Whether opening cut a torn tail (the unfinished last write of a crash).
+    pub fn cut_torn_tail(&self) -> bool {
+        self.shared.torn_tail_cut
     }
 
     /// Why the log stopped accepting writes (a failed write or sync), if it did. A poisoned
@@ -854,11 +863,15 @@ impl Shared {
     async fn flush_until_idle_simulated(&self) {
         while let Some(mut group) = self.take_group() {
             let written = self.write_group(&mut group.chunks, group.segments.clone());
+            crate::faultpoint::reach(crate::faultpoint::FaultPoint::GroupWritten, "log").await;
             let latency = self.storage.sync_latency();
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
             let synced = written.and_then(|written| self.sync_group(&written).map(|()| written));
+            if synced.is_ok() {
+                crate::faultpoint::reach(crate::faultpoint::FaultPoint::GroupSynced, "log").await;
+            }
             if self.finish_group(group, synced).is_none() {
                 return;
             }

@@ -35,6 +35,8 @@ pub(super) struct Recovered {
     pub segments: Vec<Arc<dyn StorageFile>>,
     /// Where the next record goes in the last segment (`None`: no segment yet).
     pub tail_offset: Option<u64>,
+    /// Torn tails cut (0 or 1): what the simulator counts as coverage.
+    pub torn_tails_cut: u32,
 }
 
 /// Parses `0000000042.evlog` into 42.
@@ -64,6 +66,7 @@ pub(super) fn recover(storage: &dyn Storage, config: &LogConfig) -> Result<Recov
         snapshots: BTreeMap::new(),
         segments: Vec::new(),
         tail_offset: None,
+        torn_tails_cut: 0,
     };
     // The verified bytes at the end of each recent segment: (file, offset, bytes).
     let mut tails: Vec<(Arc<dyn StorageFile>, u64, Vec<u8>)> = Vec::new();
@@ -207,6 +210,7 @@ impl SegmentScan<'_> {
                 Ok(None) => break,
                 Err(damage) => {
                     let end = self.handle_damage(&bytes, offset, &damage)?;
+                    recovered.torn_tails_cut += 1;
                     return Ok(tail_of(&bytes, end, keep));
                 }
             }

@@ -1,0 +1,157 @@
+//! The seed's plan for the production code's fault points (F12, [`evsource::faultpoint`]):
+//! which points act, how often, and what they do there. Installed on the seed's thread
+//! for the whole run; every point reached and every fault fired is counted (coverage).
+//!
+//! What a point does when it fires:
+//! * `group-written` (the log wrote a group, not yet synced) and `checkpoint-saved` (a
+//!   node saved its dispatcher checkpoint): the machine crashes right there, when the
+//!   scenario can crash machines (it takes the crash requests); else a short pause;
+//! * `lease-taken` and `outcome-decided`: the node freezes for 5–90 s, longer than its
+//!   stations wait, so that a station moves and another node takes its lease meanwhile;
+//! * `group-synced`, `catch-up-read`, `command-decided`: a pause of up to 0.2, 2 and 0.5 s,
+//!   so that other writers and readers overtake.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::rc::Rc;
+use std::time::Duration;
+
+use evsource::faultpoint::{self, Action, FaultPoint};
+use madsim::rand::Rng;
+use tokio::sync::mpsc;
+
+/// Which points act in a seed, and with what chance (per mille) each time one is reached.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PointPlan {
+    pub fire_per_mille: BTreeMap<FaultPoint, u32>,
+}
+
+impl PointPlan {
+    /// Each point on with probability one half, at a chance of 1 %, 5 % or 20 %.
+    pub fn draw() -> PointPlan {
+        let mut rng = madsim::rand::thread_rng();
+        let mut fire_per_mille = BTreeMap::new();
+        for point in FaultPoint::ALL {
+            if rng.gen_bool(0.5) {
+                fire_per_mille.insert(point, [10, 50, 200][rng.gen_range(0..3)]);
+            }
+        }
+        PointPlan { fire_per_mille }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fire_per_mille.is_empty()
+    }
+}
+
+impl fmt::Display for PointPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.fire_per_mille.is_empty() {
+            return f.write_str("off");
+        }
+        let points: Vec<String> = self
+            .fire_per_mille
+            .iter()
+            .map(|(point, per_mille)| format!("{point} {}%", per_mille / 10))
+            .collect();
+        f.write_str(&points.join(", "))
+    }
+}
+
+/// A request to crash the machine a point fired on.
+pub type CrashRequest = (madsim::task::NodeId, FaultPoint);
+
+/// How often each point was reached and fired in a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PointCounts {
+    pub reached: BTreeMap<FaultPoint, u64>,
+    pub fired: BTreeMap<FaultPoint, u64>,
+}
+
+struct State {
+    plan: PointPlan,
+    counts: PointCounts,
+    armed: bool,
+    crashes: Option<mpsc::UnboundedSender<CrashRequest>>,
+}
+
+/// The installed plan of one run. Dropping it uninstalls the hook.
+pub struct Points {
+    state: Rc<RefCell<State>>,
+    _installed: faultpoint::Installed,
+}
+
+impl Points {
+    /// Installs `plan` on this thread. Crash requests go to the returned receiver; a
+    /// scenario that cannot crash machines drops it, and those points pause instead.
+    pub fn install(plan: PointPlan) -> (Points, mpsc::UnboundedReceiver<CrashRequest>) {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let state = Rc::new(RefCell::new(State {
+            plan,
+            counts: PointCounts::default(),
+            armed: true,
+            crashes: Some(sender),
+        }));
+        let hooked = state.clone();
+        let installed = faultpoint::install(Rc::new(move |point, _subject: &str| {
+            act(&mut hooked.borrow_mut(), point)
+        }));
+        (
+            Points {
+                state,
+                _installed: installed,
+            },
+            receiver,
+        )
+    }
+
+    /// Faults stop here (the fault phase is over); points are still counted.
+    pub fn disarm(&self) {
+        let mut state = self.state.borrow_mut();
+        state.armed = false;
+        state.crashes = None;
+    }
+
+    pub fn counts(&self) -> PointCounts {
+        self.state.borrow().counts.clone()
+    }
+}
+
+/// The hook: counts the point and, if the plan says so this time, acts.
+fn act(state: &mut State, point: FaultPoint) -> Option<Action> {
+    *state.counts.reached.entry(point).or_default() += 1;
+    let per_mille = *state.plan.fire_per_mille.get(&point)?;
+    if !state.armed {
+        return None;
+    }
+    let mut rng = madsim::rand::thread_rng();
+    if rng.gen_range(0..1000) >= per_mille {
+        return None;
+    }
+    *state.counts.fired.entry(point).or_default() += 1;
+    let pause = |millis: std::ops::Range<u64>, rng: &mut madsim::rand::GlobalRng| -> Action {
+        let wait = Duration::from_millis(rng.gen_range(millis));
+        Box::pin(tokio::time::sleep(wait))
+    };
+    match point {
+        FaultPoint::GroupWritten | FaultPoint::CheckpointSaved => {
+            let here = madsim::plugin::node();
+            match &state.crashes {
+                Some(crashes) if crashes.send((here, point)).is_ok() => {
+                    tracing::info!(%point, "fault point: the machine crashes here");
+                    // Frozen until the crash takes the machine down.
+                    Some(Box::pin(std::future::pending::<()>()))
+                }
+                _ => Some(pause(0..100, &mut rng)),
+            }
+        }
+        FaultPoint::LeaseTaken | FaultPoint::OutcomeDecided => {
+            tracing::info!(%point, "fault point: the node freezes here");
+            Some(pause(5_000..90_000, &mut rng))
+        }
+        FaultPoint::GroupSynced => Some(pause(0..200, &mut rng)),
+        FaultPoint::CatchUpRead => Some(pause(0..2_000, &mut rng)),
+        FaultPoint::CommandDecided => Some(pause(0..500, &mut rng)),
+    }
+}
