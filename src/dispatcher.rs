@@ -329,10 +329,19 @@ impl Dispatcher {
     /// send later than the dispatcher decided; a timeout counted from the decision would
     /// let the next CALL out while this one is still outstanding on the wire.)
     pub fn handle_sent(&mut self, station: &str, call_id: &str, now: u64) {
+        let deadline = now + self.config.call_timeout_millis;
+        // Abandoned before it went out (ownership changed while the shell was busy): it
+        // still holds the connection, for its whole timeout from now.
+        if let Some(link) = self.links.get_mut(station)
+            && let Some((abandoned, old_deadline)) = &mut link.abandoned
+            && abandoned == call_id
+        {
+            *old_deadline = (*old_deadline).max(deadline);
+            return;
+        }
         let Some(request) = self.in_flight_request(station, call_id) else {
             return;
         };
-        let deadline = now + self.config.call_timeout_millis;
         if let Some(link) = self.links.get_mut(station)
             && let Some((in_flight, old_deadline)) = &mut link.in_flight
             && *in_flight == request

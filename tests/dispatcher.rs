@@ -410,3 +410,33 @@ fn a_request_read_before_ownership_is_never_given_up_as_undeliverable() {
         }
     )));
 }
+
+/// A CALL abandoned (ownership lost) before the shell got to send it still holds the
+/// connection for its whole timeout from the moment it went out (I12).
+#[test]
+fn a_call_abandoned_before_it_went_out_holds_the_connection_from_its_send() {
+    let mut dispatcher = Dispatcher::new(
+        DispatcherConfig {
+            requires_ownership: true,
+            ..config()
+        },
+        None,
+    );
+    dispatcher.handle_link("CP1", true, 0);
+    dispatcher.handle_ownership("CP1", true, 0);
+    dispatcher.handle_event(GlobalPosition(0), "CP1", &requested(1, "s1"), 0);
+    let first = sends(&effects(&mut dispatcher));
+    // The shell was busy: ownership flipped, then the CALL went out, 80 s late.
+    dispatcher.handle_ownership("CP1", false, 80_000);
+    dispatcher.handle_sent("CP1", &first[0].0, 80_000);
+    dispatcher.handle_ownership("CP1", true, 80_050);
+    dispatcher.handle_timeout(80_100);
+    assert!(
+        sends(&effects(&mut dispatcher)).is_empty(),
+        "outstanding until 81 s"
+    );
+    dispatcher.handle_timeout(81_000);
+    let retry_at = dispatcher.poll_timeout().expect("scheduled");
+    dispatcher.handle_timeout(retry_at);
+    assert_eq!(sends(&effects(&mut dispatcher)).len(), 1);
+}

@@ -8,7 +8,7 @@
 //!   scenario can crash machines (it takes the crash requests); else a short pause;
 //! * `lease-taken` and `outcome-decided`: the node freezes for 5–90 s, longer than its
 //!   stations wait, so that a station moves and another node takes its lease meanwhile;
-//! * `group-synced`, `catch-up-read`, `command-decided`: a pause of up to 0.2, 2 and 0.5 s,
+//! * `group-synced`, `catch-up-read`, `command-decided`: a pause of up to 0.2, 2 and 5 s,
 //!   so that other writers and readers overtake.
 
 use std::cell::RefCell;
@@ -28,13 +28,15 @@ pub struct PointPlan {
 }
 
 impl PointPlan {
-    /// Each point on with probability one half, at a chance of 1 %, 5 % or 20 %.
+    /// Each point on with probability one half, at a chance of 1 %, 5 %, 20 % or 100 %
+    /// (every time: a moment that is always slow, such as a command whose append always
+    /// waits behind a pause).
     pub fn draw() -> PointPlan {
         let mut rng = madsim::rand::thread_rng();
         let mut fire_per_mille = BTreeMap::new();
         for point in FaultPoint::ALL {
             if rng.gen_bool(0.5) {
-                fire_per_mille.insert(point, [10, 50, 200][rng.gen_range(0..3)]);
+                fire_per_mille.insert(point, [10, 50, 200, 1000][rng.gen_range(0..4)]);
             }
         }
         PointPlan { fire_per_mille }
@@ -152,6 +154,6 @@ fn act(state: &mut State, point: FaultPoint) -> Option<Action> {
         }
         FaultPoint::GroupSynced => Some(pause(0..200, &mut rng)),
         FaultPoint::CatchUpRead => Some(pause(0..2_000, &mut rng)),
-        FaultPoint::CommandDecided => Some(pause(0..500, &mut rng)),
+        FaultPoint::CommandDecided => Some(pause(0..5_000, &mut rng)),
     }
 }

@@ -108,7 +108,9 @@ pub enum WireDirection {
 }
 
 /// What a [`WireTap`] runs for each text frame: the station, the node's connection
-/// number, the direction and the frame, at the moment it crossed the node's socket.
+/// number, the direction and the frame — a frame to the station when the node sends it
+/// (hands it to the connection), a frame from it when read from the socket. (A send is
+/// timed where the node decides it: a write held up by the network is the network's.)
 pub type WireTapFn = dyn Fn(&str, u64, WireDirection, &str) + Send + Sync;
 
 /// An observation point on the station sockets: empty in production (one branch per
@@ -398,6 +400,8 @@ struct Hub<S> {
     /// it: the holder and its fencing token.
     leases: BTreeMap<String, (String, GlobalPosition)>,
     lease_takes: u64,
+    /// Watches frames to and from stations (the simulator's wire oracle).
+    wire_tap: WireTap,
     /// When a station whose lease this node failed to take may be tried again.
     lease_retry_at: BTreeMap<String, u64>,
     stations: StationHandler<S>,
@@ -442,6 +446,7 @@ impl<S: EventStore> Hub<S> {
             node_id: config.node_id.clone(),
             fencing: config.fencing,
             stall: config.stall.clone(),
+            wire_tap: config.wire_tap.clone(),
             leases: BTreeMap::new(),
             lease_takes: 0,
             lease_retry_at: BTreeMap::new(),
@@ -676,15 +681,26 @@ impl<S: EventStore> Hub<S> {
             }
         }
         let mut slow = Vec::new();
+        let now = self.env.now_millis();
         for (station, connection) in &mut self.connections {
             while let Some(text) = connection.session.poll_transmit() {
+                self.wire_tap
+                    .saw(station, connection.id, WireDirection::ToStation, &text);
+                // A RemoteStart goes out only now: its timeout runs from here, however
+                // long the hub was busy since it decided to send it.
+                if text.starts_with("[2,")
+                    && let Ok(crate::ocpp::Frame::Call { id, .. }) =
+                        crate::ocpp::Frame::parse(&text)
+                    && self.calls.contains_key(&(station.clone(), id.clone()))
+                {
+                    self.dispatcher.handle_sent(station, &id, now);
+                }
                 if connection.outbox.try_send(text).is_err() {
                     slow.push(station.clone());
                     break;
                 }
             }
         }
-        let now = self.env.now_millis();
         for station in slow {
             tracing::warn!(%station, "connection too slow; closing it");
             self.connections.remove(&station);
@@ -821,10 +837,6 @@ impl<S: EventStore> Hub<S> {
                         .send_remote_start(&call_id, connector, &id_tag)
                 {
                     tracing::info!(%station, %call_id, connector, %id_tag, "RemoteStartTransaction sent");
-                    // The CALL's timeout runs from now, when it goes out, not from when the
-                    // dispatcher decided to send it (the hub may have been busy since).
-                    let now = self.env.now_millis();
-                    self.dispatcher.handle_sent(&station, &call_id, now);
                     self.calls.insert((station, call_id), (connector, id_tag));
                 }
             }

@@ -308,7 +308,6 @@ async fn run_link(
             },
             frame = frames_out.recv() => match frame {
                 Some(text) => {
-                    tap(WireDirection::ToStation, &text);
                     if ws.send(Message::text(text)).await.is_err() {
                         return None;
                     }
