@@ -162,10 +162,15 @@ async fn run_client(
 /// Replays `stream` into account state, with wrapping arithmetic: a naive design may
 /// have stored an overdraft, and reading it back must not panic.
 async fn read_balance(store: &LogStore, stream: &StreamId) -> (i128, Option<u64>) {
-    let events = store
+    let events = match store
         .read_stream(stream, evsource::core::StreamVersion(0), usize::MAX)
         .await
-        .unwrap_or_default();
+    {
+        Ok(events) => events,
+        Err(evsource::store::ReadError::StreamNotFound(_)) => Vec::new(),
+        // Never judge an account by a read that failed: that would pass any balance.
+        Err(error) => panic!("reading {stream} back failed: {error}"),
+    };
     let balance = events.iter().fold(0i128, |balance, e| {
         match Account::decode_event(&e.event_type, &e.payload) {
             Ok(AccountEvent::Deposited { amount }) => balance + i128::from(amount),

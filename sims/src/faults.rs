@@ -363,3 +363,27 @@ pub async fn bind_retrying(port: u16) -> tokio::net::TcpListener {
         }
     }
 }
+
+/// Opens the log on `disk` as a restarted store server does: from what the disk really
+/// holds, counting a torn tail cut into `torn_tails`. An open refused for a transient read
+/// fault is retried, as a process supervisor would; damage that stays keeps the store
+/// down, and the liveness check reports it.
+pub async fn open_log_retrying(
+    disk: &evsource::storage::SimDisk,
+    torn_tails: &std::sync::atomic::AtomicU64,
+) -> evsource::store::LogStore {
+    loop {
+        match evsource::store::LogStore::open(std::sync::Arc::new(disk.clone()), log_config()) {
+            Ok(store) => {
+                if store.cut_torn_tail() {
+                    torn_tails.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return store;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the log did not open; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}

@@ -43,7 +43,7 @@ use crate::coverage::{
     CRASH_IN_GROUP_COMMIT, Coverage, DAMAGE_REFUSED, OLDER_SNAPSHOT, READ_FLIP_CAUGHT,
     TORN_TAIL_RECOVERED, note, note_points,
 };
-use crate::faults::{FaultCounts, FaultPlan, log_config, simulated_disk};
+use crate::faults::{FaultCounts, FaultPlan, log_config, open_log_retrying, simulated_disk};
 use crate::points::Points;
 
 const STORE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 100));
@@ -130,20 +130,7 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
                             let _ = remote::serve(memory, listener, Shutdown::new()).await;
                         }
                         Backend::Log => {
-                            let store = loop {
-                                match LogStore::open(Arc::new(disk.clone()), log_config()) {
-                                    Ok(store) => {
-                                        if store.cut_torn_tail() {
-                                            torn_tails.fetch_add(1, Ordering::Relaxed);
-                                        }
-                                        break store;
-                                    }
-                                    Err(error) => {
-                                        tracing::warn!(%error, "the log did not open; retrying");
-                                        tokio::time::sleep(Duration::from_secs(1)).await;
-                                    }
-                                }
-                            };
+                            let store = open_log_retrying(&disk, &torn_tails).await;
                             set(&slot, Some(store.clone()));
                             let _ = remote::serve(store, listener, Shutdown::new()).await;
                         }
@@ -234,9 +221,22 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
     for node in &client_nodes {
         handle.kill(*node);
     }
+    // Never judge a store that could not be read as an empty one: that passes everything.
     let stored = match backend {
-        Backend::Memory => read_all_events(&memory).await.unwrap_or_default(),
+        Backend::Memory => read_all_events(&memory).await.ok(),
         Backend::Log => settled_log(&handle, server, &log_slot).await,
+    };
+    let Some(stored) = stored else {
+        return FuzzReport {
+            verdict: Err(Violation {
+                invariant: "I4",
+                detail: "the store could not be read after every fault healed".into(),
+            }),
+            faults,
+            history: StoreHistory::default(),
+            fingerprint: 0,
+            coverage: Coverage::new(),
+        };
     };
     let store_history = StoreHistory::new(&history, stored.clone(), true);
     let mut coverage = Coverage::new();
@@ -285,12 +285,13 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
     }
 }
 
-/// The log's contents once it is open and healthy (restarted if it poisoned itself).
+/// The log's contents once it is open and healthy (restarted if it poisoned itself);
+/// `None` if it never was within two minutes.
 async fn settled_log(
     handle: &Handle,
     server: madsim::task::NodeId,
     slot: &Slot<LogStore>,
-) -> Vec<RecordedEvent> {
+) -> Option<Vec<RecordedEvent>> {
     for _ in 0..120 {
         if let Some(store) = current(slot) {
             if store.failure().is_some() {
@@ -298,12 +299,12 @@ async fn settled_log(
                 handle.kill(server);
                 handle.restart(server);
             } else if let Ok(events) = read_all_events(&store).await {
-                return events;
+                return Some(events);
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Vec::new()
+    None
 }
 
 /// One client's calls. Returns how many it made.

@@ -281,24 +281,8 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                 let history = history.clone();
                 let torn_tails = torn_tails.clone();
                 async move {
-                    // Every (re)start recovers the log from what the disk really holds. An
-                    // open refused for a transient read fault is retried, as a process
-                    // supervisor would; damage that stays keeps the store down, and the
-                    // liveness check reports it.
-                    let store = loop {
-                        match LogStore::open(Arc::new(disk.clone()), crate::faults::log_config()) {
-                            Ok(store) => {
-                                if store.cut_torn_tail() {
-                                    torn_tails.fetch_add(1, Ordering::Relaxed);
-                                }
-                                break store;
-                            }
-                            Err(error) => {
-                                tracing::warn!(%error, "the log did not open; retrying");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
-                        }
-                    };
+                    // Every (re)start recovers the log from what the disk really holds.
+                    let store = crate::faults::open_log_retrying(&disk, &torn_tails).await;
                     // The operator registered every station once, before the run.
                     let operator = RecordingStore::new(store.clone(), history, "operator");
                     register_stations(&operator, &registrations).await;
@@ -504,23 +488,31 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
 
     // Liveness: everything healed; every accepted request must get its outcome in time.
     let healed = tokio::time::Instant::now();
-    let events = loop {
-        let events = match current(&store_slot) {
-            Some(store) => read_all_events(&store).await.unwrap_or_default(),
-            None => Vec::new(),
-        };
-        let requested = count(&events, &["UnlockRequested"]);
-        let answered = count(
-            &events,
-            &["UnlockAccepted", "UnlockRejected", "UnlockTimedOut"],
-        );
-        if (requested >= applied && answered >= requested)
-            || healed.elapsed() > scenario.liveness_deadline
+    // Only a read of the whole store counts: a store that is down (or a read that fails)
+    // is waited for, never taken for an empty store — an empty store passes every oracle.
+    let mut last_read: Option<Vec<RecordedEvent>> = None;
+    loop {
+        if let Some(store) = current(&store_slot)
+            && let Ok(events) = read_all_events(&store).await
         {
-            break events;
+            let requested = count(&events, &["UnlockRequested"]);
+            let answered = count(
+                &events,
+                &["UnlockAccepted", "UnlockRejected", "UnlockTimedOut"],
+            );
+            let done = requested >= applied && answered >= requested;
+            last_read = Some(events);
+            if done {
+                break;
+            }
+        }
+        if healed.elapsed() > scenario.liveness_deadline {
+            break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    }
+    let store_came_back = last_read.is_some();
+    let events = last_read.unwrap_or_default();
     finished.trigger();
     injected.node_failures = supervisor.await.expect("the supervisor ends");
     injected.status_bursts = status_bursts.started.load(Ordering::Relaxed);
@@ -528,7 +520,8 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     injected.frames_duplicated = link_counters.duplicated.load(Ordering::Relaxed);
     injected.frames_delayed = link_counters.delayed.load(Ordering::Relaxed);
     let truth = ground_truth(&stations);
-    let verdict = check_wire(&link_counters, &watch)
+    let verdict = store_back(store_came_back, scenario.liveness_deadline)
+        .and_then(|()| check_wire(&link_counters, &watch))
         .and_then(|()| check_no_starvation(&starved))
         .and_then(|()| judge(&events, &acknowledged, &truth, telemetry));
     // Quiescence for the history: no writer left. Every CSMS node goes down (calls in
@@ -537,6 +530,10 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         handle.kill(*node);
     }
     let stored = final_contents(&store_slot).await;
+    let verdict = verdict.and_then(|summary| {
+        store_back(stored.is_some(), Duration::from_secs(600)).map(|()| summary)
+    });
+    let stored = stored.unwrap_or_default();
     let mut coverage = Coverage::new();
     note_points(&mut coverage, &points.counts());
     note(
@@ -650,6 +647,21 @@ fn leases_taken_over_in_flight(events: &[RecordedEvent]) -> u64 {
     taken_over
 }
 
+/// The store must answer a whole read within the liveness deadline after healing; the
+/// oracles judge nothing else (I2/I4 cannot hold of a store nobody can read).
+fn store_back(came_back: bool, deadline: Duration) -> Result<(), Violation> {
+    if came_back {
+        return Ok(());
+    }
+    Err(Violation {
+        invariant: "I4",
+        detail: format!(
+            "the store could not be read within {} s after every fault healed",
+            deadline.as_secs()
+        ),
+    })
+}
+
 /// The node side of I12: every station socket of every node incarnation, its CALLs
 /// judged on the node's own clock ([`CallDiscipline`]).
 #[derive(Default)]
@@ -723,18 +735,18 @@ fn check_wire(counters: &LinkCounters, watch: &CallWatch) -> Result<(), Violatio
     }
 }
 
-/// Everything the store server holds, once it answers (it may be recovering); empty if
-/// it never does, which the history check then reports as lost writes.
-async fn final_contents(store_slot: &Slot<LogStore>) -> Vec<RecordedEvent> {
+/// Everything the store server holds, once it answers (it may be recovering); `None` if
+/// it never does.
+async fn final_contents(store_slot: &Slot<LogStore>) -> Option<Vec<RecordedEvent>> {
     for _ in 0..600 {
         if let Some(store) = current(store_slot)
             && let Ok(events) = read_all_events(&store).await
         {
-            return events;
+            return Some(events);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    Vec::new()
+    None
 }
 
 fn judge(

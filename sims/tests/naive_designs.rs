@@ -76,7 +76,8 @@ fn naive_early_checkpoint_loses_unlocks_and_the_correct_design_does_not() {
 }
 
 /// N1 (seed 000's design): the RemoteStartTransaction goes out inside the command, before
-/// the append. Concurrent clients on shared connectors (F8) are enough, with no other
+/// the append — from the API task, beside the dispatcher, so it may also put a second CALL
+/// on a station's connection while one is outstanding (I12). Concurrent clients on shared connectors (F8) are enough, with no other
 /// fault: a command whose append then loses the race leaves a physical unlock that no
 /// recorded request asked for (I1). The outbox design passes the same seeds. With three
 /// nodes the command can send only when the client's node holds the station's connection,
@@ -88,7 +89,7 @@ fn naive_side_effect_unlocks_what_nobody_recorded_and_the_outbox_does_not() {
         Design::NaiveSideEffect,
         FaultPlan::none,
         1..=24,
-        &["I1", "I4", "I5"],
+        &["I1", "I4", "I5", "I12"],
     );
 }
 

@@ -123,7 +123,7 @@ fn test_steps() -> Vec<Step> {
             env: SIMULATION_ENV,
         },
         Step {
-            name: "simulation swarm (200 seeds, release)",
+            name: "simulation swarm (200 seeds, every dangerous situation reached, release)",
             program: "cargo",
             args: &[
                 "run",
@@ -138,6 +138,7 @@ fn test_steps() -> Vec<Step> {
                 "swarm",
                 "--seeds",
                 "200",
+                "--require-coverage",
             ],
             env: SIMULATION_ENV,
         },
