@@ -4,8 +4,9 @@
 //!
 //! What a point does when it fires:
 //! * `group-written` (the log wrote a group, not yet synced) and `checkpoint-saved` (a
-//!   node saved its dispatcher checkpoint): the machine crashes right there, when the
-//!   scenario can crash machines (it takes the crash requests); else a short pause;
+//!   node saved its dispatcher checkpoint): the machine crashes there, 0–50 ms later (the
+//!   rest of it goes on meanwhile, as during a sync), when the scenario can crash machines
+//!   (it takes the crash requests); else a short pause;
 //! * `lease-taken` and `outcome-decided`: the node freezes for 5–90 s, longer than its
 //!   stations wait, so that a station moves and another node takes its lease meanwhile;
 //! * `group-synced`, `catch-up-read`, `command-decided`: a pause of up to 0.2, 2 and 5 s,
@@ -140,10 +141,20 @@ fn act(state: &mut State, point: FaultPoint) -> Option<Action> {
         FaultPoint::GroupWritten | FaultPoint::CheckpointSaved => {
             let here = madsim::plugin::node();
             match &state.crashes {
-                Some(crashes) if crashes.send((here, point)).is_ok() => {
-                    tracing::info!(%point, "fault point: the machine crashes here");
-                    // Frozen until the crash takes the machine down.
-                    Some(Box::pin(std::future::pending::<()>()))
+                Some(crashes) if !crashes.is_closed() => {
+                    // The crash lands a moment later, as one inside a sync would: what
+                    // the machine serves meanwhile (reads of the group not yet durable,
+                    // say) is what the crash can then take away.
+                    let crashes = crashes.clone();
+                    let lands_after = Duration::from_millis(rng.gen_range(0..50));
+                    Some(Box::pin(async move {
+                        tokio::time::sleep(lands_after).await;
+                        if crashes.send((here, point)).is_ok() {
+                            tracing::info!(%point, "fault point: the machine crashes here");
+                            // Frozen until the crash takes the machine down.
+                            std::future::pending::<()>().await;
+                        }
+                    }))
                 }
                 _ => Some(pause(0..100, &mut rng)),
             }

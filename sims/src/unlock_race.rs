@@ -584,7 +584,7 @@ async fn serve_crash_requests(
             let mut rng = madsim::rand::thread_rng();
             (
                 rng.gen_range(outage_millis.0..=outage_millis.1.max(outage_millis.0)),
-                rng.gen_range(0..4096u64),
+                rng.gen_range(0..512u64), // most of the group in flight lost, the last write torn
             )
         };
         if node == machines.store {
