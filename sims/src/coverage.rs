@@ -64,3 +64,19 @@ pub fn note_points(coverage: &mut Coverage, counts: &crate::points::PointCounts)
         note(coverage, fired(*point), *fired_count);
     }
 }
+
+/// What a run's simulated store server went through: the fault points that fired, the
+/// crashes they caused inside group commits, the torn tails its reopenings cut and the
+/// read flips its disk served.
+pub fn note_store_server(
+    coverage: &mut Coverage,
+    points: &crate::points::PointCounts,
+    crashes_in_group_commit: u64,
+    torn_tails: u64,
+    disk: &evsource::storage::SimDisk,
+) {
+    note_points(coverage, points);
+    note(coverage, CRASH_IN_GROUP_COMMIT, crashes_in_group_commit);
+    note(coverage, TORN_TAIL_RECOVERED, torn_tails);
+    note(coverage, READ_FLIP_CAUGHT, disk.stats().flips_struck);
+}

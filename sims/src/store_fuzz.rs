@@ -39,10 +39,7 @@ use madsim::rand::Rng;
 use madsim::runtime::Handle;
 
 use crate::StoreHistory;
-use crate::coverage::{
-    CRASH_IN_GROUP_COMMIT, Coverage, DAMAGE_REFUSED, OLDER_SNAPSHOT, READ_FLIP_CAUGHT,
-    TORN_TAIL_RECOVERED, note, note_points,
-};
+use crate::coverage::{Coverage, DAMAGE_REFUSED, OLDER_SNAPSHOT, note, note_store_server};
 use crate::faults::{FaultCounts, FaultPlan, log_config, open_log_retrying, simulated_disk};
 use crate::points::Points;
 
@@ -242,14 +239,13 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
     };
     let store_history = StoreHistory::new(&history, stored.clone(), true);
     let mut coverage = Coverage::new();
-    note_points(&mut coverage, &points.counts());
-    note(&mut coverage, CRASH_IN_GROUP_COMMIT, crashed_at_points);
-    note(
+    note_store_server(
         &mut coverage,
-        TORN_TAIL_RECOVERED,
+        &points.counts(),
+        crashed_at_points,
         torn_tails.load(Ordering::Relaxed),
+        &disk,
     );
-    note(&mut coverage, READ_FLIP_CAUGHT, disk.stats().flips_struck);
     note(
         &mut coverage,
         OLDER_SNAPSHOT,

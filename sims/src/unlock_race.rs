@@ -45,8 +45,7 @@ use tokio::sync::oneshot;
 
 use crate::StoreHistory;
 use crate::coverage::{
-    CRASH_AFTER_CHECKPOINT, CRASH_IN_GROUP_COMMIT, Coverage, LEASE_TAKEN_OVER_IN_FLIGHT,
-    READ_FLIP_CAUGHT, TORN_TAIL_RECOVERED, note, note_points,
+    CRASH_AFTER_CHECKPOINT, Coverage, LEASE_TAKEN_OVER_IN_FLIGHT, note, note_store_server,
 };
 use crate::faults::{Design, FaultCounts, FaultPlan};
 use crate::points::{CrashRequest, Points};
@@ -535,23 +534,18 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     });
     let stored = stored.unwrap_or_default();
     let mut coverage = Coverage::new();
-    note_points(&mut coverage, &points.counts());
-    note(
+    note_store_server(
         &mut coverage,
-        CRASH_IN_GROUP_COMMIT,
+        &points.counts(),
         crashed_at_points.store,
+        torn_tails.load(Ordering::Relaxed),
+        &disk,
     );
     note(
         &mut coverage,
         CRASH_AFTER_CHECKPOINT,
         crashed_at_points.csms,
     );
-    note(
-        &mut coverage,
-        TORN_TAIL_RECOVERED,
-        torn_tails.load(Ordering::Relaxed),
-    );
-    note(&mut coverage, READ_FLIP_CAUGHT, disk.stats().flips_struck);
     note(
         &mut coverage,
         LEASE_TAKEN_OVER_IN_FLIGHT,
