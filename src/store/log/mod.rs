@@ -1190,7 +1190,7 @@ impl EventStore for LogStore {
                 .index
                 .check_append(stream, expected, &events, condition)
             {
-                Ok(plan) => Ok(plan),
+                Ok(plan) => plan,
                 // A refusal that rests only on durable events is final now. One that may
                 // rest on events of a group still in flight waits for that group: if its
                 // sync fails, those events may be lost after a crash, and a refusal
@@ -1198,10 +1198,6 @@ impl EventStore for LogStore {
                 Err(refusal) if state.index.event_count() <= state.durable_event_count => {
                     return Err(refusal);
                 }
-                Err(refusal) => Err(refusal),
-            };
-            let plan = match plan {
-                Ok(plan) => plan,
                 Err(refusal) => {
                     drop(permit);
                     let group = state.open_group;
