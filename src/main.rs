@@ -19,7 +19,9 @@ use evsource::environment::{Environment, SystemEnvironment};
 use evsource::handler::HandlerConfig;
 use evsource::node::auth::{self, PasswordCost};
 use evsource::node::naive::TelemetryPlacement;
-use evsource::node::{CsmsNode, Fencing, NodeConfig, OutcomeStall, UnlockPath, WireTap};
+use evsource::node::{
+    CsmsNode, Fencing, NodeConfig, OutcomeStall, StationBuild, UnlockPath, WireTap,
+};
 use evsource::session::SessionConfig;
 use evsource::store::AnyStore;
 
@@ -206,6 +208,7 @@ fn serve(options: Options) -> Result<(), Failure> {
         telemetry: TelemetryPlacement::OwnStream,
         stall: OutcomeStall::none(),
         wire_tap: WireTap::none(),
+        build: StationBuild::Current,
     };
     runtime()?.block_on(async move {
         let store = AnyStore::open(&url)

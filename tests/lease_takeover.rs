@@ -170,6 +170,7 @@ async fn a_new_lease_holder_does_not_dispatch_from_a_view_older_than_its_lease()
         store.clone(),
         HandlerConfig::default(),
         TelemetryPlacement::OwnStream,
+        evsource::node::StationBuild::Current,
     );
     let mut env = SystemEnvironment::new(9);
     let station_stream = stream(&format!("station-{STATION}"));

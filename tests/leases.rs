@@ -43,6 +43,7 @@ async fn stale_holder_records_first(fenced: bool) -> (Vec<StationEvent>, Result<
         store.clone(),
         HandlerConfig::default(),
         TelemetryPlacement::OwnStream,
+        evsource::node::StationBuild::Current,
     );
     let mut env = SystemEnvironment::new(7);
     let station = stream("station-CP1");

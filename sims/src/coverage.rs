@@ -19,8 +19,9 @@ pub const OLDER_SNAPSHOT: &str = "a snapshot of an older schema loaded";
 pub const READ_FLIP_CAUGHT: &str = "a read-back bit flip struck (the checksum must catch it)";
 pub const DAMAGE_REFUSED: &str = "damage at rest refused, naming file and offset";
 pub const OLD_NODE_MET_NEW_DATA: &str =
-    "an old-build node met events or snapshots of the new build";
-pub const NEW_NODE_MET_OLD_DATA: &str = "a new-build node met a snapshot of the old build";
+    "rolling upgrade: the current build wrote after the next build on a station stream";
+pub const NEW_NODE_MET_OLD_DATA: &str =
+    "rolling upgrade: the next build wrote after the current build on a station stream";
 
 /// What a fault point firing is called in the coverage table.
 pub fn fired(point: FaultPoint) -> &'static str {
@@ -46,6 +47,8 @@ pub fn required() -> Vec<&'static str> {
         OLDER_SNAPSHOT,
         READ_FLIP_CAUGHT,
         DAMAGE_REFUSED,
+        OLD_NODE_MET_NEW_DATA,
+        NEW_NODE_MET_OLD_DATA,
     ];
     required.extend(FaultPoint::ALL.into_iter().map(fired));
     required

@@ -53,7 +53,7 @@ SHAPE (what `shrink` prints; each narrows or resizes the seed's own run):
   --clients N  --requests N  --stations N      (unlock-race) the workload's size
 
 scenarios: unlock-race, withdraw, double-submit, seats, projection-catchup,
-           store-fuzz, all (a seed-chosen mix; the default);
+           store-fuzz, rolling-upgrade, all (a seed-chosen mix; the default);
            panic-canary (the harness's self-test: every seed panics, the swarm must fail)
 designs:   correct (default); naive-side-effect (N1, unlock-race),
            naive-early-checkpoint (N4, unlock-race),
@@ -71,18 +71,20 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         Seats,
         ProjectionCatchup,
         StoreFuzz,
+        RollingUpgrade,
         /// The harness's self-test: every seed panics (never in the `all` mix).
         PanicCanary,
     }
 
     impl Scenario {
-        const ALL: [Scenario; 6] = [
+        const ALL: [Scenario; 7] = [
             Scenario::UnlockRace,
             Scenario::Withdraw,
             Scenario::DoubleSubmit,
             Scenario::Seats,
             Scenario::ProjectionCatchup,
             Scenario::StoreFuzz,
+            Scenario::RollingUpgrade,
         ];
 
         /// Scenarios that test the harness itself: named on the command line only.
@@ -96,6 +98,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                 Scenario::Seats => "seats",
                 Scenario::ProjectionCatchup => "projection-catchup",
                 Scenario::StoreFuzz => "store-fuzz",
+                Scenario::RollingUpgrade => "rolling-upgrade",
                 Scenario::PanicCanary => "panic-canary",
             }
         }
@@ -394,7 +397,10 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         // The scenarios on their own machines install the seed's fault points themselves
         // (they carry out the crashes the points ask for); the in-process ones get them
         // here, where a crash point pauses instead.
-        let in_process = !matches!(scenario, Scenario::UnlockRace | Scenario::StoreFuzz);
+        let in_process = !matches!(
+            scenario,
+            Scenario::UnlockRace | Scenario::RollingUpgrade | Scenario::StoreFuzz
+        );
         let points = in_process.then(|| Points::install(plan.points.clone()).0);
         let mut result = run_scenario(scenario, plan, design, &shape, started).await;
         if let Some(points) = points {
@@ -411,10 +417,11 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         started: tokio::time::Instant,
     ) -> SeedResult {
         match scenario {
-            Scenario::UnlockRace => {
+            Scenario::UnlockRace | Scenario::RollingUpgrade => {
                 let mut race = UnlockRace {
                     faults: plan.clone(),
                     design,
+                    upgrade: scenario == Scenario::RollingUpgrade,
                     ..UnlockRace::default()
                 };
                 shape.apply_to_race(&mut race);
@@ -693,7 +700,9 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             design.name()
         );
         match result.scenario {
-            Scenario::UnlockRace | Scenario::StoreFuzz => println!("faults: {}", result.plan),
+            Scenario::UnlockRace | Scenario::RollingUpgrade | Scenario::StoreFuzz => {
+                println!("faults: {}", result.plan)
+            }
             Scenario::Withdraw
             | Scenario::DoubleSubmit
             | Scenario::Seats
@@ -876,7 +885,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                 next.fault_phase_secs = Some((phase / 2).max(5));
                 candidates.push((format!("fault phase → {} s", (phase / 2).max(5)), next));
             }
-            if scenario == Scenario::UnlockRace {
+            if matches!(scenario, Scenario::UnlockRace | Scenario::RollingUpgrade) {
                 let halve = |n: u64| (n > 1).then_some(n / 2);
                 if let Some(n) = halve(best.clients.unwrap_or(race.clients)) {
                     let mut next = best.clone();

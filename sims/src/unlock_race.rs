@@ -9,7 +9,7 @@
 //! hold: I1, I2, I3, I4, I5 and I8.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +25,8 @@ use evsource::node::driver::CSMS_SILENCE_MAX;
 use evsource::node::driver::{LinkCounters, SharedChargePoint, run_station_with_faults};
 use evsource::node::naive::{TelemetryPlacement, is_noted_telemetry};
 use evsource::node::{
-    CsmsNode, Fencing, NodeConfig, OutcomeStall, UnlockPath, WireDirection, WireTap, lease,
+    CsmsNode, Fencing, NodeConfig, OutcomeStall, StationBuild, UnlockPath, WireDirection, WireTap,
+    lease,
 };
 use evsource::ocpp::messages::ChargePointStatus;
 use evsource::oracles::history::{History, RecordingStore};
@@ -45,7 +46,8 @@ use tokio::sync::oneshot;
 
 use crate::StoreHistory;
 use crate::coverage::{
-    CRASH_AFTER_CHECKPOINT, Coverage, LEASE_TAKEN_OVER_IN_FLIGHT, note, note_store_server,
+    CRASH_AFTER_CHECKPOINT, Coverage, LEASE_TAKEN_OVER_IN_FLIGHT, NEW_NODE_MET_OLD_DATA,
+    OLD_NODE_MET_NEW_DATA, note, note_store_server,
 };
 use crate::faults::{Design, FaultCounts, FaultPlan};
 use crate::points::{CrashRequest, Points};
@@ -63,6 +65,10 @@ pub struct UnlockRace {
     pub liveness_deadline: Duration,
     pub faults: FaultPlan,
     pub design: Design,
+    /// A rolling upgrade: during the fault phase every CSMS node restarts, one at a time,
+    /// into the next build's station aggregate (new snapshot schema, new event version)
+    /// while the others still run the current one.
+    pub upgrade: bool,
 }
 
 impl Default for UnlockRace {
@@ -76,6 +82,7 @@ impl Default for UnlockRace {
             liveness_deadline: Duration::from_secs(600),
             faults: FaultPlan::none(),
             design: Design::Correct,
+            upgrade: false,
         }
     }
 }
@@ -301,11 +308,24 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     let mut csms_nodes = Vec::new();
     let stalls = Arc::new(OutcomeStalls::default());
     let watch = Arc::new(CallWatch::default());
+    // Which build each node runs when it (re)starts: set by the upgrader.
+    let builds: Arc<Vec<AtomicBool>> = Arc::new(
+        (0..scenario.nodes)
+            .map(|_| AtomicBool::new(false))
+            .collect(),
+    );
+    let snapshot_every_events = if scenario.upgrade {
+        // Snapshots of both schemas on every busy station stream.
+        3
+    } else {
+        HandlerConfig::default().snapshot_every_events
+    };
     for (index, slot) in node_slots.iter().enumerate() {
         let slot = slot.clone();
         let stalls = stalls.clone();
         let history = history.clone();
         let watch = watch.clone();
+        let builds = builds.clone();
         let node = handle
             .create_node()
             .name(format!("csms-{}", index + 1))
@@ -314,6 +334,11 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                 let (slot, stalls) = (slot.clone(), stalls.clone());
                 let history = history.clone();
                 let watch = watch.clone();
+                let build = if builds[index].load(Ordering::Relaxed) {
+                    StationBuild::Next
+                } else {
+                    StationBuild::Current
+                };
                 async move {
                     let remote = RemoteStore::new(
                         store_addr,
@@ -341,13 +366,17 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                             checkpoint,
                             ..DispatcherConfig::default()
                         },
-                        handler: HandlerConfig::default(),
+                        handler: HandlerConfig {
+                            snapshot_every_events,
+                            ..HandlerConfig::default()
+                        },
                         seed: madsim::rand::thread_rng().r#gen(),
                         projection_save_every_events: 50,
                         unlock_path,
                         telemetry,
                         stall: stalls.hook(index),
                         wire_tap: watch.tap(index),
+                        build,
                     };
                     // Starting reads the store; while it is out of reach, try again.
                     let node = loop {
@@ -451,6 +480,12 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         disk.clone(),
         scenario.faults.outage_millis,
     ));
+    let upgrader = tokio::spawn(upgrade_nodes(
+        scenario.upgrade.then_some(scenario.faults.fault_phase),
+        handle.clone(),
+        machines.clone(),
+        builds.clone(),
+    ));
     let (mut injected, outcome_stalls) = tokio::join!(
         inject_faults(
             &scenario.faults,
@@ -467,6 +502,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     // for are all carried out (every machine is up again) before anything is judged.
     points.disarm();
     let crashed_at_points = crashes.await.expect("the crash server ends");
+    let upgraded = upgrader.await.expect("the upgrader ends");
     injected.store_crashes += crashed_at_points.store;
     injected.csms_crashes += crashed_at_points.csms;
     let mut acknowledged = Vec::new();
@@ -546,6 +582,11 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         CRASH_AFTER_CHECKPOINT,
         crashed_at_points.csms,
     );
+    if upgraded > 0 {
+        let (old_met_new, new_met_old) = builds_interleaved(&stored);
+        note(&mut coverage, OLD_NODE_MET_NEW_DATA, old_met_new);
+        note(&mut coverage, NEW_NODE_MET_OLD_DATA, new_met_old);
+    }
     note(
         &mut coverage,
         LEASE_TAKEN_OVER_IN_FLIGHT,
@@ -559,6 +600,60 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         history: StoreHistory::new(&history, stored, true),
         coverage,
     }
+}
+
+/// The rolling upgrade: every CSMS node, in a seed-drawn order and at seed-drawn moments
+/// within the fault phase, restarts into the next build (a planned restart: memory lost,
+/// nothing else). Returns how many nodes were upgraded.
+async fn upgrade_nodes(
+    phase: Option<Duration>,
+    handle: Handle,
+    machines: Arc<Machines>,
+    builds: Arc<Vec<AtomicBool>>,
+) -> u64 {
+    let Some(phase) = phase else { return 0 };
+    let mut order: Vec<usize> = (0..machines.nodes.len()).collect();
+    let step = phase.as_millis() as u64 / (order.len() as u64 + 1);
+    let mut upgraded = 0;
+    {
+        let mut rng = madsim::rand::thread_rng();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.gen_range(0..=i));
+        }
+    }
+    for index in order {
+        let wait = madsim::rand::thread_rng().gen_range(step / 2..=step.max(1));
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let _crashing = machines.crashing.lock().await;
+        tracing::info!(node = %format!("csms-{}", index + 1), "upgrade: the node restarts into the next build");
+        builds[index].store(true, Ordering::Relaxed);
+        *lock_slot(&machines.node_slots[index]) = None;
+        handle.kill(machines.nodes[index]);
+        handle.restart(machines.nodes[index]);
+        upgraded += 1;
+    }
+    upgraded
+}
+
+/// On the station streams, how often an event of the current build follows one of the
+/// next build (an old node met the new build's data) and the other way round. The next
+/// build's events carry `"version":2`.
+fn builds_interleaved(events: &[RecordedEvent]) -> (u64, u64) {
+    let mut last: std::collections::BTreeMap<&str, bool> = Default::default();
+    let (mut old_met_new, mut new_met_old) = (0, 0);
+    for event in events {
+        let stream = event.stream.as_str();
+        if !stream.starts_with("station-") {
+            continue;
+        }
+        let next = event.payload.ends_with(br#","version":2}"#);
+        match last.insert(stream, next) {
+            Some(true) if !next => old_met_new += 1,
+            Some(false) if next => new_met_old += 1,
+            _ => {}
+        }
+    }
+    (old_met_new, new_met_old)
 }
 
 /// Crashes asked for by fault points, carried out: a store server's crash loses its

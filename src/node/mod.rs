@@ -96,6 +96,19 @@ pub struct NodeConfig {
     /// Who watches every frame on the node's station sockets (the simulator's wire oracle,
     /// I12). Production leaves it empty.
     pub wire_tap: WireTap,
+    /// Which build's station aggregate the node runs. Production runs `Current`; the
+    /// simulator's rolling upgrade restarts nodes into `Next`.
+    pub build: StationBuild,
+}
+
+/// The build of the station aggregate a node runs (a rolling upgrade mixes them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StationBuild {
+    /// Snapshot schema 1, events without a version field.
+    #[default]
+    Current,
+    /// [`crate::domain::station::StationNext`]: snapshot schema 2, events with a version.
+    Next,
 }
 
 /// Which way a frame crossed a station's socket at the node.
@@ -269,6 +282,7 @@ impl CsmsNode {
                         store.clone(),
                         config.handler.clone(),
                         config.telemetry,
+                        config.build,
                     ),
                     store,
                     hub: hub_inputs,
@@ -441,7 +455,12 @@ impl<S: EventStore> Hub<S> {
             ..config.dispatcher.clone()
         };
         Hub {
-            stations: StationHandler::new(store.clone(), config.handler.clone(), config.telemetry),
+            stations: StationHandler::new(
+                store.clone(),
+                config.handler.clone(),
+                config.telemetry,
+                config.build,
+            ),
             store,
             node_id: config.node_id.clone(),
             fencing: config.fencing,

@@ -11,10 +11,13 @@
 
 use crate::core::types::{AppendCondition, CommandId, StreamId};
 use crate::decider::{Aggregate, CodecError, Decider, EncodedEvent};
-use crate::domain::station::{Station, StationCommand, StationEvent, StationRejection};
+use crate::domain::station::{
+    Station, StationCommand, StationEvent, StationNext, StationRejection,
+};
 use crate::environment::Environment;
 use crate::handler::{CommandHandler, HandleError, HandlerConfig, Outcome};
 use crate::mirror::TelemetryEvent;
+use crate::node::StationBuild;
 use crate::store::EventStore;
 
 /// Where a node records what stations report.
@@ -122,6 +125,8 @@ pub fn is_noted_telemetry(event_type: &str, payload: &[u8]) -> bool {
 pub enum StationHandler<S> {
     Lean(CommandHandler<S, Station>),
     Chatty(CommandHandler<S, ChattyStation>),
+    /// The next build's station aggregate (a rolling upgrade in the simulator).
+    Next(CommandHandler<S, StationNext>),
 }
 
 impl<S: Clone> Clone for StationHandler<S> {
@@ -129,18 +134,27 @@ impl<S: Clone> Clone for StationHandler<S> {
         match self {
             StationHandler::Lean(handler) => StationHandler::Lean(handler.clone()),
             StationHandler::Chatty(handler) => StationHandler::Chatty(handler.clone()),
+            StationHandler::Next(handler) => StationHandler::Next(handler.clone()),
         }
     }
 }
 
 impl<S: EventStore> StationHandler<S> {
-    pub fn new(store: S, config: HandlerConfig, placement: TelemetryPlacement) -> Self {
-        match placement {
-            TelemetryPlacement::OwnStream => {
+    pub fn new(
+        store: S,
+        config: HandlerConfig,
+        placement: TelemetryPlacement,
+        build: StationBuild,
+    ) -> Self {
+        match (placement, build) {
+            (TelemetryPlacement::BusinessAggregate, _) => {
+                StationHandler::Chatty(CommandHandler::new(store, config))
+            }
+            (TelemetryPlacement::OwnStream, StationBuild::Current) => {
                 StationHandler::Lean(CommandHandler::new(store, config))
             }
-            TelemetryPlacement::BusinessAggregate => {
-                StationHandler::Chatty(CommandHandler::new(store, config))
+            (TelemetryPlacement::OwnStream, StationBuild::Next) => {
+                StationHandler::Next(CommandHandler::new(store, config))
             }
         }
     }
@@ -176,6 +190,11 @@ impl<S: EventStore> StationHandler<S> {
                     .handle_if(env, stream, command_id, &command, condition)
                     .await
             }
+            StationHandler::Next(handler) => {
+                handler
+                    .handle_if(env, stream, command_id, command, condition)
+                    .await
+            }
         }
     }
 
@@ -194,7 +213,7 @@ impl<S: EventStore> StationHandler<S> {
         report: &TelemetryEvent,
     ) -> Result<(), HandleError<StationRejection>> {
         match self {
-            StationHandler::Lean(_) => Ok(()),
+            StationHandler::Lean(_) | StationHandler::Next(_) => Ok(()),
             StationHandler::Chatty(handler) => {
                 let command = ChattyCommand::Note(report.clone());
                 handler

@@ -209,7 +209,7 @@ pub mod stations {
     use evsource::handler::HandlerConfig;
     use evsource::node::auth::{self, PasswordCost};
     use evsource::node::naive::TelemetryPlacement;
-    use evsource::node::{Fencing, NodeConfig, OutcomeStall, UnlockPath, WireTap};
+    use evsource::node::{Fencing, NodeConfig, OutcomeStall, StationBuild, UnlockPath, WireTap};
     use evsource::session::SessionConfig;
     use evsource::store::EventStore;
 
@@ -251,6 +251,7 @@ pub mod stations {
             telemetry: TelemetryPlacement::OwnStream,
             stall: OutcomeStall::none(),
             wire_tap: WireTap::none(),
+            build: StationBuild::Current,
         }
     }
 
