@@ -33,7 +33,8 @@ use evsource::oracles::history::{History, RecordingStore};
 use evsource::oracles::protocol::{CallDiscipline, CallTiming};
 use evsource::oracles::{
     UnlockSummary, Violation, check_acknowledged, check_commands_once, check_no_starvation,
-    check_store_shape, check_unlocks_against, fingerprint, ground_truth, read_all_events,
+    check_station_decisions, check_store_shape, check_unlocks_against, fingerprint, ground_truth,
+    read_all_events,
 };
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
@@ -847,6 +848,7 @@ fn judge(
     check_store_shape(events)?;
     check_acknowledged(events, acknowledged)?;
     check_commands_once(events)?;
+    check_station_decisions(events)?;
     if telemetry == TelemetryPlacement::BusinessAggregate {
         // N5's station streams also hold noted telemetry, which is not business.
         let business: Vec<RecordedEvent> = events

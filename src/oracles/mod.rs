@@ -75,6 +75,66 @@ pub fn check_unlocks_against(
     check_unlocks(events, &views)
 }
 
+/// **I1**, the records side: replayed from the first event, every station stream holds
+/// only decisions the station decider could have made at that point — an unlock request
+/// only on a free connector, an answer only to a pending request, a stop only of an active
+/// session. A node that decided on state it misread (a snapshot of another build read as
+/// its own, a stale cache) records events the replay refuses, whatever the stations did.
+pub fn check_station_decisions(events: &[RecordedEvent]) -> Result<(), Violation> {
+    use crate::domain::station::{StationAnswer, StationCommand};
+    let mut states: BTreeMap<&str, <Station as crate::decider::Decider>::State> = BTreeMap::new();
+    for event in events {
+        if !event.stream.as_str().starts_with("station-") {
+            continue;
+        }
+        // Noted telemetry (N5) and anything else that is not a business event is skipped.
+        let Ok(decoded) = Station::decode_event(&event.event_type, &event.payload) else {
+            continue;
+        };
+        let state = states
+            .entry(event.stream.as_str())
+            .or_insert_with(<Station as crate::decider::Decider>::initial);
+        let (connector, session) = decoded.connector_and_session();
+        let session_text = session.as_str().to_owned();
+        let command = match decoded {
+            StationEvent::UnlockRequested { .. } => StationCommand::RequestUnlock {
+                connector,
+                session: session_text,
+            },
+            StationEvent::UnlockAccepted { .. } => StationCommand::RecordAnswer {
+                session: session_text,
+                answer: StationAnswer::Accepted,
+            },
+            StationEvent::UnlockRejected { .. } => StationCommand::RecordAnswer {
+                session: session_text,
+                answer: StationAnswer::Rejected,
+            },
+            StationEvent::UnlockTimedOut { .. } => StationCommand::RecordAnswer {
+                session: session_text,
+                answer: StationAnswer::TimedOut,
+            },
+            StationEvent::SessionStopped { .. } => StationCommand::StopSession {
+                session: session_text,
+            },
+        };
+        match <Station as crate::decider::Decider>::decide(state, &command) {
+            Ok(decided) if decided == [decoded.clone()] => {}
+            other => {
+                return Err(Violation {
+                    invariant: "I1",
+                    detail: format!(
+                        "{} at {} in {} is not a decision the station could have made there (replayed from the start, the decider gives {other:?}): a node decided on state it misread",
+                        event.event_type, event.position, event.stream
+                    ),
+                });
+            }
+        }
+        let taken = std::mem::replace(state, <Station as crate::decider::Decider>::initial());
+        *state = <Station as crate::decider::Decider>::evolve(taken, &decoded);
+    }
+    Ok(())
+}
+
 /// Every event in `store`, read page by page.
 pub async fn read_all_events<S: EventStore>(store: &S) -> Result<Vec<RecordedEvent>, ReadError> {
     let mut all: Vec<RecordedEvent> = Vec::new();
