@@ -1,8 +1,8 @@
-//! A rolling upgrade on one station stream: handlers of the current build (snapshot schema
-//! 1) and of the next (`StationNext`: snapshot schema 2, events with a version field) take
-//! turns, each snapshotting after every command. Each reads the other's events as its own
-//! and ignores the other's snapshots (it rehydrates from events instead), so neither acts
-//! on state it misread: the busy connector stays busy whichever build decides.
+//! A rolling upgrade on one station stream: handlers of the current build (snapshot
+//! schema one) and of the next (`StationNext`: snapshot schema two, events with a version
+//! field) take turns, each snapshotting after every command. Each reads the other's events
+//! as its own and ignores the other's snapshots (it rehydrates from events instead), so
+//! neither acts on state it misread: the busy connector stays busy whichever build decides.
 
 use evsource::core::{CommandId, Limits, StreamId};
 use evsource::domain::station::{
