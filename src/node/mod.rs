@@ -403,6 +403,9 @@ struct Connection {
     id: u64,
     session: StationSession,
     outbox: mpsc::Sender<String>,
+    /// When the node, holding this connection but not the station's lease, may try to
+    /// take the lease again (see `LEASE_RETRY_MILLIS`).
+    lease_retry_at: u64,
 }
 
 struct Hub<S> {
@@ -416,8 +419,6 @@ struct Hub<S> {
     lease_takes: u64,
     /// Watches frames to and from stations (the simulator's wire oracle).
     wire_tap: WireTap,
-    /// When a station whose lease this node failed to take may be tried again.
-    lease_retry_at: BTreeMap<String, u64>,
     stations: StationHandler<S>,
     env: SystemEnvironment,
     session_config: SessionConfig,
@@ -468,7 +469,6 @@ impl<S: EventStore> Hub<S> {
             wire_tap: config.wire_tap.clone(),
             leases: BTreeMap::new(),
             lease_takes: 0,
-            lease_retry_at: BTreeMap::new(),
             env,
             session_config: config.session.clone(),
             dispatcher: Dispatcher::new(dispatcher, checkpoint),
@@ -575,6 +575,8 @@ impl<S: EventStore> Hub<S> {
                             id: connection,
                             session,
                             outbox,
+                            // The lease is taken just below.
+                            lease_retry_at: now + LEASE_RETRY_MILLIS,
                         },
                     )
                     .is_some()
@@ -737,12 +739,12 @@ impl<S: EventStore> Hub<S> {
         // The node has the station's connection but not its lease: taking it at connect
         // and at boot both failed (the store was unreachable). Take it again now, at
         // most every LEASE_RETRY_MILLIS, or nobody would dispatch for the station.
-        if self.connections.contains_key(station)
-            && !self.holds_lease(station)
-            && self.lease_retry_at.get(station).is_none_or(|&at| now >= at)
+        let holds_lease = self.holds_lease(station);
+        if let Some(connection) = self.connections.get_mut(station)
+            && !holds_lease
+            && now >= connection.lease_retry_at
         {
-            self.lease_retry_at
-                .insert(station.to_owned(), now + LEASE_RETRY_MILLIS);
+            connection.lease_retry_at = now + LEASE_RETRY_MILLIS;
             self.take_lease(station).await;
         }
         match output {
