@@ -47,6 +47,10 @@ enum Lie {
     WrongActual,
     /// An append answered as refused was stored.
     StoredDespiteRefusal,
+    /// A fresh append refused as a duplicate of its own, never stored, first event.
+    FalseDuplicate,
+    /// A failed condition names a position where no matching event is.
+    ConditionNamesNothing,
 }
 
 #[derive(Clone, Debug)]
@@ -63,11 +67,25 @@ impl EventStore for Broken {
         events: Vec<EventData>,
         condition: Option<&AppendCondition>,
     ) -> Result<AppendResult, AppendError> {
+        if self.lie == Lie::FalseDuplicate
+            && events[0].id.0.is_multiple_of(4)
+            && self.inner.find_event(events[0].id).await == Ok(None)
+        {
+            return Err(AppendError::DuplicateEventId {
+                event_id: events[0].id,
+                existing: None,
+            });
+        }
         let result = self
             .inner
             .append_if(stream, expected, events.clone(), condition)
             .await;
         match (self.lie, result) {
+            (Lie::ConditionNamesNothing, Err(AppendError::ConditionFailed { position })) => {
+                Err(AppendError::ConditionFailed {
+                    position: GlobalPosition(position.0 + 1_000),
+                })
+            }
             (
                 Lie::WrongActual,
                 Err(AppendError::WrongExpectedVersion {
@@ -253,6 +271,13 @@ async fn each_broken_promise_is_caught() {
     assert!(wrong.contains("I11"), "{wrong}");
     let refused = caught(Lie::StoredDespiteRefusal).await;
     assert!(refused.contains("was refused"), "{refused}");
+    let duplicate = caught(Lie::FalseDuplicate).await;
+    assert!(duplicate.contains("refused as a duplicate"), "{duplicate}");
+    let condition = caught(Lie::ConditionNamesNothing).await;
+    assert!(
+        condition.contains("refused for a matching event"),
+        "{condition}"
+    );
 }
 
 /// A reader given an event that a crash later took away: the final store lacks it.

@@ -164,3 +164,26 @@ fn a_panicking_seed_fails_the_swarm_and_the_others_still_run() {
     assert!(!replayed, "the repro line fails again:\n{run}");
     assert!(run.contains("FAILED: I14 violated"), "{run}");
 }
+
+/// `--require-coverage` fails a swarm that never reached a required dangerous situation,
+/// and says which: a few seeds of one in-process scenario cannot crash a store server.
+#[test]
+fn a_swarm_that_never_reaches_a_dangerous_situation_fails_its_coverage() {
+    let (passed, swarm) = sim(&[
+        "swarm",
+        "--seeds",
+        "2",
+        "--scenario",
+        "withdraw",
+        "--require-coverage",
+    ]);
+    assert!(!passed, "a swarm short of coverage must fail:\n{swarm}");
+    assert!(
+        swarm.contains("| failed seeds | 0 |"),
+        "no seed failed:\n{swarm}"
+    );
+    assert!(
+        swarm.contains("COVERAGE FAILURE") && swarm.contains("a torn tail cut at recovery"),
+        "the unreached situations are named:\n{swarm}"
+    );
+}

@@ -380,8 +380,9 @@ impl HistoryStats {
     }
 }
 
-/// When an event can have been committed, from the calls that carried its id: not before
-/// the first of them was invoked, and certainly by the first acknowledgement.
+/// When an event can have been committed, from the calls that carried its id and may have
+/// written it: not before the first of them was invoked, and certainly by the first
+/// acknowledgement. (`u64::MAX` when every call carrying it was refused.)
 #[derive(Clone, Copy, Debug)]
 struct Window {
     first_invoked: u64,
@@ -523,10 +524,6 @@ pub fn check_history(
     let windows = windows(operations);
     let mut streams: BTreeMap<&str, ()> = BTreeMap::new();
 
-    // The commit order agrees with real time: no event certainly committed before
-    // another's first call was invoked sits at a later position.
-    check_real_time_order(stored, &windows)?;
-
     for event in stored {
         match windows.get(&event.id) {
             Some(window) if !window.possibly_written => {
@@ -548,6 +545,9 @@ pub fn check_history(
             _ => {}
         }
     }
+    // The commit order agrees with real time: no event certainly committed before
+    // another's first call was invoked sits at a later position.
+    check_real_time_order(stored, &windows)?;
 
     for operation in operations {
         if let Some(stream) = stream_of(&operation.call) {
@@ -703,12 +703,16 @@ fn windows(operations: &[Operation]) -> HashMap<EventId, Window> {
         };
         for event in events {
             let window = windows.entry(event.id).or_insert(Window {
-                first_invoked: operation.invoked,
+                first_invoked: u64::MAX,
                 first_acknowledged: None,
                 acknowledged_by: None,
                 possibly_written: false,
             });
-            window.first_invoked = window.first_invoked.min(operation.invoked);
+            // A call refused definitely wrote nothing: it is no moment the event could
+            // have been committed at (or a refusal could be explained by itself).
+            if possibly_written {
+                window.first_invoked = window.first_invoked.min(operation.invoked);
+            }
             if let Some((step, at)) = acknowledged
                 && window.first_acknowledged.is_none_or(|first| step < first)
             {
