@@ -138,7 +138,8 @@ impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
         self.checkpoint
     }
 
-    /// Applies every event after the checkpoint; returns how many were applied.
+    /// Applies every event after the checkpoint, up to the end of what is readable now;
+    /// returns how many were applied.
     pub async fn catch_up(&mut self) -> Result<u64, ProjectionError> {
         let page_max = Limits::default().read_events_max;
         let mut applied = 0;
@@ -147,12 +148,14 @@ impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
                 .checkpoint
                 .map_or(GlobalPosition::FIRST, GlobalPosition::next);
             let page = self.store.read_all(from, page_max).await?;
-            if page.is_empty() {
-                return Ok(applied);
-            }
             for event in &page {
                 self.apply(event);
                 applied += 1;
+            }
+            // A short page reached what was readable then: reading again at once would
+            // only return an empty page (a wasted round trip per wake on a remote store).
+            if page.len() < page_max {
+                return Ok(applied);
             }
         }
     }

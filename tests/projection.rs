@@ -184,3 +184,68 @@ async fn instances_on_several_nodes_save_apart() {
         "{refused:?}"
     );
 }
+
+/// A reader that has caught up reads once per wake, not an empty page and then another:
+/// on a remote store every read is a round trip, and readers (one subscription and one
+/// projection per node) outnumbered writers' appends 6 to 1 in the reference swarm.
+#[tokio::test]
+async fn caught_up_readers_read_once_per_wake() {
+    use evsource::core::{EventData, EventId, ExpectedVersion, GlobalPosition, Limits, Metadata};
+    use evsource::oracles::history::{Call, History, RecordingStore};
+    use evsource::store::{CatchUpSubscription, EventStore};
+
+    let reads_so_far = |history: &History| {
+        history
+            .operations()
+            .iter()
+            .filter(|op| matches!(op.call, Call::ReadAll { .. }))
+            .count()
+    };
+    let event = |id: u128| EventData {
+        id: EventId(id),
+        event_type: "Noted".into(),
+        tags: Vec::new(),
+        metadata: Metadata::default(),
+        payload: b"{}".to_vec(),
+    };
+    let store = MemoryStore::default();
+    let history = History::new();
+    let reader = RecordingStore::new(store.clone(), history.clone(), "reader");
+    let stream = StreamId::new("s").unwrap();
+    store
+        .append(&stream, ExpectedVersion::Any, vec![event(1)])
+        .await
+        .unwrap();
+
+    let mut subscription =
+        CatchUpSubscription::new(reader.clone(), None, 16, &Limits::default()).unwrap();
+    assert_eq!(
+        subscription.next().await.unwrap().position,
+        GlobalPosition(0)
+    );
+    let before = reads_so_far(&history);
+    store
+        .append(&stream, ExpectedVersion::Any, vec![event(2)])
+        .await
+        .unwrap();
+    assert_eq!(
+        subscription.next().await.unwrap().position,
+        GlobalPosition(1)
+    );
+    assert_eq!(
+        reads_so_far(&history) - before,
+        1,
+        "one read for one wake of a caught-up subscription"
+    );
+
+    let mut runner: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(reader.clone()).await.unwrap();
+    let before = reads_so_far(&history);
+    assert_eq!(runner.catch_up().await.unwrap(), 2);
+    assert_eq!(
+        reads_so_far(&history) - before,
+        1,
+        "a catch-up whose first page is short stops there"
+    );
+    assert_eq!(runner.checkpoint(), Some(GlobalPosition(1)));
+}

@@ -24,6 +24,10 @@ pub struct CatchUpSubscription<S> {
     next_position: GlobalPosition,
     buffer: VecDeque<RecordedEvent>,
     buffer_events_max: usize,
+    /// The last read returned a page shorter than asked for: it reached the end of what
+    /// was readable then, so the next read waits for more first (reading again at once
+    /// would only return an empty page — one wasted round trip per wake on a remote store).
+    reached_end: bool,
 }
 
 impl<S: EventStore> CatchUpSubscription<S> {
@@ -47,6 +51,7 @@ impl<S: EventStore> CatchUpSubscription<S> {
             next_position: checkpoint.map_or(GlobalPosition::FIRST, GlobalPosition::next),
             buffer: VecDeque::with_capacity(buffer_events_max),
             buffer_events_max,
+            reached_end: false,
         })
     }
 
@@ -56,12 +61,13 @@ impl<S: EventStore> CatchUpSubscription<S> {
             if let Some(event) = self.buffer.pop_front() {
                 return Ok(event);
             }
-            self.fill().await?;
-            if self.buffer.is_empty() {
+            if self.reached_end {
+                // Returns at once if events were appended meanwhile.
                 self.store
                     .wait_for_event_count_above(self.next_position.0)
                     .await?;
             }
+            self.fill().await?;
         }
     }
 
@@ -78,6 +84,7 @@ impl<S: EventStore> CatchUpSubscription<S> {
             .store
             .read_all(self.next_position, self.buffer_events_max)
             .await?;
+        self.reached_end = page.len() < self.buffer_events_max;
         if !page.is_empty() {
             crate::faultpoint::reach(crate::faultpoint::FaultPoint::CatchUpRead, "subscription")
                 .await;
