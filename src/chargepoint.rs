@@ -141,7 +141,9 @@ struct OutgoingCall {
     payload: Value,
     /// Must reach the CSMS (transactions): retried after a timeout with a new id.
     must_deliver: bool,
-    /// For StartTransaction: which connector awaits its transaction id.
+    /// For StartTransaction: which connector awaits its transaction id; `None` once a
+    /// reboot ended the transaction before its id was known — the station then stops it
+    /// (reason Reboot) as soon as the answer tells it the id.
     connector: Option<u32>,
 }
 
@@ -211,6 +213,13 @@ impl ChargePoint {
         &self.actuations
     }
 
+    /// Whether a transaction message (StartTransaction, StopTransaction) is still queued
+    /// or unanswered: the CSMS's record of the station's sessions may yet change.
+    pub fn transaction_calls_undelivered(&self) -> bool {
+        self.queued.iter().any(|call| call.must_deliver)
+            || self.in_flight.as_ref().is_some_and(|f| f.call.must_deliver)
+    }
+
     /// The station's connector ids, ascending.
     pub fn connector_ids(&self) -> Vec<u32> {
         self.connectors.keys().copied().collect()
@@ -269,6 +278,11 @@ impl ChargePoint {
             .drain(..)
             .chain(self.in_flight.take().map(|f| f.call))
             .filter(|call| call.must_deliver)
+            .map(|mut call| {
+                // Its connector starts over as Available: no connector awaits the id.
+                call.connector = None;
+                call
+            })
             .collect();
         let connectors = (1..=self.config.connectors)
             .map(|c| (c, Connector::available()))
@@ -490,12 +504,23 @@ impl ChargePoint {
                 }
             }
             "StartTransaction" => {
-                if let (Some(connector), Ok(conf)) = (
-                    in_flight.call.connector,
-                    decode_payload::<StartTransactionConf>("StartTransaction", payload),
-                ) && let Some(state) = self.connectors.get_mut(&connector)
-                {
-                    state.transaction_id = Some(conf.transaction_id);
+                let Ok(conf) = decode_payload::<StartTransactionConf>("StartTransaction", payload)
+                else {
+                    return;
+                };
+                match in_flight.call.connector {
+                    Some(connector) => {
+                        if let Some(state) = self.connectors.get_mut(&connector) {
+                            state.transaction_id = Some(conf.transaction_id);
+                        }
+                    }
+                    None => {
+                        let meter_start =
+                            in_flight.call.payload["meterStart"].as_i64().unwrap_or(0);
+                        let stop =
+                            self.stop_call(conf.transaction_id, meter_start, Reason::Reboot, now);
+                        self.enqueue(stop);
+                    }
                 }
             }
             _ => {}
@@ -503,10 +528,19 @@ impl ChargePoint {
     }
 
     fn handle_call_error(&mut self, id: &str, now: u64) {
-        if let Some(in_flight) = self.in_flight.take_if(|f| f.id == id)
-            && in_flight.call.action == "BootNotification"
-        {
+        let Some(in_flight) = self.in_flight.take_if(|f| f.id == id) else {
+            return;
+        };
+        if in_flight.call.action == "BootNotification" {
             self.boot = Boot::Due(now + self.config.boot_retry_millis);
+        } else if in_flight.call.must_deliver {
+            // A transaction message refused with a CALLERROR is sent again later (OCPP 1.6
+            // §4.10, TransactionMessageRetryInterval), never dropped: it waits out a call
+            // timeout as if unanswered, then goes back to the head of the queue.
+            self.in_flight = Some(InFlight {
+                deadline: now + self.config.call_timeout_millis,
+                ..in_flight
+            });
         }
     }
 

@@ -15,10 +15,10 @@ use crate::core::types::{
     CommandId, EventData, EventId, GlobalPosition, Metadata, StreamId, StreamIdError,
 };
 use crate::decider::{CodecError, json};
-use crate::ocpp::messages::StartTransactionReq;
 use crate::ocpp::messages::{
     ChargePointErrorCode, ChargePointStatus, Reason, RemoteStartStopStatus,
 };
+use crate::ocpp::messages::{StartTransactionReq, StopTransactionReq};
 
 /// One fact the CSMS learned from or about a station.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,6 +120,27 @@ pub fn transaction_started(
         id_tag: request.id_tag,
         meter_start: request.meter_start,
         station_timestamp: request.timestamp,
+    };
+    (id, event)
+}
+
+/// The telemetry event recording a StopTransaction, with an id from what a station
+/// resends it with (station, transaction id, timestamp, meterStop): a resent stop is
+/// stored once.
+pub fn transaction_stopped(
+    station: &str,
+    request: &StopTransactionReq,
+) -> (EventId, TelemetryEvent) {
+    let key = format!(
+        "StopTransaction\u{1f}{station}\u{1f}{}\u{1f}{}\u{1f}{}",
+        request.transaction_id, request.timestamp, request.meter_stop
+    );
+    let id = EventId::derive(CommandId(crate::core::types::hash128(key.as_bytes())), 0);
+    let event = TelemetryEvent::TransactionStopped {
+        transaction_id: request.transaction_id,
+        meter_stop: request.meter_stop,
+        reason: request.reason,
+        station_timestamp: request.timestamp.clone(),
     };
     (id, event)
 }

@@ -18,7 +18,7 @@ use crate::ocpp::answers::AnswerMemory;
 use crate::ocpp::frame::{ErrorCode, Frame};
 use crate::ocpp::messages::{
     BootNotificationConf, RegistrationStatus, RemoteStartStopStatus, RemoteStartTransactionConf,
-    StartTransactionReq, StationRequest, decode_payload,
+    StartTransactionReq, StationRequest, StopTransactionReq, decode_payload,
 };
 use crate::ocpp::time::format_rfc3339;
 
@@ -63,6 +63,14 @@ pub enum SessionOutput {
     StartTransaction {
         call_id: String,
         request: StartTransactionReq,
+    },
+    /// Record a TransactionStopped idempotently and end the business session the
+    /// transaction ran for, then call [`StationSession::complete_stop_transaction`]. Left
+    /// unanswered when either could not be recorded: the station keeps transaction
+    /// messages until they are answered and sends this one again.
+    StopTransaction {
+        call_id: String,
+        request: StopTransactionReq,
     },
     /// The station answered the dispatcher's CALL.
     RemoteStartAnswered {
@@ -232,16 +240,13 @@ impl StationSession {
             }
             StationRequest::MeterValues(_) => json!({}),
             StationRequest::DataTransfer(_) => json!({ "status": "UnknownVendorId" }),
-            StationRequest::StopTransaction(stop) => {
-                self.outputs.push_back(SessionOutput::Telemetry(
-                    TelemetryEvent::TransactionStopped {
-                        transaction_id: stop.transaction_id,
-                        meter_stop: stop.meter_stop,
-                        reason: stop.reason,
-                        station_timestamp: stop.timestamp,
-                    },
-                ));
-                json!({ "idTagInfo": { "status": "Accepted" } })
+            StationRequest::StopTransaction(request) => {
+                // Answered once the stop and the session's end are recorded.
+                self.outputs.push_back(SessionOutput::StopTransaction {
+                    call_id: id,
+                    request,
+                });
+                return;
             }
         };
         let reply = Frame::CallResult {
@@ -282,6 +287,15 @@ impl StationSession {
         let reply = Frame::CallResult {
             id: call_id.clone(),
             payload: json!({ "idTagInfo": { "status": "Accepted" }, "transactionId": transaction_id }),
+        };
+        self.answer(call_id, reply);
+    }
+
+    /// Answers a StopTransaction whose stop is recorded.
+    pub fn complete_stop_transaction(&mut self, call_id: String) {
+        let reply = Frame::CallResult {
+            id: call_id.clone(),
+            payload: json!({ "idTagInfo": { "status": "Accepted" } }),
         };
         self.answer(call_id, reply);
     }

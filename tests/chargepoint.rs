@@ -541,3 +541,71 @@ fn heartbeats_do_not_pile_up_behind_an_unanswered_call() {
     let heartbeats = sent.iter().filter(|(a, _)| a == "Heartbeat").count();
     assert_eq!(heartbeats, 1, "one heartbeat waited, not ten: {sent:?}");
 }
+
+/// A transaction message the CSMS refuses with a CALLERROR (a node that has not yet read
+/// the station's boot back answers SecurityError) is not dropped: it goes out again after
+/// a call timeout, or the CSMS would never learn the transaction stopped.
+#[test]
+fn a_stop_refused_with_a_callerror_is_sent_again() {
+    let mut station = unlocked_for_a_driver(1_000);
+    station.handle_timeout(T0 + 1_000);
+    serve(&mut station, T0 + 1_000);
+    station.handle_timeout(T0 + 2_000);
+    let sent = drain(&mut station, T0 + 2_000);
+    let stop = sent
+        .iter()
+        .find(|frame| call(frame).1 == "StopTransaction")
+        .expect("the unplug sends a stop")
+        .clone();
+    station.handle_text(
+        &Frame::CallError {
+            id: call(&stop).0.to_owned(),
+            code: evsource::ocpp::ErrorCode::SecurityError,
+            description: "BootNotification must be accepted first".into(),
+            details: json!({}),
+        }
+        .to_text(),
+        T0 + 2_001,
+    );
+    assert!(
+        station.transaction_calls_undelivered(),
+        "the refused stop is kept"
+    );
+    let later = T0 + 2_001 + 30_000;
+    station.handle_timeout(later);
+    let again = serve(&mut station, later);
+    let resent = again
+        .iter()
+        .find(|(a, _)| a == "StopTransaction")
+        .expect("the stop is sent again after a call timeout");
+    assert_eq!(resent.1["transactionId"], json!(7));
+    assert!(!station.transaction_calls_undelivered());
+}
+
+/// A reboot while StartTransaction awaits its answer ends the transaction before the
+/// station knows its id: once the answer tells it, the station reports it stopped
+/// (reason Reboot), as the connector it was for starts over as Available.
+#[test]
+fn a_transaction_cut_by_a_reboot_before_its_id_is_known_is_stopped_once_it_is() {
+    let mut station = unlocked_for_a_driver(60_000);
+    station.handle_timeout(T0 + 1_000);
+    let start = drain(&mut station, T0 + 1_000);
+    assert_eq!(call(&start[0]).1, "StartTransaction");
+    station.handle_reboot(T0 + 1_500);
+    assert_eq!(
+        station.connector(1).unwrap().status,
+        ChargePointStatus::Available
+    );
+    let after = serve(&mut station, T0 + 1_500);
+    assert!(
+        after.iter().any(|(a, _)| a == "StartTransaction"),
+        "the journaled start goes out again: {after:?}"
+    );
+    let stop = after
+        .iter()
+        .find(|(a, _)| a == "StopTransaction")
+        .expect("the answered start is followed by its stop");
+    assert_eq!(stop.1["transactionId"], json!(7));
+    assert_eq!(stop.1["reason"], json!("Reboot"));
+    assert_eq!(station.connector(1).unwrap().transaction_id, None);
+}

@@ -10,8 +10,8 @@ use evsource::core::{
 use evsource::decider::Aggregate;
 use evsource::domain::station::{SessionId, Station, StationEvent};
 use evsource::oracles::{
-    StationTruth, check_acknowledged, check_commands_once, check_no_starvation, check_store_shape,
-    check_unlocks,
+    ConnectorTruth, StationTruth, check_acknowledged, check_commands_once, check_no_starvation,
+    check_sessions_match_stations, check_store_shape, check_unlocks,
 };
 use support::stream;
 
@@ -184,4 +184,64 @@ fn starvation_oracle_fails_a_run_with_a_command_refused_for_contention() {
         "{violation}"
     );
     assert!(violation.detail.contains("CP1"), "{violation}");
+}
+
+/// I5 over the business state: a session whose transaction the record shows started and
+/// that the station no longer runs must be stopped in the record; one the station still
+/// runs, one never started, and a station with a transaction message on its way are not
+/// violations.
+#[test]
+fn sessions_oracle_fails_a_session_left_active_after_its_transaction_ended() {
+    use evsource::mirror::TelemetryEvent;
+    let started = {
+        let event = TelemetryEvent::TransactionStarted {
+            connector: 1,
+            id_tag: "s1".into(),
+            meter_start: 0,
+            station_timestamp: "2026-11-23T00:00:00Z".into(),
+        };
+        RecordedEvent::from_data(
+            stream("telemetry-CP1"),
+            StreamVersion(0),
+            GlobalPosition(2),
+            event.to_data(EventId(77), 0),
+        )
+    };
+    let business = vec![
+        recorded(0, "station-CP1", 0, &requested("s1"), 1),
+        recorded(1, "station-CP1", 1, &accepted("s1"), 2),
+    ];
+    let mut with_start = business.clone();
+    with_start.push(started);
+    let connector = |released_for: Option<&str>| {
+        vec![Some(vec![ConnectorTruth {
+            station: "CP1".into(),
+            connector: 1,
+            released_for: released_for.map(str::to_owned),
+        }])]
+    };
+
+    let violation = check_sessions_match_stations(&with_start, &connector(None))
+        .expect_err("the transaction ended, the session is still active");
+    assert_eq!(violation.invariant, "I5");
+    assert!(violation.detail.contains("s1"), "{}", violation.detail);
+
+    check_sessions_match_stations(&with_start, &connector(Some("s1")))
+        .expect("the station still runs the session");
+    check_sessions_match_stations(&business, &connector(None))
+        .expect("a session that never started a transaction is not judged");
+    check_sessions_match_stations(&with_start, &[None])
+        .expect("a station with a transaction message on its way is not judged yet");
+    let mut stopped = with_start.clone();
+    stopped.push(recorded(
+        3,
+        "station-CP1",
+        2,
+        &StationEvent::SessionStopped {
+            connector: 1,
+            session: SessionId::new("s1").unwrap(),
+        },
+        3,
+    ));
+    check_sessions_match_stations(&stopped, &connector(None)).expect("the end is recorded");
 }

@@ -15,7 +15,9 @@ use evsource::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
 use evsource::domain::station::{Station, StationCommand};
 use evsource::environment::{FixedEnvironment, SplitMix64};
 use evsource::handler::{CommandHandler, HandlerConfig};
-use evsource::mirror::{StationMirror, TelemetryEvent, transaction_id_at, transaction_started};
+use evsource::mirror::{
+    StationMirror, TelemetryEvent, transaction_id_at, transaction_started, transaction_stopped,
+};
 use evsource::oracles::{StationTruth, check_unlocks};
 use evsource::session::{SessionConfig, SessionOutput, StationSession};
 use evsource::store::{CatchUpSubscription, EventStore, MemoryStore};
@@ -306,6 +308,12 @@ impl World {
                 let position = self.record_telemetry(&station, event, id).await;
                 let session = self.links[index].session.as_mut().unwrap();
                 session.complete_start_transaction(call_id, transaction_id_at(position));
+            }
+            SessionOutput::StopTransaction { call_id, request } => {
+                let (id, event) = transaction_stopped(&station, &request);
+                self.record_telemetry(&station, event, id).await;
+                let session = self.links[index].session.as_mut().unwrap();
+                session.complete_stop_transaction(call_id);
             }
             SessionOutput::RemoteStartAnswered { call_id, status } => {
                 self.catch_up().await;

@@ -33,8 +33,8 @@ use evsource::oracles::history::{History, RecordingStore};
 use evsource::oracles::protocol::{CallDiscipline, CallTiming};
 use evsource::oracles::{
     UnlockSummary, Violation, check_acknowledged, check_commands_once, check_no_starvation,
-    check_station_decisions, check_store_shape, check_unlocks_against, fingerprint, ground_truth,
-    read_all_events,
+    check_sessions_match_stations, check_station_decisions, check_store_shape,
+    check_unlocks_against, connector_truth, fingerprint, ground_truth, read_all_events,
 };
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
@@ -527,16 +527,25 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     // Only a read of the whole store counts: a store that is down (or a read that fails)
     // is waited for, never taken for an empty store — an empty store passes every oracle.
     let mut last_read: Option<Vec<RecordedEvent>> = None;
+    // The stations' connectors as they were just before the last read: a stop the
+    // station saw answered is then in what was read (it is answered only once recorded).
+    let mut connectors = connector_truth(&stations);
     loop {
+        let before_read = connector_truth(&stations);
         if let Some(store) = current(&store_slot)
             && let Ok(events) = read_all_events(&store).await
         {
+            connectors = before_read;
             let requested = count(&events, &["UnlockRequested"]);
             let answered = count(
                 &events,
                 &["UnlockAccepted", "UnlockRejected", "UnlockTimedOut"],
             );
-            let done = requested >= applied && answered >= requested;
+            // A stopped session is recorded a moment after its StopTransaction is
+            // answered: polled, like the outcomes, until it is or the deadline passes.
+            let done = requested >= applied
+                && answered >= requested
+                && check_sessions_match_stations(&events, &connectors).is_ok();
             last_read = Some(events);
             if done {
                 break;
@@ -559,7 +568,8 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     let verdict = store_back(store_came_back, scenario.liveness_deadline)
         .and_then(|()| check_wire(&link_counters, &watch))
         .and_then(|()| check_no_starvation(&starved))
-        .and_then(|()| judge(&events, &acknowledged, &truth, telemetry));
+        .and_then(|()| judge(&events, &acknowledged, &truth, telemetry))
+        .and_then(|summary| check_sessions_match_stations(&events, &connectors).map(|()| summary));
     // Quiescence for the history: no writer left. Every CSMS node goes down (calls in
     // flight stay unanswered: outcome unknown), then the store's final contents are read.
     for node in &machines.nodes {

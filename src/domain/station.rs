@@ -315,7 +315,13 @@ pub enum StationRejection {
         session: String,
         answer: StationAnswer,
     },
+    /// The session's unlock was answered other than Accepted: it never ran.
     SessionNotActive {
+        session: String,
+    },
+    /// The session's unlock awaits its answer: it cannot be stopped before it is known
+    /// to have started (a stop that overtook the answer is to be tried again).
+    AnswerPending {
         session: String,
     },
 }
@@ -409,6 +415,11 @@ impl Station {
         let (session, record) = known_session(state, session)?;
         if record.stopped {
             return Ok(Vec::new());
+        }
+        if record.outcome.is_none() {
+            return Err(StationRejection::AnswerPending {
+                session: session.to_string(),
+            });
         }
         if record.outcome != Some(StationAnswer::Accepted) {
             return Err(StationRejection::SessionNotActive {

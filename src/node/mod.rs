@@ -38,14 +38,15 @@ use crate::core::types::{CommandId, EventId, ExpectedVersion, GlobalPosition, St
 use crate::decider::Aggregate;
 use crate::dispatcher::{DispatchEffect, Dispatcher, DispatcherConfig};
 use crate::domain::board::UnlockBoard;
-use crate::domain::station::{Station, StationAnswer, StationCommand};
+use crate::domain::station::{Station, StationAnswer, StationCommand, StationRejection};
 use crate::environment::{Environment, SplitMix64, SystemEnvironment};
 use crate::faultpoint::FaultPoint;
 use crate::handler::{HandleError, HandlerConfig, Outcome};
 use crate::mirror::{
     StationMirror, StationView, TelemetryEvent, UnlockEvidence, transaction_id_at,
-    transaction_started,
+    transaction_started, transaction_stopped,
 };
+use crate::ocpp::messages::ChargePointStatus;
 use crate::projection::{Projection, ProjectionError, ProjectionRunner};
 use crate::session::{SessionConfig, SessionOutput, StationSession};
 use crate::signal::Shutdown;
@@ -749,16 +750,52 @@ impl<S: EventStore> Hub<S> {
         }
         match output {
             SessionOutput::Telemetry(event) => {
-                let stopped = match &event {
-                    TelemetryEvent::TransactionStopped { transaction_id, .. } => {
+                // A connector back to Available that was released for a session and has
+                // no transaction open: the driver never plugged in (the station gave up,
+                // or rebooted while Preparing). No StopTransaction will come, so the
+                // session ends here, or the connector stays busy for the CSMS for ever.
+                let abandoned = match &event {
+                    TelemetryEvent::StatusReported {
+                        connector,
+                        status: ChargePointStatus::Available,
+                        ..
+                    } => {
                         self.catch_up(subscription).await;
-                        self.session_of_transaction(station, *transaction_id)
+                        self.mirror
+                            .station(station)
+                            .and_then(|view| view.connectors.get(connector))
+                            .filter(|view| view.transaction_id.is_none())
+                            .and_then(|view| view.id_tag.clone())
                     }
                     _ => None,
                 };
                 self.record_telemetry(station, event).await;
-                if let Some(session) = stopped {
+                if let Some(session) = abandoned {
                     self.stop_session(station, session).await;
+                }
+            }
+            SessionOutput::StopTransaction { call_id, request } => {
+                // Answered only once both records are in: a stop answered and then lost
+                // would leave the connector busy for the CSMS for ever.
+                let transaction_id = request.transaction_id;
+                let (id, event) = transaction_stopped(station, &request);
+                if self.append_telemetry(station, &event, id).await.is_none() {
+                    return;
+                }
+                let ended = match self.session_of_transaction(station, transaction_id).await {
+                    Ok(Some(session)) => self.stop_session(station, session).await,
+                    Ok(None) => {
+                        tracing::info!(%station, transaction_id, "the stopped transaction was not started by this station's record: no session to end");
+                        true
+                    }
+                    Err(error) => {
+                        tracing::warn!(%station, transaction_id, %error, "the stopped transaction's start could not be read; the station sends the stop again");
+                        false
+                    }
+                };
+                if ended && let Some(connection) = self.connections.get_mut(station) {
+                    tracing::info!(%station, transaction_id, "StopTransaction answered");
+                    connection.session.complete_stop_transaction(call_id);
                 }
             }
             SessionOutput::BootNotification {
@@ -1046,30 +1083,69 @@ impl<S: EventStore> Hub<S> {
     }
 
     /// The session (idTag) a station's transaction belongs to, as the mirror knows it.
-    fn session_of_transaction(&self, station: &str, transaction_id: i64) -> Option<String> {
-        let view = self.mirror.station(station)?;
-        let connector = view.open_transactions.get(&transaction_id)?;
-        view.connectors.get(connector)?.id_tag.clone()
+    /// The session (idTag) a transaction of `station` was started for, read from its
+    /// TransactionStarted, which sits at the position the transaction id names (see
+    /// [`transaction_id_at`]): a stop sent again after its first handling finds it as
+    /// surely as the first did. `None` for an id that names no start of this station.
+    async fn session_of_transaction(
+        &self,
+        station: &str,
+        transaction_id: i64,
+    ) -> Result<Option<String>, ReadError> {
+        let Some(position) = u64::try_from(transaction_id)
+            .ok()
+            .and_then(|id| id.checked_sub(1))
+        else {
+            return Ok(None);
+        };
+        let Ok(stream) = TelemetryEvent::stream(station) else {
+            return Ok(None);
+        };
+        let started = self.store.read_all(GlobalPosition(position), 1).await?;
+        Ok(started
+            .first()
+            .filter(|event| event.position.0 == position && event.stream == stream)
+            .and_then(|event| TelemetryEvent::decode(&event.event_type, &event.payload).ok())
+            .and_then(|event| match event {
+                TelemetryEvent::TransactionStarted { id_tag, .. } => Some(id_tag),
+                _ => None,
+            }))
     }
 
     /// The driver unplugged: end the business session. A process-manager reaction with a
     /// command id derived from (station, session), so a resent StopTransaction has one
     /// effect; a session the aggregate does not hold as active is left alone.
-    async fn stop_session(&mut self, station: &str, session: String) {
-        tracing::info!(%station, %session, "transaction stopped: stopping the session");
+    async fn stop_session(&mut self, station: &str, session: String) -> bool {
+        tracing::info!(%station, %session, "ending the session");
         let Ok(stream) = StreamId::new(&format!("station-{station}")) else {
-            return;
+            return true;
         };
         let command_id = CommandId(hash128(
             format!("stop\u{1f}{station}\u{1f}{session}").as_bytes(),
         ));
         let command = StationCommand::StopSession { session };
-        if let Err(error) = self
+        match self
             .stations
             .handle(&mut self.env, &stream, command_id, &command)
             .await
         {
-            tracing::debug!(%station, %error, "session not stopped");
+            Ok(_) => true,
+            // The stop overtook the unlock's answer, which is still being recorded: the
+            // session is ended once it is (the station sends its stop again).
+            Err(HandleError::Rejected(StationRejection::AnswerPending { .. })) => {
+                tracing::info!(%station, "the session's unlock answer is not recorded yet; ending it later");
+                false
+            }
+            // The aggregate holds no such active session (a start it never issued, an
+            // unlock recorded Rejected): there is nothing to end.
+            Err(HandleError::Rejected(rejection)) => {
+                tracing::debug!(%station, ?rejection, "no session to stop");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%station, %error, "session not stopped; the station sends the stop again");
+                false
+            }
         }
     }
 

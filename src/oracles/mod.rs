@@ -135,6 +135,98 @@ pub fn check_station_decisions(events: &[RecordedEvent]) -> Result<(), Violation
     Ok(())
 }
 
+/// What one connector of a station is released for, as the station itself knows it:
+/// the idTag it was unlocked for while Preparing or Charging, `None` when it is free.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectorTruth {
+    pub station: String,
+    pub connector: u32,
+    pub released_for: Option<String>,
+}
+
+/// Snapshots each station's connectors; `None` for a station that still has a
+/// transaction message (StartTransaction, StopTransaction) on its way to the CSMS, whose
+/// business state cannot be judged yet.
+pub fn connector_truth(
+    stations: &[crate::node::driver::SharedChargePoint],
+) -> Vec<Option<Vec<ConnectorTruth>>> {
+    stations
+        .iter()
+        .map(|shared| {
+            let station = shared.lock().unwrap_or_else(|p| p.into_inner());
+            if station.transaction_calls_undelivered() {
+                return None;
+            }
+            let connectors = station
+                .connector_ids()
+                .into_iter()
+                .map(|connector| ConnectorTruth {
+                    station: station.id().to_owned(),
+                    connector,
+                    released_for: station.connector(connector).and_then(|c| c.id_tag.clone()),
+                })
+                .collect();
+            Some(connectors)
+        })
+        .collect()
+}
+
+/// **I5**, the business state: after quiescence, a session the CSMS's station aggregate
+/// still holds active, whose transaction the record shows started, runs on the station —
+/// the connector is released for that session's idTag. A session whose transaction the
+/// station ended must have been stopped in the record: otherwise the connector stays busy
+/// for the CSMS for ever and every later request for it is refused. (A session that never
+/// started a transaction is not judged: the CSMS learns of a driver who never plugged in
+/// only from a status report, which a lossy link may drop.) Stations with a transaction
+/// message still on its way are skipped (`None`), as the record may yet catch up.
+pub fn check_sessions_match_stations(
+    events: &[RecordedEvent],
+    stations: &[Option<Vec<ConnectorTruth>>],
+) -> Result<(), Violation> {
+    use crate::domain::station::ConnectorState;
+    let mut states: BTreeMap<&str, <Station as crate::decider::Decider>::State> = BTreeMap::new();
+    let mut started: std::collections::BTreeSet<(&str, String)> = Default::default();
+    for event in events {
+        if let Some(station) = event.stream.as_str().strip_prefix("telemetry-")
+            && let Ok(crate::mirror::TelemetryEvent::TransactionStarted { id_tag, .. }) =
+                crate::mirror::TelemetryEvent::decode(&event.event_type, &event.payload)
+        {
+            started.insert((station, id_tag));
+            continue;
+        }
+        let Some(station) = event.stream.as_str().strip_prefix("station-") else {
+            continue;
+        };
+        // Noted telemetry (N5) is not business.
+        let Ok(decoded) = Station::decode_event(&event.event_type, &event.payload) else {
+            continue;
+        };
+        let state = states
+            .entry(station)
+            .or_insert_with(<Station as crate::decider::Decider>::initial);
+        let taken = std::mem::replace(state, <Station as crate::decider::Decider>::initial());
+        *state = <Station as crate::decider::Decider>::evolve(taken, &decoded);
+    }
+    for truth in stations.iter().flatten().flatten() {
+        let Some(state) = states.get(truth.station.as_str()) else {
+            continue;
+        };
+        if let Some(ConnectorState::Active { session }) = state.connectors.get(truth.connector)
+            && truth.released_for.as_deref() != Some(session.as_str())
+            && started.contains(&(truth.station.as_str(), session.as_str().to_owned()))
+        {
+            return Err(Violation {
+                invariant: "I5",
+                detail: format!(
+                    "the CSMS holds session {session} active on {} connector {}, whose transaction the record shows started, but the station has the connector released for {:?}: the session's end was never recorded",
+                    truth.station, truth.connector, truth.released_for
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Every event in `store`, read page by page.
 pub async fn read_all_events<S: EventStore>(store: &S) -> Result<Vec<RecordedEvent>, ReadError> {
     let mut all: Vec<RecordedEvent> = Vec::new();
