@@ -51,6 +51,9 @@ fn conversation() -> Vec<(String, String)> {
                 SessionOutput::StartTransaction { call_id, .. } => {
                     session.complete_start_transaction(call_id, 7);
                 }
+                SessionOutput::StopTransaction { call_id, .. } => {
+                    session.complete_stop_transaction(call_id);
+                }
                 SessionOutput::Authorize { call_id, id_tag } => {
                     session.complete_authorize(call_id, id_tag == "s-1");
                 }

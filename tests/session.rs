@@ -132,3 +132,33 @@ fn every_call_is_answered_and_a_repeated_id_gets_the_same_answer() {
         "a retransmission is answered identically"
     );
 }
+
+/// A StopTransaction is answered only once the node has recorded the stop and the
+/// session's end: the station deletes a transaction message once answered, so an answer
+/// given before the record would lose the stop if recording then failed.
+#[test]
+fn a_stop_is_answered_only_once_recorded() {
+    let mut session = StationSession::resume_accepted("CP1", SessionConfig::default());
+    session.handle_text(
+        r#"[2,"9","StopTransaction",{"transactionId":7,"meterStop":10,"timestamp":"2026-11-23T10:00:02Z","reason":"Local"}]"#,
+        0,
+    );
+    assert!(
+        replies(&mut session).is_empty(),
+        "no answer before the stop is recorded"
+    );
+    let stop = outputs(&mut session);
+    let [
+        SessionOutput::Online,
+        SessionOutput::StopTransaction { call_id, request },
+    ] = &stop[..]
+    else {
+        panic!("the stop to record: {stop:?}");
+    };
+    assert_eq!(request.transaction_id, 7);
+    session.complete_stop_transaction(call_id.clone());
+    assert!(matches!(
+        &replies(&mut session)[..],
+        [Frame::CallResult { id, payload }] if id == "9" && payload["idTagInfo"]["status"] == "Accepted"
+    ));
+}
