@@ -117,7 +117,8 @@ struct Link {
     generation: u64,
     /// The request whose CALL is in flight, and the CALL's deadline.
     in_flight: Option<(GlobalPosition, u64)>,
-    /// A CALL abandoned when ownership changed while it was in flight: its id and
+    /// A CALL given up while it was in flight (ownership changed, or another writer recorded
+    /// its request's outcome): its id and
     /// deadline. The connection still has it outstanding, so no new CALL goes out on it
     /// until it is answered or its deadline passes (one CALL outstanding, I12).
     abandoned: Option<(String, u64)>,
@@ -207,11 +208,17 @@ impl Dispatcher {
                     .map(|(p, _)| *p)
                     .collect();
                 for request in resolved {
-                    self.tracked.remove(&request);
+                    let tracked = self.tracked.remove(&request);
                     if let Some(link) = self.links.get_mut(station)
-                        && link.in_flight.is_some_and(|(p, _)| p == request)
+                        && let Some((_, deadline)) = link.in_flight.take_if(|(p, _)| *p == request)
                     {
-                        link.in_flight = None;
+                        // Resolved by another writer while our CALL is out: the connection
+                        // still has it outstanding, so nothing else goes out on it until
+                        // it is answered or its deadline passes (I12), as after a change
+                        // of ownership.
+                        link.abandoned = tracked
+                            .and_then(|t| t.call)
+                            .map(|(call_id, _)| (call_id, deadline));
                     }
                 }
             }

@@ -440,3 +440,30 @@ fn a_call_abandoned_before_it_went_out_holds_the_connection_from_its_send() {
     dispatcher.handle_timeout(retry_at);
     assert_eq!(sends(&effects(&mut dispatcher)).len(), 1);
 }
+
+/// A request whose outcome another writer records while our CALL for it is out (a stale
+/// node's unfenced append, say) is done, but the CALL is still outstanding on the
+/// connection: the next request waits for its answer or its deadline (I12). The swarm
+/// found the next CALL written beside it 0 ms into the first one's timeout.
+#[test]
+fn a_call_whose_request_another_writer_resolved_still_holds_the_connection() {
+    let mut dispatcher = Dispatcher::new(config(), None);
+    dispatcher.handle_link("CP1", true, 0);
+    dispatcher.handle_event(GlobalPosition(0), "CP1", &requested(1, "s1"), 0);
+    dispatcher.handle_event(GlobalPosition(1), "CP1", &requested(2, "s2"), 0);
+    let first = sends(&effects(&mut dispatcher));
+    assert_eq!(first.len(), 1, "one CALL at a time");
+    let resolved_elsewhere = StationEvent::UnlockRejected {
+        connector: 1,
+        session: SessionId::new("s1").unwrap(),
+    };
+    dispatcher.handle_event(GlobalPosition(2), "CP1", &resolved_elsewhere, 100);
+    assert!(
+        sends(&effects(&mut dispatcher)).is_empty(),
+        "the first CALL is still outstanding"
+    );
+    dispatcher.handle_answer("CP1", &first[0].0, Accepted, UnlockEvidence::Unknown, 200);
+    let next = sends(&effects(&mut dispatcher));
+    assert_eq!(next.len(), 1, "its answer frees the connection");
+    assert_ne!(next[0].0, first[0].0);
+}

@@ -64,6 +64,16 @@ fn checkpoint_stream(node: &str) -> Result<StreamId, crate::core::types::StreamI
     StreamId::new(&format!("checkpoint-dispatcher-{node}"))
 }
 
+/// The id of `node`'s checkpoint at `position`: saving it again is an exact retry, and
+/// two nodes (or a node under a new id, replaying history) saving the same position do
+/// not collide — an id from the position alone was refused as "already stored" on every
+/// such save.
+pub fn checkpoint_event_id(node: &str, position: GlobalPosition) -> EventId {
+    EventId(hash128(
+        format!("checkpoint\u{1f}{node}\u{1f}{}", position.0).as_bytes(),
+    ))
+}
+
 /// How a node is set up.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -950,9 +960,7 @@ impl<S: EventStore> Hub<S> {
             DispatchEffect::SaveCheckpoint(position) => {
                 let stream = checkpoint_stream(&self.node_id)
                     .expect("the node id was checked when the node started");
-                let id = EventId(hash128(
-                    format!("checkpoint\u{1f}{}", position.0).as_bytes(),
-                ));
+                let id = checkpoint_event_id(&self.node_id, position);
                 let data = crate::core::types::EventData {
                     id,
                     event_type: "CheckpointSaved".into(),
