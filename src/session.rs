@@ -101,6 +101,9 @@ pub struct StationSession {
     answered: AnswerMemory,
     transmit: VecDeque<String>,
     outputs: VecDeque<SessionOutput>,
+    /// Set when the station sent text that is no answerable frame: the connection is to
+    /// close with this WebSocket code and reason.
+    close: Option<(u16, String)>,
 }
 
 impl StationSession {
@@ -115,6 +118,7 @@ impl StationSession {
             answered,
             transmit: VecDeque::new(),
             outputs: VecDeque::new(),
+            close: None,
         }
     }
 
@@ -164,11 +168,17 @@ impl StationSession {
                         .push_back(SessionOutput::RemoteStartFailed { call_id: id });
                 }
             }
-            Err(error) => {
-                if let Some(reply) = error.reply() {
-                    self.transmit.push_back(reply.to_text());
+            // A broken CALL whose id can be read gets a CALLERROR; anything else cannot
+            // be answered, and the connection closes (1007 for text that is not JSON,
+            // 1002 otherwise) rather than leave the station waiting on silence.
+            Err(error) => match error.reply() {
+                Some(reply) => self.transmit.push_back(reply.to_text()),
+                None => {
+                    if self.close.is_none() {
+                        self.close = Some(error.close());
+                    }
                 }
-            }
+            },
         }
     }
 
@@ -356,6 +366,12 @@ impl StationSession {
 
     pub fn poll_transmit(&mut self) -> Option<String> {
         self.transmit.pop_front()
+    }
+
+    /// The WebSocket close code and reason to end the connection with, once the station
+    /// sent text that could not be answered (see [`crate::ocpp::FrameError::close`]).
+    pub fn poll_close(&mut self) -> Option<(u16, String)> {
+        self.close.take()
     }
 
     pub fn poll_output(&mut self) -> Option<SessionOutput> {

@@ -255,14 +255,46 @@ async fn broken_frames_get_the_right_callerror_and_the_connection_stays() {
         assert_eq!(answer[1], id, "{frame} → {answer}");
         assert_eq!(answer[2], code, "{frame} → {answer}");
     }
-    // Text that is not a frame has no id to answer; the connection stays all the same.
-    ws.send(Message::text("this is not json")).await.unwrap();
+    // A CALL whose id can be read is answered, even when the id breaks OCPP-J: a number
+    // is echoed as its text, an id past 36 characters whole.
+    let numeric = call(&mut ws, json!([2, 17, "Heartbeat", {}])).await;
+    assert_eq!(numeric[0], 4, "{numeric}");
+    assert_eq!(numeric[1], "17", "{numeric}");
+    assert_eq!(numeric[2], "FormationViolation", "{numeric}");
+    let long_id = "i".repeat(37);
+    let long = call(&mut ws, json!([2, long_id, "Heartbeat", {}])).await;
+    assert_eq!(
+        (&long[1], &long[2]),
+        (&json!(long_id), &json!("FormationViolation"))
+    );
     let heartbeat = call(&mut ws, json!([2, "h1", "Heartbeat", {}])).await;
     assert_eq!(heartbeat[0], 3, "{heartbeat}");
     // A repeated message id gets the earlier answer, not a new one.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let again = call(&mut ws, json!([2, "h1", "Heartbeat", {}])).await;
     assert_eq!(again, heartbeat, "the earlier answer, word for word");
+    node.shutdown().await;
+}
+
+/// Text that cannot be answered — no readable message id — ends the connection with a
+/// close frame that says why, never with silence: 1007 for text that is not JSON, 1002
+/// for JSON that is no OCPP-J frame. The station may connect again at once.
+#[tokio::test]
+async fn unanswerable_text_closes_the_connection_with_1007_or_1002() {
+    let (node, _store) = start().await;
+    for (text, code) in [
+        ("this is not json", CloseCode::Invalid),
+        ("{\"not\":\"an array\"}", CloseCode::Protocol),
+        ("[7,\"x\",{}]", CloseCode::Protocol),
+        ("[2,{},\"Heartbeat\",{}]", CloseCode::Protocol),
+    ] {
+        let mut ws = station(node.addr).await;
+        boot(&mut ws).await;
+        ws.send(Message::text(text)).await.unwrap();
+        assert_eq!(close_code(&mut ws).await, Some(code), "{text}");
+    }
+    let mut ws = station(node.addr).await;
+    boot(&mut ws).await;
     node.shutdown().await;
 }
 

@@ -391,7 +391,7 @@ enum HubInput {
     Connected {
         connection: u64,
         station: String,
-        outbox: mpsc::Sender<String>,
+        outbox: mpsc::Sender<ToStation>,
     },
     Frame {
         connection: u64,
@@ -409,11 +409,20 @@ enum HubInput {
     },
 }
 
+/// What the hub hands a station's connection task.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToStation {
+    /// An OCPP-J frame to send.
+    Frame(String),
+    /// Close the connection with this WebSocket code and reason.
+    Close { code: u16, reason: String },
+}
+
 #[derive(Debug)]
 struct Connection {
     id: u64,
     session: StationSession,
-    outbox: mpsc::Sender<String>,
+    outbox: mpsc::Sender<ToStation>,
     /// When the node, holding this connection but not the station's lease, may try to
     /// take the lease again (see `LEASE_RETRY_MILLIS`).
     lease_retry_at: u64,
@@ -599,6 +608,10 @@ impl<S: EventStore> Hub<S> {
             HubInput::Frame { connection, text } => {
                 if let Some(current) = self.connections.values_mut().find(|c| c.id == connection) {
                     current.session.handle_text(&text, now);
+                    if let Some((code, reason)) = current.session.poll_close() {
+                        tracing::info!(station = %current.session.station(), connection, code, %reason, "closing a connection that broke OCPP-J");
+                        let _ = current.outbox.try_send(ToStation::Close { code, reason });
+                    }
                 }
             }
             HubInput::Closed { connection } => {
@@ -727,7 +740,7 @@ impl<S: EventStore> Hub<S> {
                 {
                     self.dispatcher.handle_sent(station, &id, now);
                 }
-                if connection.outbox.try_send(text).is_err() {
+                if connection.outbox.try_send(ToStation::Frame(text)).is_err() {
                     slow.push(station.clone());
                     break;
                 }

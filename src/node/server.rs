@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::http::{self, Head, Response};
-use super::{CONNECTION_QUEUE_MAX, HubInput, Shared, WireDirection, auth, operator};
+use super::{CONNECTION_QUEUE_MAX, HubInput, Shared, ToStation, WireDirection, auth, operator};
 use crate::ocpp::frame::FRAME_BYTES_MAX;
 use crate::signal::Shutdown;
 
@@ -240,7 +240,7 @@ async fn station_connection<S: crate::store::EventStore>(
     connection: u64,
     shared: &Shared<S>,
 ) {
-    let (outbox, mut frames_out) = mpsc::channel::<String>(CONNECTION_QUEUE_MAX);
+    let (outbox, mut frames_out) = mpsc::channel::<ToStation>(CONNECTION_QUEUE_MAX);
     let hub = &shared.hub;
     let connected = HubInput::Connected {
         connection,
@@ -261,7 +261,7 @@ async fn station_connection<S: crate::store::EventStore>(
     )
     .await;
     if let Some((code, reason)) = close {
-        tracing::info!(%station, connection, ?code, reason, "closing the charge point's connection");
+        tracing::info!(%station, connection, ?code, %reason, "closing the charge point's connection");
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -276,30 +276,37 @@ async fn run_link(
     ws: &mut WebSocketStream<TcpStream>,
     connection: u64,
     hub: &mpsc::Sender<HubInput>,
-    frames_out: &mut mpsc::Receiver<String>,
+    frames_out: &mut mpsc::Receiver<ToStation>,
     shutdown: &Shutdown,
     tap: impl Fn(WireDirection, &str),
-) -> Option<(CloseCode, &'static str)> {
+) -> Option<(CloseCode, String)> {
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.wait() => return Some((CloseCode::Away, "the CSMS is shutting down")),
+            _ = shutdown.wait() => return Some((CloseCode::Away, "the CSMS is shutting down".into())),
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => {
                     let text = text.as_str().to_owned();
                     tap(WireDirection::FromStation, &text);
                     if hub.send(HubInput::Frame { connection, text }).await.is_err() {
-                        return Some((CloseCode::Away, "the CSMS is shutting down"));
+                        return Some((CloseCode::Away, "the CSMS is shutting down".into()));
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
-                    return Some((CloseCode::Unsupported, "OCPP-J frames are text messages"));
+                    return Some((CloseCode::Unsupported, "OCPP-J frames are text messages".into()));
                 }
                 Some(Ok(Message::Close(_))) | None => return None,
                 Some(Ok(_)) => {} // ping (answered by tungstenite), pong
                 Some(Err(WsError::Capacity(error))) => {
                     tracing::info!(connection, %error, "oversized message from a charge point");
-                    return Some((CloseCode::Size, "message larger than the CSMS accepts"));
+                    return Some((CloseCode::Size, "message larger than the CSMS accepts".into()));
+                }
+                Some(Err(WsError::Utf8(_))) => {
+                    return Some((CloseCode::Invalid, "OCPP-J: a text frame that is not UTF-8".into()));
+                }
+                Some(Err(WsError::Protocol(error))) => {
+                    tracing::info!(connection, %error, "WebSocket protocol error from a charge point");
+                    return Some((CloseCode::Protocol, "WebSocket protocol error".into()));
                 }
                 Some(Err(error)) => {
                     tracing::info!(connection, %error, "charge point connection failed");
@@ -307,13 +314,16 @@ async fn run_link(
                 }
             },
             frame = frames_out.recv() => match frame {
-                Some(text) => {
+                Some(ToStation::Frame(text)) => {
                     if ws.send(Message::text(text)).await.is_err() {
                         return None;
                     }
                 }
+                Some(ToStation::Close { code, reason }) => {
+                    return Some((CloseCode::from(code), reason.into()));
+                }
                 // Replaced by a newer connection of the same station, or too slow.
-                None => return Some((CloseCode::Policy, "replaced by a newer connection, or too slow")),
+                None => return Some((CloseCode::Policy, "replaced by a newer connection, or too slow".into())),
             },
         }
     }

@@ -107,7 +107,15 @@ pub struct FrameError {
     pub id: Option<String>,
     pub code: ErrorCode,
     pub description: String,
+    /// The text is not JSON at all (WebSocket close code 1007, invalid payload data),
+    /// rather than JSON that breaks OCPP-J's framing (1002, protocol error).
+    pub not_json: bool,
 }
+
+/// WebSocket close code for a protocol error (RFC 6455 §7.4.1).
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// WebSocket close code for data inconsistent with the message type (RFC 6455 §7.4.1).
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 
 impl FrameError {
     fn formation(id: Option<String>, description: impl Into<String>) -> FrameError {
@@ -115,7 +123,29 @@ impl FrameError {
             id,
             code: ErrorCode::FormationViolation,
             description: description.into(),
+            not_json: false,
         }
+    }
+
+    /// How to end a connection that sent this and cannot be answered ([`FrameError::reply`]
+    /// is `None`): the WebSocket close code (1007 for text that is not JSON, 1002 for any
+    /// other break of the framing) and a reason within the 123 bytes a close frame holds.
+    pub fn close(&self) -> (u16, String) {
+        let code = if self.not_json {
+            CLOSE_INVALID_PAYLOAD
+        } else {
+            CLOSE_PROTOCOL_ERROR
+        };
+        let mut reason = format!("OCPP-J: {}", self.description);
+        if reason.len() > 123 {
+            let mut end = 120;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push_str("...");
+        }
+        (code, reason)
     }
 
     /// The CALLERROR to send back, when the offending message had a readable id and
@@ -150,24 +180,36 @@ impl Frame {
                 ),
             ));
         }
-        let value: Value = serde_json::from_str(text)
-            .map_err(|e| FrameError::formation(None, format!("not JSON: {e}")))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| FrameError {
+            not_json: true,
+            ..FrameError::formation(None, format!("not JSON: {e}"))
+        })?;
         let Value::Array(items) = value else {
             return Err(FrameError::formation(None, "a frame is a JSON array"));
         };
         let kind = items.first().and_then(Value::as_u64);
-        let id = items.get(1).and_then(Value::as_str).map(str::to_owned);
-        // Only a CALL is answered with a CALLERROR; a broken reply has no one to answer.
-        let answerable = if kind == Some(CALL) { id.clone() } else { None };
-        let Some(id) = id else {
+        // Only a CALL is answered with a CALLERROR (a broken reply has no one to answer),
+        // and only when its id can be read: a string, or a number written as one (then
+        // echoed as its text), however long.
+        let readable_id = match items.get(1) {
+            Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+            Some(Value::Number(id)) => Some(id.to_string()),
+            _ => None,
+        };
+        let answerable = if kind == Some(CALL) {
+            readable_id.clone()
+        } else {
+            None
+        };
+        let Some(id) = items.get(1).and_then(Value::as_str).map(str::to_owned) else {
             return Err(FrameError::formation(
-                None,
+                answerable,
                 "the second element must be the message id, a string",
             ));
         };
         if id.is_empty() || id.len() > MESSAGE_ID_BYTES_MAX {
             return Err(FrameError::formation(
-                None,
+                answerable,
                 format!("message id must be 1..={MESSAGE_ID_BYTES_MAX} characters"),
             ));
         }
@@ -319,6 +361,34 @@ mod tests {
         );
         let short_call = Frame::parse(r#"[2,"id-8","Heartbeat"]"#).unwrap_err();
         assert_eq!(short_call.id.as_deref(), Some("id-8"));
+        // An id that can be read is echoed, even one OCPP-J forbids: a number as its text,
+        // a string past 36 characters whole.
+        let numeric = Frame::parse(r#"[2,17,"Heartbeat",{}]"#).unwrap_err();
+        assert_eq!(
+            numeric.reply().map(|f| f.id().to_owned()),
+            Some("17".into())
+        );
+        let long_id = "x".repeat(37);
+        let long = Frame::parse(&format!("[2,\"{long_id}\",\"Heartbeat\",{{}}]")).unwrap_err();
+        assert_eq!(long.reply().map(|f| f.id().to_owned()), Some(long_id));
+        // What cannot be answered closes the connection: 1007 for text that is not JSON,
+        // 1002 for JSON that is no OCPP-J frame or a broken reply, with a short reason.
+        for (text, code) in [
+            ("this is not json", CLOSE_INVALID_PAYLOAD),
+            ("{}", CLOSE_PROTOCOL_ERROR),
+            ("[9,\"x\",{}]", CLOSE_PROTOCOL_ERROR),
+            ("[2,\"\",\"Heartbeat\",{}]", CLOSE_PROTOCOL_ERROR),
+            ("[3,\"x\",[]]", CLOSE_PROTOCOL_ERROR),
+        ] {
+            let error = Frame::parse(text).unwrap_err();
+            assert!(error.reply().is_none(), "{text}");
+            let (closed_with, reason) = error.close();
+            assert_eq!(closed_with, code, "{text}");
+            assert!(
+                reason.len() <= 123 && reason.starts_with("OCPP-J: "),
+                "{reason}"
+            );
+        }
         for text in [
             "",
             "{}",
