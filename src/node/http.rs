@@ -123,6 +123,14 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     }
 }
 
+/// Headers a request may carry once at most.
+const SINGLE_HEADERS: [&str; 4] = [
+    "content-length",
+    "transfer-encoding",
+    "authorization",
+    "host",
+];
+
 fn to_head(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
     let method = request.method.unwrap_or_default().to_owned();
     let target = request.path.unwrap_or_default();
@@ -130,11 +138,35 @@ fn to_head(request: &httparse::Request<'_, '_>) -> Result<Head, HttpError> {
         Some((path, query)) => (path.to_owned(), Some(query.to_owned())),
         None => (target.to_owned(), None),
     };
-    let mut headers = Vec::with_capacity(request.headers.len());
+    let mut headers: Vec<(String, String)> = Vec::with_capacity(request.headers.len());
     for header in request.headers.iter() {
         let value = std::str::from_utf8(header.value)
             .map_err(|_| HttpError::Malformed(format!("header {} is not UTF-8", header.name)))?;
-        headers.push((header.name.to_ascii_lowercase(), value.trim().to_owned()));
+        let name = header.name.to_ascii_lowercase();
+        // Framing and credentials are read from exactly one header each (RFC 9112 §6.3,
+        // RFC 9110 §11.6.2): two of them would let a proxy that reads the other one see
+        // a different request (smuggling) or a different caller.
+        if SINGLE_HEADERS.contains(&name.as_str()) && headers.iter().any(|(n, _)| *n == name) {
+            return Err(HttpError::Malformed(format!(
+                "more than one {} header",
+                header.name
+            )));
+        }
+        // A credential is compared as sent: nothing is taken off it (the parser already
+        // left out the whitespace around the field value, which is not part of it).
+        let value = if name == "authorization" {
+            value
+        } else {
+            value.trim()
+        };
+        if name == "content-length"
+            && (value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(HttpError::Malformed(format!(
+                "Content-Length {value:?} is not a decimal number"
+            )));
+        }
+        headers.push((name, value.to_owned()));
     }
     let mut head = Head {
         method,
@@ -376,6 +408,44 @@ GET /y HTTP/1.0\r\n\r\n";
                 assert_eq!(error.status(), Some(status), "{wire}");
             }
         });
+    }
+
+    /// RFC 9112 framing, strictly: a Content-Length that is not plain digits, or given
+    /// twice (even with one value), and a second Authorization, Host or Transfer-Encoding
+    /// are refused with 400 — two readings of one request are how requests are smuggled
+    /// past a proxy. Nothing inside a credential is trimmed: it is compared as sent.
+    #[test]
+    fn ambiguous_framing_and_repeated_credentials_are_refused() {
+        for wire in [
+            "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +32\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 0x20\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            "GET / HTTP/1.1\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ] {
+            let error = block_on(async {
+                let mut buffer = Vec::new();
+                read_head(&mut wire.as_bytes(), &mut buffer)
+                    .await
+                    .unwrap_err()
+            });
+            assert_eq!(error.status(), Some(400), "{wire:?}: {error}");
+        }
+        // Whitespace around a field value is not part of it (RFC 9110 §5.5; the parser
+        // drops it); whitespace inside a credential is kept.
+        let head = block_on(async {
+            let wire = "GET / HTTP/1.1\r\nAuthorization: Bearer  tok\r\nX:  y \r\n\r\n";
+            let mut buffer = Vec::new();
+            read_head(&mut wire.as_bytes(), &mut buffer)
+                .await
+                .unwrap()
+                .unwrap()
+        });
+        assert_eq!(head.header("x"), Some("y"));
+        assert_eq!(head.header("authorization"), Some("Bearer  tok"));
     }
 
     #[test]

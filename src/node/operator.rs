@@ -106,8 +106,7 @@ pub(super) async fn handle<S: EventStore>(
     };
     let presented = head
         .header("authorization")
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(|value| value.strip_prefix("Bearer "));
     if !presented.is_some_and(|token| {
         auth::secrets_equal(token.as_bytes(), shared.operator_token.as_bytes())
     }) {
