@@ -320,7 +320,7 @@ async fn run_link(
                     }
                 }
                 Some(ToStation::Close { code, reason }) => {
-                    return Some((CloseCode::from(code), reason.into()));
+                    return Some((CloseCode::from(code), reason));
                 }
                 // Replaced by a newer connection of the same station, or too slow.
                 None => return Some((CloseCode::Policy, "replaced by a newer connection, or too slow".into())),
