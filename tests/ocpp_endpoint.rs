@@ -399,6 +399,19 @@ async fn the_operator_api_checks_token_and_bodies_and_unlocks_reach_the_station(
     let answer: Value = serde_json::from_slice(&answer).unwrap();
     assert_eq!(status, 202, "{answer}");
     assert_eq!(answer["outcome"], "AlreadyApplied", "{answer}");
+    // The same command id with another body (connector or session) is a conflict, named
+    // as such; nothing is recorded and the earlier request stands.
+    let events_before = store.event_count().await.unwrap();
+    for other in [
+        json!({"connector": 2, "session": "s-1", "command_id": command_id}),
+        json!({"connector": 1, "session": "s-2", "command_id": command_id}),
+    ] {
+        let (status, answer) = api.request("POST", &unlock, Some(&other)).await.unwrap();
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(status, 409, "{other} → {answer}");
+        assert_eq!(answer["code"], "command_id_reused", "{answer}");
+    }
+    assert_eq!(store.event_count().await.unwrap(), events_before);
     node.shutdown().await;
 }
 

@@ -164,6 +164,39 @@ pub enum StationCommand {
     StopSession { session: String },
 }
 
+impl StationCommand {
+    /// Whether `first` — the first event a command id produced — is what this command
+    /// records: the same request sent again, not another one under a reused id.
+    pub fn is_recorded_as(&self, first: &StationEvent) -> bool {
+        match (self, first) {
+            (
+                StationCommand::RequestUnlock { connector, session },
+                StationEvent::UnlockRequested {
+                    connector: recorded,
+                    session: recorded_session,
+                },
+            ) => connector == recorded && session == recorded_session.as_str(),
+            (StationCommand::RecordAnswer { session, answer }, event) => {
+                let (_, recorded_session) = event.connector_and_session();
+                let recorded_answer = match event {
+                    StationEvent::UnlockAccepted { .. } => StationAnswer::Accepted,
+                    StationEvent::UnlockRejected { .. } => StationAnswer::Rejected,
+                    StationEvent::UnlockTimedOut { .. } => StationAnswer::TimedOut,
+                    _ => return false,
+                };
+                *answer == recorded_answer && session == recorded_session.as_str()
+            }
+            (
+                StationCommand::StopSession { session },
+                StationEvent::SessionStopped {
+                    session: recorded, ..
+                },
+            ) => session == recorded.as_str(),
+            _ => false,
+        }
+    }
+}
+
 /// What the station (or its silence) said about an unlock request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StationAnswer {

@@ -48,6 +48,9 @@ pub enum ErrorCode {
     Contention,
     /// The store or the node could not serve it now; resubmitting the same command id is safe.
     Unavailable,
+    /// The command id was used before for a different request (another connector, session
+    /// or stream): nothing was done, and the earlier request stands.
+    CommandIdReused,
 }
 
 impl ApiResponse {
@@ -71,7 +74,8 @@ impl ApiResponse {
         error: &HandleError<R>,
     ) -> ApiResponse {
         let code = match error {
-            HandleError::Rejected(_) | HandleError::CommandIdReused { .. } => ErrorCode::Rejected,
+            HandleError::Rejected(_) => ErrorCode::Rejected,
+            HandleError::CommandIdReused { .. } => ErrorCode::CommandIdReused,
             HandleError::Contention { .. } => ErrorCode::Contention,
             HandleError::Append(_) | HandleError::Read(_) | HandleError::Codec(_) => {
                 ErrorCode::Unavailable

@@ -1365,9 +1365,41 @@ async fn run_command<S: EventStore>(
         .handle(env, &request.stream, command_id, &request.command)
         .await
     {
+        Ok(Outcome::AlreadyApplied { position }) => {
+            // The same command id again: the earlier answer only if it is the same
+            // request; another body under a used id is a conflict, never silently dropped.
+            match recorded_request(&shared.store, position).await {
+                Ok(Some(event)) if !request.command.is_recorded_as(&event) => {
+                    api::ApiResponse::error(
+                        id,
+                        api::ErrorCode::CommandIdReused,
+                        format!(
+                            "command id already used for a different request, recorded at position {}: {event:?}",
+                            position.0
+                        ),
+                    )
+                }
+                Ok(_) => outcome_response(id, &Outcome::AlreadyApplied { position }),
+                Err(error) => {
+                    api::ApiResponse::failed(id, &HandleError::<StationRejection>::Read(error))
+                }
+            }
+        }
         Ok(outcome) => outcome_response(id, &outcome),
         Err(error) => api::ApiResponse::failed(id, &error),
     }
+}
+
+/// The station event recorded at `position`, if it is one.
+async fn recorded_request<S: EventStore>(
+    store: &S,
+    position: GlobalPosition,
+) -> Result<Option<crate::domain::station::StationEvent>, ReadError> {
+    let page = store.read_all(position, 1).await?;
+    Ok(page
+        .first()
+        .filter(|event| event.position == position)
+        .and_then(|event| Station::decode_event(&event.event_type, &event.payload).ok()))
 }
 
 /// The naive design N1, on purpose: the side effect first, inside the command, and only

@@ -271,7 +271,7 @@ fn api_response(answer: ApiResponse) -> Response {
         (None, Some("Unchanged")) => 200,
         (None, _) => 202,
         (Some(ErrorCode::BadRequest), _) => 400,
-        (Some(ErrorCode::Rejected), _) => 409,
+        (Some(ErrorCode::Rejected | ErrorCode::CommandIdReused), _) => 409,
         (Some(ErrorCode::Contention | ErrorCode::Unavailable), _) => 503,
     };
     let body = serde_json::to_value(&answer).expect("answers serialise");
