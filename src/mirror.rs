@@ -46,6 +46,11 @@ pub enum TelemetryEvent {
         id_tag: String,
         meter_start: i64,
         station_timestamp: String,
+        /// The answer's idTagInfo: `true` (Accepted) when the CSMS had released this
+        /// connector for the idTag, `false` (Invalid) otherwise. Earlier records, made
+        /// before the check, were all answered Accepted.
+        #[serde(default = "accepted_before_the_check")]
+        id_tag_accepted: bool,
     },
     TransactionStopped {
         transaction_id: i64,
@@ -103,10 +108,15 @@ pub fn transaction_started_id(
 }
 
 /// The telemetry event recording a StartTransaction, with the id that makes a resent one
-/// idempotent (see [`transaction_started_id`]).
+/// idempotent (see [`transaction_started_id`]) and the idTag's verdict.
+fn accepted_before_the_check() -> bool {
+    true
+}
+
 pub fn transaction_started(
     station: &str,
     request: StartTransactionReq,
+    id_tag_accepted: bool,
 ) -> (EventId, TelemetryEvent) {
     let id = transaction_started_id(
         station,
@@ -120,6 +130,7 @@ pub fn transaction_started(
         id_tag: request.id_tag,
         meter_start: request.meter_start,
         station_timestamp: request.timestamp,
+        id_tag_accepted,
     };
     (id, event)
 }
@@ -222,6 +233,16 @@ impl StationMirror {
         })
     }
 
+    /// Whether the CSMS released `connector` of `station` for `id_tag` (a remote start
+    /// the station accepted, or a transaction already started for it): the answer to a
+    /// StartTransaction's idTag.
+    pub fn released_for(&self, station: &str, connector: u32, id_tag: &str) -> bool {
+        self.stations
+            .get(station)
+            .and_then(|view| view.connectors.get(&connector))
+            .is_some_and(|c| c.id_tag.as_deref() == Some(id_tag))
+    }
+
     /// Evidence for deciding an ambiguous remote start (a lost or refused answer).
     pub fn unlock_evidence(&self, station: &str, connector: u32, id_tag: &str) -> UnlockEvidence {
         let Some(view) = self
@@ -294,12 +315,19 @@ impl StationMirror {
                 }
             }
             TelemetryEvent::TransactionStarted {
-                connector, id_tag, ..
+                connector,
+                id_tag,
+                id_tag_accepted,
+                ..
             } => {
                 let transaction_id = transaction_id_at(position);
                 view.open_transactions.insert(transaction_id, *connector);
                 let entry = connector_entry(view, *connector, recorded_at_millis);
-                entry.id_tag = Some(id_tag.clone());
+                // An idTag answered Invalid is not one the CSMS released the connector
+                // for: it must not pass a later Authorize or StartTransaction.
+                if *id_tag_accepted {
+                    entry.id_tag = Some(id_tag.clone());
+                }
                 entry.transaction_id = Some(transaction_id);
                 entry.updated_at_millis = recorded_at_millis;
             }

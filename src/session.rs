@@ -32,6 +32,13 @@ pub struct SessionConfig {
     pub boot_retry_secs: u32,
     /// Answers remembered for repeated message ids.
     pub remembered_answers_max: usize,
+    /// Connector ids a station may use (1..=this; 0 names the station itself where OCPP
+    /// allows it). A higher one gets a PropertyConstraintViolation CALLERROR and changes
+    /// nothing, so no station can grow the node's state by inventing connectors.
+    pub connectors_max: u32,
+    /// Transactions a station may have open at once; a StartTransaction past it gets an
+    /// OccurenceConstraintViolation CALLERROR and is not recorded.
+    pub open_transactions_max: usize,
 }
 
 impl Default for SessionConfig {
@@ -40,6 +47,10 @@ impl Default for SessionConfig {
             heartbeat_interval_secs: 60,
             boot_retry_secs: 10,
             remembered_answers_max: 64,
+            connectors_max: crate::domain::station::CONNECTORS_MAX,
+            // Room for transactions whose stop a station never delivered, above one per
+            // connector.
+            open_transactions_max: 4 * crate::domain::station::CONNECTORS_MAX as usize,
         }
     }
 }
@@ -202,6 +213,26 @@ impl StationSession {
             );
             return self.answer(id, reply);
         }
+        if let Some(connector) = match &request {
+            StationRequest::StatusNotification(status) => Some(status.connector_id),
+            StationRequest::MeterValues(values) => Some(values.connector_id),
+            StationRequest::StartTransaction(start) if start.connector_id == 0 => {
+                Some(u32::MAX) // a transaction runs on a connector, never on the station
+            }
+            StationRequest::StartTransaction(start) => Some(start.connector_id),
+            _ => None,
+        } && connector > self.config.connectors_max
+        {
+            let reply = call_error(
+                &id,
+                ErrorCode::PropertyConstraintViolation,
+                &format!(
+                    "connectorId must be within 1..={} (0: the whole station, not for a transaction)",
+                    self.config.connectors_max
+                ),
+            );
+            return self.answer(id, reply);
+        }
         if !self.online && !matches!(request, StationRequest::BootNotification(_)) {
             self.online = true;
             self.outputs.push_back(SessionOutput::Online);
@@ -292,12 +323,27 @@ impl StationSession {
         self.answer(call_id, reply);
     }
 
-    /// Answers a StartTransaction with the transaction id the store assigned.
-    pub fn complete_start_transaction(&mut self, call_id: String, transaction_id: i64) {
+    /// Answers a StartTransaction with the transaction id the store assigned, and whether
+    /// its idTag may charge there (`Accepted`: the CSMS released that connector for it;
+    /// `Invalid` otherwise — the station is to stop the transaction).
+    pub fn complete_start_transaction(
+        &mut self,
+        call_id: String,
+        transaction_id: i64,
+        authorized: bool,
+    ) {
+        let status = if authorized { "Accepted" } else { "Invalid" };
         let reply = Frame::CallResult {
             id: call_id.clone(),
-            payload: json!({ "idTagInfo": { "status": "Accepted" }, "transactionId": transaction_id }),
+            payload: json!({ "idTagInfo": { "status": status }, "transactionId": transaction_id }),
         };
+        self.answer(call_id, reply);
+    }
+
+    /// Refuses a CALL the session handed out (a StartTransaction past a station's bound)
+    /// with a CALLERROR.
+    pub fn refuse(&mut self, call_id: String, code: ErrorCode, description: &str) {
+        let reply = call_error(&call_id, code, description);
         self.answer(call_id, reply);
     }
 

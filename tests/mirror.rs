@@ -40,6 +40,7 @@ async fn record(
                 id_tag,
                 meter_start,
                 station_timestamp,
+                ..
             } => {
                 transaction_started_id(station, *connector, id_tag, station_timestamp, *meter_start)
             }
@@ -68,6 +69,7 @@ async fn the_mirror_tracks_connectors_and_evidence_for_unlocks() {
         id_tag: "req-1".into(),
         meter_start: 10,
         station_timestamp: "t1".into(),
+        id_tag_accepted: true,
     };
     record(
         &store,

@@ -494,3 +494,78 @@ async fn a_node_rides_out_a_store_restart() {
     assert!(!node.failed().is_triggered(), "the node kept running");
     second_server.trigger();
 }
+
+/// StartTransaction is answered from what the CSMS knows: `Invalid` for an idTag it never
+/// released that connector for (the record says so too), `Accepted` once a remote start
+/// for that idTag on that connector was accepted; a connector the station cannot have is a
+/// CALLERROR.
+#[tokio::test]
+async fn start_transaction_is_accepted_only_for_an_idtag_the_csms_released() {
+    let (node, store) = start().await;
+    let mut ws = station(node.addr).await;
+    boot(&mut ws).await;
+    let start = |id: &str, connector: u32, id_tag: &str| json!([2, id, "StartTransaction", {"connectorId": connector, "idTag": id_tag, "meterStart": 0, "timestamp": "2026-11-23T10:00:00Z"}]);
+    let stranger = call(&mut ws, start("t1", 1, "stranger")).await;
+    assert_eq!(stranger[0], 3, "{stranger}");
+    assert_eq!(stranger[2]["idTagInfo"]["status"], "Invalid", "{stranger}");
+    let far = call(&mut ws, start("t2", 999, "stranger")).await;
+    assert_eq!(
+        (&far[0], &far[2]),
+        (&json!(4), &json!("PropertyConstraintViolation")),
+        "{far}"
+    );
+
+    // The operator asks for an unlock; the station accepts the remote start.
+    let mut api = ApiClient::connect(node.addr, TOKEN).await.unwrap();
+    let body = json!({"connector": 1, "session": "s-9"});
+    let (status, _) = api
+        .request(
+            "POST",
+            &format!("/api/stations/{STATION}/unlock"),
+            Some(&body),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 202);
+    let remote_start = next_frame(&mut ws).await;
+    assert_eq!(remote_start[2], "RemoteStartTransaction", "{remote_start}");
+    ws.send(Message::text(
+        json!([3, remote_start[1], {"status": "Accepted"}]).to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut accepted = Value::Null;
+    for attempt in 0..50 {
+        accepted = call(&mut ws, start(&format!("t3-{attempt}"), 1, "s-9")).await;
+        if accepted[2]["idTagInfo"]["status"] == "Accepted" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(accepted[2]["idTagInfo"]["status"], "Accepted", "{accepted}");
+
+    let telemetry = store
+        .read_stream(
+            &evsource::mirror::TelemetryEvent::stream(STATION).unwrap(),
+            evsource::core::StreamVersion(0),
+            1_000,
+        )
+        .await
+        .unwrap();
+    let verdicts: Vec<(String, bool)> = telemetry
+        .iter()
+        .filter_map(
+            |e| match evsource::mirror::TelemetryEvent::decode(&e.event_type, &e.payload) {
+                Ok(evsource::mirror::TelemetryEvent::TransactionStarted {
+                    id_tag,
+                    id_tag_accepted,
+                    ..
+                }) => Some((id_tag, id_tag_accepted)),
+                _ => None,
+            },
+        )
+        .collect();
+    assert_eq!(verdicts.first(), Some(&("stranger".to_owned(), false)));
+    assert_eq!(verdicts.last(), Some(&("s-9".to_owned(), true)));
+    node.shutdown().await;
+}

@@ -49,7 +49,7 @@ fn conversation() -> Vec<(String, String)> {
                     session.complete_boot(call_id, true, T0);
                 }
                 SessionOutput::StartTransaction { call_id, .. } => {
-                    session.complete_start_transaction(call_id, 7);
+                    session.complete_start_transaction(call_id, 7, true);
                 }
                 SessionOutput::StopTransaction { call_id, .. } => {
                     session.complete_stop_transaction(call_id);

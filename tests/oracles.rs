@@ -199,6 +199,7 @@ fn sessions_oracle_fails_a_session_left_active_after_its_transaction_ended() {
             id_tag: "s1".into(),
             meter_start: 0,
             station_timestamp: "2026-11-23T00:00:00Z".into(),
+            id_tag_accepted: true,
         };
         RecordedEvent::from_data(
             stream("telemetry-CP1"),

@@ -304,10 +304,10 @@ impl World {
                 session.complete_boot(call_id, true, self.now);
             }
             SessionOutput::StartTransaction { call_id, request } => {
-                let (id, event) = transaction_started(&station, request);
+                let (id, event) = transaction_started(&station, request, true);
                 let position = self.record_telemetry(&station, event, id).await;
                 let session = self.links[index].session.as_mut().unwrap();
-                session.complete_start_transaction(call_id, transaction_id_at(position));
+                session.complete_start_transaction(call_id, transaction_id_at(position), true);
             }
             SessionOutput::StopTransaction { call_id, request } => {
                 let (id, event) = transaction_stopped(&station, &request);

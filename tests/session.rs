@@ -162,3 +162,54 @@ fn a_stop_is_answered_only_once_recorded() {
         [Frame::CallResult { id, payload }] if id == "9" && payload["idTagInfo"]["status"] == "Accepted"
     ));
 }
+
+/// No station grows the node's state by inventing connectors: a connectorId past the
+/// configured bound (or a transaction on connector 0, the station itself) gets a
+/// PropertyConstraintViolation CALLERROR and nothing for the node to record.
+#[test]
+fn connector_ids_past_the_bound_are_refused_and_recorded_nowhere() {
+    let config = SessionConfig {
+        connectors_max: 2,
+        ..SessionConfig::default()
+    };
+    let mut session = StationSession::resume_accepted("CP1", config);
+    for (id, text) in [
+        (
+            "a",
+            r#"[2,"a","StatusNotification",{"connectorId":4294967295,"errorCode":"NoError","status":"Available"}]"#,
+        ),
+        (
+            "b",
+            r#"[2,"b","StatusNotification",{"connectorId":3,"errorCode":"NoError","status":"Available"}]"#,
+        ),
+        (
+            "c",
+            r#"[2,"c","StartTransaction",{"connectorId":0,"idTag":"t","meterStart":0,"timestamp":"2026-11-23T10:00:00Z"}]"#,
+        ),
+        (
+            "d",
+            r#"[2,"d","MeterValues",{"connectorId":9,"meterValue":[{"timestamp":"2026-11-23T10:00:00Z","sampledValue":[{"value":"1"}]}]}]"#,
+        ),
+    ] {
+        session.handle_text(text, 0);
+        let replies = replies(&mut session);
+        assert!(
+            matches!(&replies[..], [Frame::CallError { id: got, code, .. }] if got == id && *code == evsource::ocpp::ErrorCode::PropertyConstraintViolation),
+            "{text}: {replies:?}"
+        );
+        assert!(
+            outputs(&mut session)
+                .iter()
+                .all(|o| matches!(o, SessionOutput::Online)),
+            "nothing to record for {text}"
+        );
+    }
+    session.handle_text(
+        r#"[2,"e","StatusNotification",{"connectorId":2,"errorCode":"NoError","status":"Available"}]"#,
+        0,
+    );
+    assert!(matches!(
+        &replies(&mut session)[..],
+        [Frame::CallResult { .. }]
+    ));
+}

@@ -839,14 +839,40 @@ impl<S: EventStore> Hub<S> {
                 }
             }
             SessionOutput::StartTransaction { call_id, request } => {
-                let (id, event) = transaction_started(station, request);
+                // Decided from everything recorded so far: whether the CSMS released this
+                // connector for this idTag, and how many transactions the station has open.
+                self.catch_up(subscription).await;
+                let view = self.mirror.station(station);
+                let open = view.map_or(0, |v| v.open_transactions.len());
+                let resent = view.is_some_and(|v| {
+                    v.connectors.get(&request.connector_id).is_some_and(|c| {
+                        c.transaction_id.is_some() && c.id_tag.as_deref() == Some(&request.id_tag)
+                    })
+                });
+                if open >= self.session_config.open_transactions_max && !resent {
+                    if let Some(connection) = self.connections.get_mut(station) {
+                        tracing::warn!(%station, open, "StartTransaction refused: too many open transactions");
+                        connection.session.refuse(
+                            call_id,
+                            crate::ocpp::ErrorCode::OccurenceConstraintViolation,
+                            "the station has as many open transactions as the CSMS keeps",
+                        );
+                    }
+                    return;
+                }
+                let accepted =
+                    self.mirror
+                        .released_for(station, request.connector_id, &request.id_tag);
+                let (id, event) = transaction_started(station, request, accepted);
                 if let Some(position) = self.append_telemetry(station, &event, id).await
                     && let Some(connection) = self.connections.get_mut(station)
                 {
-                    tracing::info!(%station, transaction = transaction_id_at(position), "StartTransaction answered");
-                    connection
-                        .session
-                        .complete_start_transaction(call_id, transaction_id_at(position));
+                    tracing::info!(%station, transaction = transaction_id_at(position), accepted, "StartTransaction answered");
+                    connection.session.complete_start_transaction(
+                        call_id,
+                        transaction_id_at(position),
+                        accepted,
+                    );
                 }
             }
             SessionOutput::RemoteStartAnswered { call_id, status }
