@@ -189,13 +189,15 @@ impl Frame {
         };
         let kind = items.first().and_then(Value::as_u64);
         // Only a CALL is answered with a CALLERROR (a broken reply has no one to answer),
-        // and only when its id can be read: a string, or a number written as one (then
-        // echoed as its text), however long.
+        // and only when its id can be read into a valid one: a string, or a number
+        // written as one (then echoed as its text), of 1..=36 characters — an answer
+        // under a longer id would itself break OCPP-J.
         let readable_id = match items.get(1) {
-            Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+            Some(Value::String(id)) => Some(id.clone()),
             Some(Value::Number(id)) => Some(id.to_string()),
             _ => None,
-        };
+        }
+        .filter(|id| !id.is_empty() && id.len() <= MESSAGE_ID_BYTES_MAX);
         let answerable = if kind == Some(CALL) {
             readable_id.clone()
         } else {
@@ -361,16 +363,14 @@ mod tests {
         );
         let short_call = Frame::parse(r#"[2,"id-8","Heartbeat"]"#).unwrap_err();
         assert_eq!(short_call.id.as_deref(), Some("id-8"));
-        // An id that can be read is echoed, even one OCPP-J forbids: a number as its text,
-        // a string past 36 characters whole.
+        // A numeric id can be read: it is echoed as its text.
         let numeric = Frame::parse(r#"[2,17,"Heartbeat",{}]"#).unwrap_err();
         assert_eq!(
             numeric.reply().map(|f| f.id().to_owned()),
             Some("17".into())
         );
-        let long_id = "x".repeat(37);
-        let long = Frame::parse(&format!("[2,\"{long_id}\",\"Heartbeat\",{{}}]")).unwrap_err();
-        assert_eq!(long.reply().map(|f| f.id().to_owned()), Some(long_id));
+        // An id past 36 characters cannot be echoed in a valid answer.
+        let long_call = format!("[2,\"{}\",\"Heartbeat\",{{}}]", "x".repeat(37));
         // What cannot be answered closes the connection: 1007 for text that is not JSON,
         // 1002 for JSON that is no OCPP-J frame or a broken reply, with a short reason.
         for (text, code) in [
@@ -378,6 +378,7 @@ mod tests {
             ("{}", CLOSE_PROTOCOL_ERROR),
             ("[9,\"x\",{}]", CLOSE_PROTOCOL_ERROR),
             ("[2,\"\",\"Heartbeat\",{}]", CLOSE_PROTOCOL_ERROR),
+            (long_call.as_str(), CLOSE_PROTOCOL_ERROR),
             ("[3,\"x\",[]]", CLOSE_PROTOCOL_ERROR),
         ] {
             let error = Frame::parse(text).unwrap_err();
