@@ -568,3 +568,53 @@ async fn start_transaction_is_accepted_only_for_an_idtag_the_csms_released() {
     assert_eq!(verdicts.last(), Some(&("s-9".to_owned(), true)));
     node.shutdown().await;
 }
+
+/// Guessing backs off: after five failed handshakes from one address (wrong passwords and
+/// unknown ids alike) the next is refused with 429 and a Retry-After before any password
+/// is checked; the charge point's own id is held back the same way, and a success clears
+/// what it failed. Failed operator tokens back off per address too.
+#[tokio::test]
+async fn failed_handshakes_and_tokens_back_off() {
+    let (node, _store) = start().await;
+    let status = |result: Result<Socket, WsError>| match result {
+        Err(WsError::Http(response)) => (
+            response.status().as_u16(),
+            response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned()),
+        ),
+        Err(other) => panic!("{other}"),
+        Ok(_) => (101, None),
+    };
+    for n in 0..5 {
+        let (user, password) = if n % 2 == 0 {
+            (STATION, "wrong-password-0000")
+        } else {
+            ("CP-unknown", PASSWORD)
+        };
+        let refused = status(connect(node.addr, user, Some((user, password)), "ocpp1.6").await);
+        assert_eq!(refused, (401, None), "failure {n}");
+    }
+    let held = status(connect(node.addr, STATION, Some((STATION, PASSWORD)), "ocpp1.6").await);
+    assert_eq!(
+        held.0, 429,
+        "the sixth attempt waits, even with the right password"
+    );
+    let wait: u64 = held.1.expect("a Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let mut ws = station(node.addr).await;
+    boot(&mut ws).await;
+
+    let mut api = ApiClient::connect(node.addr, "not-the-token")
+        .await
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (status, _) = api.request("GET", "/api/stations", None).await.unwrap();
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+    node.shutdown().await;
+}

@@ -24,6 +24,7 @@ pub mod lease;
 pub mod naive;
 mod operator;
 pub mod server;
+pub mod throttle;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -304,6 +305,14 @@ impl CsmsNode {
                         .then_some(config.dispatcher.call_timeout_millis),
                     wire_tap: config.wire_tap.clone(),
                     shutdown: shutdown.clone(),
+                    password_checks: tokio::sync::Semaphore::new(PASSWORD_CHECKS_MAX),
+                    dummy_hash: auth::hash_password(
+                        "no charge point has this password",
+                        [0x5a; 16],
+                        config.password_cost,
+                    ),
+                    failures: Mutex::new(throttle::FailureBackoff::new(FAILURE_KEYS_MAX)),
+                    started: tokio::time::Instant::now(),
                 }),
             )),
         ];
@@ -370,6 +379,31 @@ struct Shared<S> {
     naive_call_timeout_millis: Option<u64>,
     wire_tap: WireTap,
     shutdown: Shutdown,
+    /// Password checks running at once (each Argon2 check holds ~19 MiB at the standard
+    /// cost): at most [`PASSWORD_CHECKS_MAX`].
+    password_checks: tokio::sync::Semaphore,
+    /// Checked against when the charge point id is unknown, so that an unknown id costs
+    /// what a wrong password does and timing tells nothing.
+    dummy_hash: String,
+    /// Failed credentials, by client address and by charge point id.
+    failures: Mutex<throttle::FailureBackoff>,
+    /// The clock of the backoff.
+    started: tokio::time::Instant,
+}
+
+/// Password checks a node runs at once. At the standard cost each holds 19 MiB, so 4 keep
+/// a handshake storm under ~80 MiB of Argon2 memory and leave the CPU to the rest of the
+/// node; more checks would not finish sooner on the cores a node has.
+pub const PASSWORD_CHECKS_MAX: usize = 4;
+/// How long a handshake waits for a password check before it is refused with 503.
+pub const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Keys the failure backoff remembers at most.
+pub const FAILURE_KEYS_MAX: usize = 10_000;
+
+impl<S> Shared<S> {
+    fn now_millis(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
 }
 
 /// One station as the operator API lists it.

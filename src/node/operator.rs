@@ -99,6 +99,7 @@ impl Body {
 pub(super) async fn handle<S: EventStore>(
     shared: &Shared<S>,
     head: &Head,
+    peer: std::net::IpAddr,
     body: &[u8],
 ) -> Response {
     let Some(rest) = head.path.strip_prefix("/api/") else {
@@ -107,9 +108,18 @@ pub(super) async fn handle<S: EventStore>(
     let presented = head
         .header("authorization")
         .and_then(|value| value.strip_prefix("Bearer "));
+    // Failed tokens back off per client address, as failed handshakes do.
+    let address_key = format!("api-address:{peer}");
+    let keys = [address_key.as_str()];
+    if let Err(wait_millis) =
+        super::server::lock(&shared.failures).check(&keys, shared.now_millis())
+    {
+        return super::server::too_many(wait_millis);
+    }
     if !presented.is_some_and(|token| {
         auth::secrets_equal(token.as_bytes(), shared.operator_token.as_bytes())
     }) {
+        super::server::lock(&shared.failures).failed(&keys, shared.now_millis());
         return Response::error(
             401,
             "an operator token is required: Authorization: Bearer <token>",

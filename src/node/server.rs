@@ -19,7 +19,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use super::http::{self, Head, Response};
-use super::{CONNECTION_QUEUE_MAX, HubInput, Shared, ToStation, WireDirection, auth, operator};
+use super::{
+    CONNECTION_QUEUE_MAX, HubInput, PASSWORD_CHECK_WAIT, Shared, ToStation, WireDirection, auth,
+    operator,
+};
 use crate::ocpp::frame::FRAME_BYTES_MAX;
 use crate::signal::Shutdown;
 
@@ -49,7 +52,7 @@ pub(super) async fn accept<S: crate::store::EventStore>(
                     let connection = next_connection;
                     next_connection += 1;
                     tracing::debug!(%peer, connection, "connection accepted");
-                    tokio::spawn(serve(stream, connection, shared.clone()));
+                    tokio::spawn(serve(stream, peer.ip(), connection, shared.clone()));
                 }
                 Err(error) => tracing::warn!(%error, "accepting a connection failed"),
             }
@@ -60,6 +63,7 @@ pub(super) async fn accept<S: crate::store::EventStore>(
 /// One connection: HTTP requests until it upgrades, closes, or breaks the protocol.
 async fn serve<S: crate::store::EventStore>(
     mut stream: TcpStream,
+    peer: std::net::IpAddr,
     connection: u64,
     shared: Arc<Shared<S>>,
 ) {
@@ -78,7 +82,7 @@ async fn serve<S: crate::store::EventStore>(
         };
         if let Some(station) = head.path.strip_prefix(OCPP_PATH_PREFIX) {
             let station = station.to_owned();
-            match admit(&head, &station, &shared).await {
+            match admit(&head, &station, peer, &shared).await {
                 Ok(accept_key) => {
                     let ws = upgrade(stream, accept_key, buffer).await;
                     if let Some(ws) = ws {
@@ -97,7 +101,7 @@ async fn serve<S: crate::store::EventStore>(
         );
         let response = match body.await {
             Err(_) => return,
-            Ok(Ok(body)) => operator::handle(&shared, &head, &body).await,
+            Ok(Ok(body)) => operator::handle(&shared, &head, peer, &body).await,
             Ok(Err(error)) => return refuse(&mut stream, &error).await,
         };
         if http::write_response(&mut stream, &response, head.close)
@@ -126,6 +130,7 @@ async fn refuse(stream: &mut TcpStream, error: &http::HttpError) {
 async fn admit<S: crate::store::EventStore>(
     head: &Head,
     station: &str,
+    peer: std::net::IpAddr,
     shared: &Shared<S>,
 ) -> Result<String, Response> {
     if head.method != "GET" {
@@ -154,31 +159,71 @@ async fn admit<S: crate::store::EventStore>(
         Response::error(401, "charge point credentials refused")
             .with_header("WWW-Authenticate", "Basic realm=\"evsource\"")
     };
+    // Failed handshakes back off per client address and per charge point id
+    // (`throttle`); one that must wait is refused before any password work.
+    let address_key = format!("ocpp-address:{peer}");
+    let station_key = format!("ocpp-station:{station}");
+    let keys = [address_key.as_str(), station_key.as_str()];
+    if let Err(wait_millis) = lock(&shared.failures).check(&keys, shared.now_millis()) {
+        tracing::info!(%station, %peer, wait_millis, "connection refused: too many failed handshakes");
+        return Err(too_many(wait_millis));
+    }
+    let failed = |shared: &Shared<S>| lock(&shared.failures).failed(&keys, shared.now_millis());
     let Some((user, password)) = head.header("authorization").and_then(auth::parse_basic) else {
         tracing::info!(%station, "connection refused: no Basic credentials");
+        failed(shared);
         return Err(unauthorized());
     };
     if user != station {
         tracing::info!(%station, "connection refused: the user is not the charge point id");
+        failed(shared);
         return Err(unauthorized());
     }
-    let hash = match auth::registered_hash(&shared.store, station).await {
-        Ok(Some(hash)) => hash,
-        Ok(None) => {
-            tracing::info!(%station, "connection refused: not registered");
-            return Err(unauthorized());
-        }
+    let registered = match auth::registered_hash(&shared.store, station).await {
+        Ok(registered) => registered,
         Err(error) => {
             tracing::warn!(%station, %error, "reading the registration failed");
             return Err(Response::error(503, "the registry is unavailable"));
         }
     };
+    // An unknown id is checked against a fixed hash of the same cost: it takes as long
+    // as a wrong password, so the answer's timing does not tell which ids exist.
+    let known = registered.is_some();
+    let hash = registered.unwrap_or_else(|| shared.dummy_hash.clone());
+    // At most PASSWORD_CHECKS_MAX checks at once; a handshake that cannot get one in
+    // time is told to come back (503 + Retry-After), never dropped without an answer.
+    let Ok(Ok(permit)) =
+        tokio::time::timeout(PASSWORD_CHECK_WAIT, shared.password_checks.acquire()).await
+    else {
+        tracing::info!(%station, "connection refused: every password check is busy");
+        return Err(
+            Response::error(503, "password checks are busy; try again shortly")
+                .with_header("Retry-After", "1"),
+        );
+    };
     let verified = off_the_runtime(move || auth::verify_password(&hash, &password)).await;
-    if verified != Some(true) {
-        tracing::info!(%station, "connection refused: wrong password");
+    drop(permit);
+    if !known || verified != Some(true) {
+        tracing::info!(%station, known, "connection refused: unknown charge point or wrong password");
+        failed(shared);
         return Err(unauthorized());
     }
+    lock(&shared.failures).succeeded(&keys);
     Ok(tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()))
+}
+
+/// 429 with the seconds to wait (rounded up).
+pub(super) fn too_many(wait_millis: u64) -> Response {
+    Response::error(429, "too many failed attempts; wait before trying again").with_header(
+        "Retry-After",
+        &wait_millis.div_ceil(1000).max(1).to_string(),
+    )
+}
+
+pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Runs CPU-heavy work — Argon2 takes tens of milliseconds by design — on the blocking
