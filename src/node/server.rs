@@ -216,7 +216,7 @@ async fn admit<S: crate::store::EventStore>(
 pub(super) fn too_many(wait_millis: u64) -> Response {
     Response::error(429, "too many failed attempts; wait before trying again").with_header(
         "Retry-After",
-        &wait_millis.div_ceil(1000).max(1).to_string(),
+        wait_millis.div_ceil(1000).max(1).to_string(),
     )
 }
 
