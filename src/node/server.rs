@@ -214,10 +214,8 @@ async fn admit<S: crate::store::EventStore>(
 
 /// 429 with the seconds to wait (rounded up).
 pub(super) fn too_many(wait_millis: u64) -> Response {
-    Response::error(429, "too many failed attempts; wait before trying again").with_header(
-        "Retry-After",
-        wait_millis.div_ceil(1000).max(1).to_string(),
-    )
+    Response::error(429, "too many failed attempts; wait before trying again")
+        .with_header("Retry-After", wait_millis.div_ceil(1000).max(1).to_string())
 }
 
 pub(super) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
