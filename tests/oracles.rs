@@ -10,8 +10,9 @@ use evsource::core::{
 use evsource::decider::Aggregate;
 use evsource::domain::station::{SessionId, Station, StationEvent};
 use evsource::oracles::{
-    ConnectorTruth, StationTruth, check_acknowledged, check_commands_once, check_no_starvation,
-    check_sessions_match_stations, check_store_shape, check_unlocks,
+    ConnectorTruth, StationConnectors, StationTruth, check_acknowledged, check_commands_once,
+    check_no_starvation, check_sessions_match_stations, check_store_shape,
+    check_transactions_delivered, check_unlocks,
 };
 use support::stream;
 
@@ -215,11 +216,14 @@ fn sessions_oracle_fails_a_session_left_active_after_its_transaction_ended() {
     let mut with_start = business.clone();
     with_start.push(started);
     let connector = |released_for: Option<&str>| {
-        vec![Some(vec![ConnectorTruth {
+        vec![StationConnectors {
             station: "CP1".into(),
-            connector: 1,
-            released_for: released_for.map(str::to_owned),
-        }])]
+            connectors: Some(vec![ConnectorTruth {
+                station: "CP1".into(),
+                connector: 1,
+                released_for: released_for.map(str::to_owned),
+            }]),
+        }]
     };
 
     let violation = check_sessions_match_stations(&with_start, &connector(None))
@@ -231,8 +235,17 @@ fn sessions_oracle_fails_a_session_left_active_after_its_transaction_ended() {
         .expect("the station still runs the session");
     check_sessions_match_stations(&business, &connector(None))
         .expect("a session that never started a transaction is not judged");
-    check_sessions_match_stations(&with_start, &[None])
+    let pending = [StationConnectors {
+        station: "CP1".into(),
+        connectors: None,
+    }];
+    check_sessions_match_stations(&with_start, &pending)
         .expect("a station with a transaction message on its way is not judged yet");
+    // ...but a message never delivered once everything healed fails the run.
+    let never = check_transactions_delivered(&pending).expect_err("a stop never answered");
+    assert_eq!(never.invariant, "I4");
+    assert!(never.detail.contains("CP1"), "{}", never.detail);
+    check_transactions_delivered(&connector(None)).expect("nothing pending");
     let mut stopped = with_start.clone();
     stopped.push(recorded(
         3,

@@ -144,18 +144,29 @@ pub struct ConnectorTruth {
     pub released_for: Option<String>,
 }
 
-/// Snapshots each station's connectors; `None` for a station that still has a
-/// transaction message (StartTransaction, StopTransaction) on its way to the CSMS, whose
-/// business state cannot be judged yet.
+/// One station's connectors as [`connector_truth`] saw them; `connectors` is `None` while
+/// the station still has a transaction message (StartTransaction, StopTransaction) on its
+/// way to the CSMS, so its business state cannot be judged yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StationConnectors {
+    pub station: String,
+    pub connectors: Option<Vec<ConnectorTruth>>,
+}
+
+/// Snapshots each station's connectors (see [`StationConnectors`]).
 pub fn connector_truth(
     stations: &[crate::node::driver::SharedChargePoint],
-) -> Vec<Option<Vec<ConnectorTruth>>> {
+) -> Vec<StationConnectors> {
     stations
         .iter()
         .map(|shared| {
             let station = shared.lock().unwrap_or_else(|p| p.into_inner());
+            let id = station.id().to_owned();
             if station.transaction_calls_undelivered() {
-                return None;
+                return StationConnectors {
+                    station: id,
+                    connectors: None,
+                };
             }
             let connectors = station
                 .connector_ids()
@@ -166,9 +177,28 @@ pub fn connector_truth(
                     released_for: station.connector(connector).and_then(|c| c.id_tag.clone()),
                 })
                 .collect();
-            Some(connectors)
+            StationConnectors {
+                station: id,
+                connectors: Some(connectors),
+            }
         })
         .collect()
+}
+
+/// **I4**, the stations' side: after healing, no station still holds a transaction message
+/// the CSMS never answered. Without it, a CSMS that never answers StopTransaction would
+/// leave every such station unjudged by [`check_sessions_match_stations`].
+pub fn check_transactions_delivered(stations: &[StationConnectors]) -> Result<(), Violation> {
+    match stations.iter().find(|s| s.connectors.is_none()) {
+        None => Ok(()),
+        Some(pending) => Err(Violation {
+            invariant: "I4",
+            detail: format!(
+                "{} still holds a transaction message (StartTransaction or StopTransaction) the CSMS never answered after the faults healed",
+                pending.station
+            ),
+        }),
+    }
 }
 
 /// **I5**, the business state: after quiescence, a session the CSMS's station aggregate
@@ -178,10 +208,11 @@ pub fn connector_truth(
 /// for the CSMS for ever and every later request for it is refused. (A session that never
 /// started a transaction is not judged: the CSMS learns of a driver who never plugged in
 /// only from a status report, which a lossy link may drop.) Stations with a transaction
-/// message still on its way are skipped (`None`), as the record may yet catch up.
+/// message still on its way are skipped here, as the record may yet catch up;
+/// [`check_transactions_delivered`] fails a run in which one never arrives.
 pub fn check_sessions_match_stations(
     events: &[RecordedEvent],
-    stations: &[Option<Vec<ConnectorTruth>>],
+    stations: &[StationConnectors],
 ) -> Result<(), Violation> {
     use crate::domain::station::ConnectorState;
     let mut states: BTreeMap<&str, <Station as crate::decider::Decider>::State> = BTreeMap::new();
@@ -207,7 +238,11 @@ pub fn check_sessions_match_stations(
         let taken = std::mem::replace(state, <Station as crate::decider::Decider>::initial());
         *state = <Station as crate::decider::Decider>::evolve(taken, &decoded);
     }
-    for truth in stations.iter().flatten().flatten() {
+    for truth in stations
+        .iter()
+        .filter_map(|s| s.connectors.as_ref())
+        .flatten()
+    {
         let Some(state) = states.get(truth.station.as_str()) else {
             continue;
         };
