@@ -1182,10 +1182,9 @@ impl<S: EventStore> Hub<S> {
         let Ok(stream) = TelemetryEvent::stream(station) else {
             return Ok(None);
         };
-        let started = self.store.read_all(GlobalPosition(position), 1).await?;
-        Ok(started
-            .first()
-            .filter(|event| event.position.0 == position && event.stream == stream)
+        Ok(event_at(&self.store, GlobalPosition(position))
+            .await?
+            .filter(|event| event.stream == stream)
             .and_then(|event| TelemetryEvent::decode(&event.event_type, &event.payload).ok())
             .and_then(|event| match event {
                 TelemetryEvent::TransactionStarted { id_tag, .. } => Some(id_tag),
@@ -1455,11 +1454,21 @@ async fn recorded_request<S: EventStore>(
     store: &S,
     position: GlobalPosition,
 ) -> Result<Option<crate::domain::station::StationEvent>, ReadError> {
+    Ok(event_at(store, position)
+        .await?
+        .and_then(|event| Station::decode_event(&event.event_type, &event.payload).ok()))
+}
+
+/// The event stored at `position`, if there is one.
+async fn event_at<S: EventStore>(
+    store: &S,
+    position: GlobalPosition,
+) -> Result<Option<crate::core::types::RecordedEvent>, ReadError> {
     let page = store.read_all(position, 1).await?;
     Ok(page
-        .first()
-        .filter(|event| event.position == position)
-        .and_then(|event| Station::decode_event(&event.event_type, &event.payload).ok()))
+        .into_iter()
+        .next()
+        .filter(|event| event.position == position))
 }
 
 /// The naive design N1, on purpose: the side effect first, inside the command, and only
