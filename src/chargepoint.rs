@@ -726,6 +726,15 @@ impl ChargePoint {
         state.status = status;
         state.error_code = error_code;
         if self.boot == Boot::Accepted {
+            // A report still waiting in the queue is superseded by this newer one for the
+            // same connector (as the MinimumStatusDuration key of OCPP 1.6 §9.1 allows): the
+            // CSMS needs the connector's present state, and a backlog of stale reports
+            // behind a lossy link would hold the transaction messages queued among them
+            // back for minutes. The newer report goes to the back, after any transaction
+            // message it follows.
+            self.queued.retain(|queued| {
+                queued.action != "StatusNotification" || queued.payload["connectorId"] != connector
+            });
             let call = self.status_call(connector, status, error_code, now);
             self.enqueue(call);
         }

@@ -28,7 +28,8 @@ pub enum FaultPoint {
     CheckpointSaved,
     /// A catch-up subscription read a page of history; it has not delivered it.
     CatchUpRead,
-    /// A command handler loaded and decided; it has not appended.
+    /// A command handler loaded and decided; it has not appended. The subject is the
+    /// stream and the command id, separated by a space.
     CommandDecided,
 }
 

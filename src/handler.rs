@@ -263,9 +263,12 @@ where
                 }
             };
             let data = encode_events::<A>(&events, command_id, env.now_millis());
+            // The subject names the stream and the command, so that the simulator can
+            // pick commands that lose the race on every attempt (built only there).
+            #[cfg(madsim)]
             crate::faultpoint::reach(
                 crate::faultpoint::FaultPoint::CommandDecided,
-                stream.as_str(),
+                &format!("{} {command_id}", stream.as_str()),
             )
             .await;
             let expected = match loaded.version {

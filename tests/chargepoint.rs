@@ -484,11 +484,11 @@ fn an_ev_pause_is_reported_and_an_unplug_while_paused_still_stops() {
     let status = |station: &ChargePoint| station.connector(1).unwrap().status;
     assert_eq!(status(&station), ChargePointStatus::Charging);
 
-    station.handle_ev_pause(1, true, T0 + 2_000);
-    station.handle_ev_pause(1, true, T0 + 2_001);
-    station.handle_ev_pause(1, false, T0 + 2_002);
-    station.handle_ev_pause(1, true, T0 + 2_003);
-    let sent = serve(&mut station, T0 + 2_003);
+    let mut sent = Vec::new();
+    for (at, paused) in [(2_000, true), (2_001, true), (2_002, false), (2_003, true)] {
+        station.handle_ev_pause(1, paused, T0 + at);
+        sent.extend(serve(&mut station, T0 + at));
+    }
     let statuses: Vec<&Value> = sent
         .iter()
         .filter(|(a, _)| a == "StatusNotification")
@@ -516,6 +516,40 @@ fn an_ev_pause_is_reported_and_an_unplug_while_paused_still_stops() {
         status(&station),
         ChargePointStatus::Available,
         "an idle connector has no EV to pause"
+    );
+}
+
+/// Status reports that wait behind an unanswered call are superseded per connector: the
+/// CSMS gets each connector's latest state, not a backlog of stale ones that would hold
+/// the transaction messages queued among them back (over a lossy link, for minutes).
+#[test]
+fn queued_status_reports_are_superseded_by_newer_ones_for_the_same_connector() {
+    let mut station = booted(2);
+    station.handle_timeout(T0 + 60_000);
+    let held = drain(&mut station, T0 + 60_000);
+    assert_eq!(call(&held[0]).1, "Heartbeat", "a call is in flight");
+    station.handle_availability(2, false, T0 + 60_001);
+    for flap in 0..10 {
+        station.handle_availability(1, flap % 2 == 1, T0 + 60_002 + flap);
+    }
+    for frame in held {
+        answer(&mut station, frame, T0 + 61_000);
+    }
+    let sent = serve(&mut station, T0 + 61_000);
+    let reported: Vec<(u64, &str)> = sent
+        .iter()
+        .filter(|(action, _)| action == "StatusNotification")
+        .map(|(_, p)| {
+            (
+                p["connectorId"].as_u64().unwrap(),
+                p["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        [(2, "Unavailable"), (1, "Available")],
+        "one report per connector, the latest, in the order of their last change"
     );
 }
 

@@ -333,3 +333,62 @@ async fn a_commit_order_against_real_time_is_caught() {
         .to_string();
     assert!(detail.contains("contradicts real time"), "{detail}");
 }
+
+/// What the simulator's `command-decided` victims wait on: `written_to` counts only the
+/// appends that wrote (not a refused one, not an exact retry that stored nothing), and
+/// `overtaken` returns once another writer's append to that stream lands — not at one to
+/// another stream — or when its patience runs out.
+#[tokio::test]
+async fn overtaken_waits_for_a_write_to_the_same_stream_only() {
+    use std::time::Duration;
+    let history = History::new();
+    let store = RecordingStore::new(MemoryStore::new(Limits::default()), history.clone(), "w");
+    let (a, b) = (stream("a"), stream("b"));
+    store
+        .append(&a, ExpectedVersion::Any, vec![event(1, "t")])
+        .await
+        .expect("appended");
+    let refused = store
+        .append(&a, ExpectedVersion::NoStream, vec![event(2, "t")])
+        .await;
+    assert!(refused.is_err(), "the stream exists");
+    let retried = store
+        .append(&a, ExpectedVersion::Any, vec![event(1, "t")])
+        .await
+        .expect("an exact retry is answered");
+    assert!(!retried.written, "the retry stored nothing");
+    assert_eq!(history.written_to(&a), 1);
+    assert_eq!(history.written_to(&b), 0);
+
+    // Patience runs out when nobody writes.
+    let started = tokio::time::Instant::now();
+    history.overtaken(&a, Duration::from_millis(300)).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+
+    // A write to another stream does not release it; one to the same stream does.
+    let waiter = {
+        let history = history.clone();
+        let a = a.clone();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            history.overtaken(&a, Duration::from_secs(60)).await;
+            started.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    store
+        .append(&b, ExpectedVersion::Any, vec![event(3, "t")])
+        .await
+        .expect("appended");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "a write elsewhere does not overtake");
+    store
+        .append(&a, ExpectedVersion::Any, vec![event(4, "t")])
+        .await
+        .expect("appended");
+    let waited = waiter.await.expect("the waiter ends");
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(30),
+        "released by the write to its stream, not by patience: {waited:?}"
+    );
+}

@@ -9,16 +9,27 @@
 //!   (it takes the crash requests); else a short pause;
 //! * `lease-taken` and `outcome-decided`: the node freezes for 5–90 s, longer than its
 //!   stations wait, so that a station moves and another node takes its lease meanwhile;
-//! * `group-synced`, `catch-up-read`, `command-decided`: a pause of up to 0.2, 2 and 5 s,
-//!   so that other writers and readers overtake.
+//! * `group-synced`, `catch-up-read`: a pause of up to 0.2 and 2 s, so that other
+//!   writers and readers overtake;
+//! * `command-decided` (a command loaded its stream and decided; it has not appended):
+//!   where the run's store calls are recorded ([`Points::watch_appends`]), the chance
+//!   picks *victims* among the commands, once per command id: a victim is held there on
+//!   every attempt until another writer's append to the same stream lands (up to 20–60 s;
+//!   one victim per stream at a time, the others overtaking it),
+//!   so its append conflicts each time the stream has another writer — the adversary
+//!   optimistic concurrency must survive, and the one that starves a command on a stream
+//!   that telemetry keeps moving (N5). Elsewhere a pause of up to 5 s.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use evsource::core::types::StreamId;
 use evsource::faultpoint::{self, Action, FaultPoint};
+use evsource::oracles::history::History;
 use madsim::rand::Rng;
 use tokio::sync::mpsc;
 
@@ -31,13 +42,19 @@ pub struct PointPlan {
 impl PointPlan {
     /// Each point on with probability one half, at a chance of 1 %, 5 %, 20 % or 100 %
     /// (every time: a moment that is always slow, such as a command whose append always
-    /// waits behind a pause).
+    /// waits behind a pause); `command-decided`'s victims at 10, 25, 50 or 100 %.
     pub fn draw() -> PointPlan {
         let mut rng = madsim::rand::thread_rng();
         let mut fire_per_mille = BTreeMap::new();
         for point in FaultPoint::ALL {
             if rng.gen_bool(0.5) {
-                fire_per_mille.insert(point, [10, 50, 200, 1000][rng.gen_range(0..4)]);
+                // `command-decided` picks victims once per command, and a seed has tens
+                // of commands, not thousands of reaches: 1 % would pick none.
+                let chances = match point {
+                    FaultPoint::CommandDecided => [100, 250, 500, 1000],
+                    _ => [10, 50, 200, 1000],
+                };
+                fire_per_mille.insert(point, chances[rng.gen_range(0..4)]);
             }
         }
         PointPlan { fire_per_mille }
@@ -65,6 +82,42 @@ impl fmt::Display for PointPlan {
 /// A request to crash the machine a point fired on.
 pub type CrashRequest = (madsim::task::NodeId, FaultPoint);
 
+/// A victim held on its stream; the stream is free again when this drops (also when the
+/// machine holding it crashes mid-wait).
+struct Held {
+    streams: Arc<Mutex<HeldStreams>>,
+    stream: StreamId,
+}
+
+impl Held {
+    fn take(streams: &Arc<Mutex<HeldStreams>>, stream: &StreamId, command: &str) -> Option<Held> {
+        let mut held = streams.lock().unwrap_or_else(|p| p.into_inner());
+        let (victim, runs) = held
+            .entry(stream.clone())
+            .or_insert_with(|| (command.to_owned(), 0));
+        if victim != command {
+            return None;
+        }
+        *runs += 1;
+        Some(Held {
+            streams: streams.clone(),
+            stream: stream.clone(),
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, runs)) = held.get_mut(&self.stream) {
+            *runs -= 1;
+            if *runs == 0 {
+                held.remove(&self.stream);
+            }
+        }
+    }
+}
+
 /// How often each point was reached and fired in a run.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PointCounts {
@@ -77,7 +130,19 @@ struct State {
     counts: PointCounts,
     armed: bool,
     crashes: Option<mpsc::UnboundedSender<CrashRequest>>,
+    /// The run's store calls, when recorded: `command-decided` waits on them.
+    appends: Option<History>,
+    /// Whether each command id reached at `command-decided` is a victim, decided when
+    /// it is first reached (ids are unique per command; retries reuse them).
+    victims: BTreeMap<String, bool>,
+    /// Streams a victim is held on now: one victim per stream waits at a time, and the
+    /// others overtake it (two held victims would only wait each other out). The same
+    /// command run again elsewhere (a client's retry through another node) is held too.
+    held: Arc<Mutex<HeldStreams>>,
 }
+
+/// Per stream: the victim command held there and how many of its runs are.
+type HeldStreams = BTreeMap<StreamId, (String, usize)>;
 
 /// The installed plan of one run. Dropping it uninstalls the hook.
 pub struct Points {
@@ -95,10 +160,13 @@ impl Points {
             counts: PointCounts::default(),
             armed: true,
             crashes: Some(sender),
+            appends: None,
+            victims: BTreeMap::new(),
+            held: Arc::default(),
         }));
         let hooked = state.clone();
-        let installed = faultpoint::install(Rc::new(move |point, _subject: &str| {
-            act(&mut hooked.borrow_mut(), point)
+        let installed = faultpoint::install(Rc::new(move |point, subject: &str| {
+            act(&mut hooked.borrow_mut(), point, subject)
         }));
         (
             Points {
@@ -107,6 +175,12 @@ impl Points {
             },
             receiver,
         )
+    }
+
+    /// From now on `command-decided` waits for another writer of the command's stream,
+    /// as `history` sees the appends.
+    pub fn watch_appends(&self, history: History) {
+        self.state.borrow_mut().appends = Some(history);
     }
 
     /// Faults stop here (the fault phase is over); points are still counted.
@@ -122,13 +196,35 @@ impl Points {
 }
 
 /// The hook: counts the point and, if the plan says so this time, acts.
-fn act(state: &mut State, point: FaultPoint) -> Option<Action> {
+fn act(state: &mut State, point: FaultPoint, subject: &str) -> Option<Action> {
     *state.counts.reached.entry(point).or_default() += 1;
     let per_mille = *state.plan.fire_per_mille.get(&point)?;
     if !state.armed {
         return None;
     }
     let mut rng = madsim::rand::thread_rng();
+    if point == FaultPoint::CommandDecided
+        && let Some(history) = &state.appends
+        && let Some((stream, command)) = subject.split_once(' ')
+        && let Ok(stream) = StreamId::new(stream)
+    {
+        let victim = *state
+            .victims
+            .entry(command.to_owned())
+            .or_insert_with(|| rng.gen_range(0..1000) < per_mille);
+        if !victim {
+            return None;
+        }
+        // Another victim is held on this stream: this one overtakes it.
+        let held = Held::take(&state.held, &stream, command)?;
+        *state.counts.fired.entry(point).or_default() += 1;
+        let (history, patience) = (history.clone(), rng.gen_range(20_000..60_000));
+        return Some(Box::pin(async move {
+            history
+                .overtaken(&held.stream, Duration::from_millis(patience))
+                .await;
+        }));
+    }
     if rng.gen_range(0..1000) >= per_mille {
         return None;
     }

@@ -138,6 +138,7 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
             .id()
     };
     let history = History::new();
+    points.watch_appends(history.clone());
     let mut tasks = Vec::new();
     let mut client_nodes = Vec::new();
     for client in 0..clients {

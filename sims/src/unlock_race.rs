@@ -34,7 +34,8 @@ use evsource::oracles::protocol::{CallDiscipline, CallTiming};
 use evsource::oracles::{
     UnlockSummary, Violation, check_acknowledged, check_commands_once, check_no_starvation,
     check_sessions_match_stations, check_station_decisions, check_store_shape,
-    check_unlocks_against, connector_truth, fingerprint, ground_truth, read_all_events,
+    check_transactions_delivered, check_unlocks_against, connector_truth, fingerprint,
+    ground_truth, read_all_events,
 };
 use evsource::session::SessionConfig;
 use evsource::signal::Shutdown;
@@ -271,6 +272,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     // Every store call of the nodes and of the operator's registration, as they saw it
     // (I11), across every restart.
     let history = History::new();
+    points.watch_appends(history.clone());
     // The shared database: the durable log on its disk, served over the network.
     let store_slot: Slot<LogStore> = Arc::new(Mutex::new(None));
     let store = {
@@ -545,6 +547,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
             // answered: polled, like the outcomes, until it is or the deadline passes.
             let done = requested >= applied
                 && answered >= requested
+                && check_transactions_delivered(&connectors).is_ok()
                 && check_sessions_match_stations(&events, &connectors).is_ok();
             last_read = Some(events);
             if done {
@@ -569,9 +572,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         .and_then(|()| check_wire(&link_counters, &watch))
         .and_then(|()| check_no_starvation(&starved))
         .and_then(|()| judge(&events, &acknowledged, &truth, telemetry))
-        // Not yet `check_transactions_delivered`: it finds stations whose frames went
-        // unanswered for the whole liveness phase (README, open findings), so stations
-        // with a transaction message still on its way are skipped here, unjudged.
+        .and_then(|summary| check_transactions_delivered(&connectors).map(|()| summary))
         .and_then(|summary| check_sessions_match_stations(&events, &connectors).map(|()| summary));
     // Quiescence for the history: no writer left. Every CSMS node goes down (calls in
     // flight stay unanswered: outcome unknown), then the store's final contents are read.

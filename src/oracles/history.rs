@@ -47,6 +47,9 @@ use crate::store::{AppendError, EventStore, ReadError, SnapshotError};
 /// says so (a bounded recorder under a runaway workload).
 pub const HISTORY_OPERATIONS_MAX: usize = 1_000_000;
 
+/// How often [`History::overtaken`] looks whether a stream moved.
+const OVERTAKEN_POLL: Duration = Duration::from_millis(5);
+
 /// A call to the store, as the caller made it.
 #[derive(Clone, Debug)]
 pub enum Call {
@@ -113,6 +116,8 @@ struct Recorded {
     operations: Vec<Operation>,
     next_step: u64,
     unrecorded: u64,
+    /// Appends that wrote, per stream: what [`History::overtaken`] waits on.
+    written: BTreeMap<StreamId, u64>,
 }
 
 /// The operations of one run, shared by every [`RecordingStore`] of the run.
@@ -168,6 +173,22 @@ impl History {
         recorded.operations[index].returned = Some((step, at, answer));
     }
 
+    /// Appends to `stream` that wrote, so far, by any client of this history.
+    pub fn written_to(&self, stream: &StreamId) -> u64 {
+        self.lock().written.get(stream).copied().unwrap_or(0)
+    }
+
+    /// Waits until some client's append to `stream` writes, or `patience` passes: the
+    /// simulator's pause at a command's decided-not-appended moment (F12), which makes
+    /// the optimistic-concurrency race a writer loses common instead of rare.
+    pub async fn overtaken(&self, stream: &StreamId, patience: Duration) {
+        let before = self.written_to(stream);
+        let deadline = tokio::time::Instant::now() + patience;
+        while self.written_to(stream) == before && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(OVERTAKEN_POLL).await;
+        }
+    }
+
     /// Every operation so far, in invocation order.
     pub fn operations(&self) -> Vec<Operation> {
         self.lock().operations.clone()
@@ -221,6 +242,14 @@ impl<S: EventStore> EventStore for RecordingStore<S> {
             .inner
             .append_if(stream, expected, events, condition)
             .await;
+        if matches!(&result, Ok(appended) if appended.written) {
+            *self
+                .history
+                .lock()
+                .written
+                .entry(stream.clone())
+                .or_default() += 1;
+        }
         self.history
             .complete(index, Answer::Appended(result.clone()));
         result
