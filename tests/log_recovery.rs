@@ -269,6 +269,76 @@ fn after_a_failed_sync_a_restart_makes_what_it_reads_durable() {
     );
 }
 
+/// fsyncgate at open: the zeros recovery writes over a torn tail are lost if the sync
+/// after them fails, though they read back. The next open in the same process sees zeros
+/// and accepts the log; if it did not make them durable, a power loss would bring the
+/// torn record's bytes back past the records appended since — where a later torn write
+/// would make the log refuse to open as damaged at rest. Every open writes the zeros after
+/// the tail again, so the cut stays cut.
+#[test]
+fn zeros_over_a_torn_tail_are_made_durable_even_after_a_failed_sync_at_open() {
+    let runtime = runtime();
+    let disk = SimDisk::new();
+    let store = LogStore::open(Arc::new(disk.clone()), config()).unwrap();
+    let appends = write_appends(&runtime, &store, &[1, 1, 1]);
+    // A fourth record over two pages, so that it reaches past what the next append's
+    // page-padded write covers.
+    let big: Vec<EventData> = (800..804)
+        .map(|id| EventData {
+            payload: vec![b'x'; 1_500],
+            ..event(id)
+        })
+        .collect();
+    runtime
+        .block_on(store.append(&stream("big"), ExpectedVersion::Any, big))
+        .expect("append");
+    drop(store);
+    let ends = record_ends(&disk, 4);
+    assert!(ends[3].1 > 4096 + 1024, "the torn record spans pages");
+    // The fourth record torn: its trailer's last byte never reached the disk.
+    let mut bytes = disk.file_bytes(SEGMENT).expect("segment");
+    bytes[ends[3].1 - 1] = 0;
+    disk.set_file_bytes(SEGMENT, bytes);
+
+    disk.set_faults(SimDiskFaults {
+        fail_syncs: true,
+        ..SimDiskFaults::default()
+    });
+    let failed = LogStore::open(Arc::new(disk.clone()), config());
+    assert!(
+        matches!(failed, Err(OpenError::Io { .. })),
+        "cutting the torn tail needs a sync"
+    );
+    disk.set_faults(SimDiskFaults::default());
+    // The same process opens again: the zeros read back, the log opens, appends go on.
+    let reopened = LogStore::open(Arc::new(disk.clone()), config()).unwrap();
+    runtime
+        .block_on(reopened.append(&stream("after"), ExpectedVersion::Any, vec![event(900)]))
+        .expect("acknowledged");
+    drop(reopened);
+
+    disk.crash(0);
+    let after = disk.file_bytes(SEGMENT).expect("segment");
+    let tail = record_ends(&disk, 4)[3].1;
+    assert!(
+        after[tail..].iter().all(|&b| b == 0),
+        "the torn record's bytes came back after the power loss, at offset {}",
+        tail + after[tail..].iter().position(|&b| b != 0).unwrap_or(0)
+    );
+    let after_power_loss = LogStore::open(Arc::new(disk.clone()), config())
+        .expect("the log opens after the power loss");
+    let ids: Vec<u128> = read_everything(&runtime, &after_power_loss)
+        .iter()
+        .map(|e| e.id.0)
+        .collect();
+    let mut expected = ids_of_first(&appends, 3);
+    expected.push(900);
+    assert_eq!(
+        ids, expected,
+        "the first three appends and the one after the cut"
+    );
+}
+
 #[test]
 fn a_failed_sync_poisons_the_log_until_it_is_reopened() {
     let runtime = runtime();

@@ -14,6 +14,8 @@
 //! "fsyncgate"). Only the last group can be in that state, and a group holds at most
 //! `group_commit_bytes_max` bytes, so open writes those last bytes again — the very bytes
 //! whose checksums it just verified — and syncs them before anything can build on them.
+//! The zeros past the tail get the same treatment: open writes them again over a group's
+//! span, so a torn tail once cut never comes back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -105,7 +107,34 @@ pub(super) fn recover(storage: &dyn Storage, config: &LogConfig) -> Result<Recov
         }
     }
     persist_tail(storage, &names, &tails, budget)?;
+    if let (Some(tail), Some(file)) = (recovered.tail_offset, recovered.segments.last()) {
+        let name = storage.describe(names.last().expect("a last segment"));
+        persist_zeros_after(&**file, tail, budget)
+            .map_err(|source| OpenError::Io { file: name, source })?;
+    }
     Ok(recovered)
+}
+
+/// Writes zeros over the `budget` bytes after the last segment's tail and syncs them. A
+/// torn write leaves garbage only there (it began at the tail and was at most one group),
+/// and the zeros recovery wrote over it may not be durable: if the sync after them
+/// failed, they read back as zeros while the disk still holds the garbage (fsyncgate), and
+/// a later torn write on top would look like damage at rest and keep the log from
+/// opening. Writing them again on every open makes them durable whatever the cache says.
+fn persist_zeros_after(file: &dyn StorageFile, tail: u64, budget: u64) -> std::io::Result<()> {
+    const CHUNK: u64 = 1 << 20;
+    let end = tail.saturating_add(budget).min(file.size_bytes()?);
+    if end <= tail {
+        return Ok(());
+    }
+    let zeros = vec![0u8; (end - tail).min(CHUNK) as usize];
+    let mut offset = tail;
+    while offset < end {
+        let length = (end - offset).min(CHUNK) as usize;
+        file.write_all_at(&zeros[..length], offset)?;
+        offset += length as u64;
+    }
+    file.sync_data()
 }
 
 /// `end`, and the last `keep` bytes of records before it with their offset.
