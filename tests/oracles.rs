@@ -10,9 +10,9 @@ use evsource::core::{
 use evsource::decider::Aggregate;
 use evsource::domain::station::{SessionId, Station, StationEvent};
 use evsource::oracles::{
-    ConnectorTruth, StationConnectors, StationTruth, check_acknowledged, check_commands_once,
-    check_no_starvation, check_sessions_match_stations, check_store_shape,
-    check_transactions_delivered, check_unlocks,
+    ConnectorTruth, IMPOSTOR_MARK, StationConnectors, StationTruth, check_acknowledged,
+    check_commands_once, check_impostors, check_no_starvation, check_sessions_match_stations,
+    check_store_shape, check_transactions_delivered, check_unlocks,
 };
 use support::stream;
 
@@ -258,4 +258,35 @@ fn sessions_oracle_fails_a_session_left_active_after_its_transaction_ended() {
         3,
     ));
     check_sessions_match_stations(&stopped, &connector(None)).expect("the end is recorded");
+}
+
+/// I13: a run in which the CSMS refused every impostor and recorded only the real
+/// stations passes; an accepted impostor handshake fails it, and so does a stored event
+/// holding the impostors' mark — in its payload or in its stream's name.
+#[test]
+fn impostor_oracle_fails_an_admitted_impostor_and_anything_it_left_in_the_store() {
+    let clean = vec![
+        recorded(0, "station-CP0", 0, &requested("c0n0"), 1),
+        recorded(1, "station-CP0", 1, &accepted("c0n0"), 2),
+    ];
+    check_impostors(0, &clean).expect("nothing of an impostor");
+
+    let admitted = check_impostors(1, &clean).expect_err("a handshake got through");
+    assert_eq!(admitted.invariant, "I13");
+
+    let mut marked = clean.clone();
+    marked.push(recorded(2, "station-CP0", 2, &requested(IMPOSTOR_MARK), 3));
+    let stored = check_impostors(0, &marked).expect_err("its idTag was recorded");
+    assert_eq!(stored.invariant, "I13");
+    assert!(stored.detail.contains("at @2"), "{}", stored.detail);
+
+    let mut own_stream = clean;
+    own_stream.push(recorded(
+        2,
+        &format!("station-{IMPOSTOR_MARK}-7"),
+        0,
+        &requested("x"),
+        4,
+    ));
+    check_impostors(0, &own_stream).expect_err("a stream of an id nobody registered");
 }

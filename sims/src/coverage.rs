@@ -20,6 +20,7 @@ pub const READ_FLIP_CAUGHT: &str = "a read-back bit flip struck (the checksum mu
 pub const DAMAGE_REFUSED: &str = "damage at rest refused, naming file and offset";
 pub const OLD_NODE_MET_NEW_DATA: &str =
     "rolling upgrade: the current build wrote after the next build on a station stream";
+pub const IMPOSTOR_REFUSED: &str = "an impostor station refused at the handshake (F11)";
 pub const NEW_NODE_MET_OLD_DATA: &str =
     "rolling upgrade: the next build wrote after the current build on a station stream";
 
@@ -49,6 +50,7 @@ pub fn required() -> Vec<&'static str> {
         DAMAGE_REFUSED,
         OLD_NODE_MET_NEW_DATA,
         NEW_NODE_MET_OLD_DATA,
+        IMPOSTOR_REFUSED,
     ];
     required.extend(FaultPoint::ALL.into_iter().map(fired));
     required

@@ -42,6 +42,9 @@ pub struct FaultPlan {
     /// SuspendedEV), each flap a StatusNotification, on average this many milliseconds
     /// apart.
     pub telemetry_storm: Option<u64>,
+    /// F11: impostor stations try to connect throughout the fault phase (a wrong password,
+    /// another station's credentials, an unknown id); every handshake must be refused.
+    pub impostors: bool,
     /// F12: the production code's fault points that act in this run, and how often.
     pub points: crate::points::PointPlan,
     /// How long faults are injected before everything heals.
@@ -65,6 +68,7 @@ impl FaultPlan {
             disk_faults: false,
             sync_latency_millis: None,
             telemetry_storm: None,
+            impostors: false,
             points: crate::points::PointPlan::default(),
             fault_phase: Duration::ZERO,
             interval_millis: (1, 1),
@@ -83,7 +87,7 @@ impl FaultPlan {
         } else {
             crate::points::PointPlan::default()
         };
-        FaultPlan {
+        let mut plan = FaultPlan {
             points,
             csms_crash,
             outcome_stalls: csms_crash && rng.gen_bool(0.5),
@@ -101,11 +105,16 @@ impl FaultPlan {
             fault_phase: Duration::from_secs(rng.gen_range(60..300)),
             interval_millis: (interval_low, interval_low * 3),
             outage_millis: (500, rng.gen_range(1_000..30_000)),
-        }
+            impostors: false,
+        };
+        // Drawn last, so that the draws before it stay what they were without it.
+        plan.impostors = rng.gen_bool(0.5);
+        plan
     }
 
     /// Fault kinds a run can switch off by name, as `--without` and the shrinker do.
-    pub const KINDS: [&'static str; 9] = ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "F9", "F12"];
+    pub const KINDS: [&'static str; 10] =
+        ["F1", "F2", "F3", "F4", "F5", "F6", "F7", "F9", "F11", "F12"];
 
     /// Whether fault kind `kind` (one of [`FaultPlan::KINDS`]) is on in this plan.
     pub fn has(&self, kind: &str) -> bool {
@@ -118,6 +127,7 @@ impl FaultPlan {
             "F6" => self.disk_faults,
             "F7" => self.sync_latency_millis.is_some(),
             "F9" => self.telemetry_storm.is_some(),
+            "F11" => self.impostors,
             "F12" => !self.points.is_empty(),
             _ => false,
         }
@@ -137,6 +147,7 @@ impl FaultPlan {
             "F6" => self.disk_faults = false,
             "F7" => self.sync_latency_millis = None,
             "F9" => self.telemetry_storm = None,
+            "F11" => self.impostors = false,
             "F12" => self.points = crate::points::PointPlan::default(),
             _ => {}
         }
@@ -156,7 +167,7 @@ impl fmt::Display for FaultPlan {
         let on = |enabled: bool| if enabled { "on" } else { "off" };
         write!(
             f,
-            "F1 csms-crash {}{} · F2 station-reboot {} · F3 partition {} · F4 messages {} · F5 clock-skew {} · F6 disk-faults {} · F6/F7 slow-disk {} · F9 telemetry-storm {} · F12 fault points {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
+            "F1 csms-crash {}{} · F2 station-reboot {} · F3 partition {} · F4 messages {} · F5 clock-skew {} · F6 disk-faults {} · F6/F7 slow-disk {} · F9 telemetry-storm {} · F11 impostors {} · F12 fault points {} · fault phase {} s, every {}–{} ms, outages {}–{} ms",
             on(self.csms_crash),
             if self.outcome_stalls {
                 " (outcome stalls on)"
@@ -176,6 +187,7 @@ impl fmt::Display for FaultPlan {
                 .map_or("off".to_owned(), |ms| format!("{ms} ms/sync")),
             self.telemetry_storm
                 .map_or("off".to_owned(), |ms| format!("flaps ~{ms} ms apart")),
+            on(self.impostors),
             self.points,
             self.fault_phase.as_secs(),
             self.interval_millis.0,
@@ -242,6 +254,8 @@ pub struct FaultCounts {
     pub store_partitions: u64,
     /// F10: segments damaged at rest, then reopened.
     pub damage_at_rest: u64,
+    /// F11: impostor handshakes the CSMS refused.
+    pub impostors_refused: u64,
 }
 
 impl FaultCounts {
@@ -261,6 +275,7 @@ impl FaultCounts {
         self.outcome_stalls += other.outcome_stalls;
         self.store_partitions += other.store_partitions;
         self.damage_at_rest += other.damage_at_rest;
+        self.impostors_refused += other.impostors_refused;
     }
 }
 

@@ -16,6 +16,8 @@ pub mod decider_scenario;
 #[cfg(madsim)]
 pub mod faults;
 #[cfg(madsim)]
+pub mod impostors;
+#[cfg(madsim)]
 pub mod points;
 #[cfg(madsim)]
 pub mod projection_catchup;

@@ -48,7 +48,7 @@ mod cli {
                                                 smallest shape in which seed S still fails
 
 SHAPE (what `shrink` prints; each narrows or resizes the seed's own run):
-  --without F1,F4,…   switch fault kinds off (F1 F2 F3 F4 F5 F6 F7 F9 F12)
+  --without F1,F4,…   switch fault kinds off (F1 F2 F3 F4 F5 F6 F7 F9 F11 F12)
   --fault-phase SECS  inject faults for at most this long
   --clients N  --requests N  --stations N      (unlock-race) the workload's size
 
@@ -716,7 +716,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             ),
         }
         println!(
-            "injected: {} csms crashes, {} csms stalls, {} outcome stalls, {} store crashes, {} station reboots, {} station partitions, {} node–store partitions, {} frames lost, {} duplicated, {} delayed, {} failed-sync windows, {} read flips, {} self-stops · simulated {:.1} s in {:.2} s wall · {} timeline events",
+            "injected: {} csms crashes, {} csms stalls, {} outcome stalls, {} store crashes, {} station reboots, {} station partitions, {} node–store partitions, {} frames lost, {} duplicated, {} delayed, {} failed-sync windows, {} read flips, {} impostors refused, {} self-stops · simulated {:.1} s in {:.2} s wall · {} timeline events",
             result.faults.csms_crashes,
             result.faults.node_pauses,
             result.faults.outcome_stalls,
@@ -729,6 +729,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             result.faults.frames_delayed,
             result.faults.failed_syncs,
             result.faults.read_flips,
+            result.faults.impostors_refused,
             result.faults.node_failures,
             result.simulated.as_secs_f64(),
             wall.elapsed().as_secs_f64(),
@@ -1060,6 +1061,10 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             tally.faults.damage_at_rest
         );
         println!("| F9 status bursts | {} |", tally.faults.status_bursts);
+        println!(
+            "| F11 impostor handshakes refused | {} |",
+            tally.faults.impostors_refused
+        );
         println!(
             "| node self-stops (restarted) | {} |",
             tally.faults.node_failures

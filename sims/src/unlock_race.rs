@@ -32,8 +32,8 @@ use evsource::ocpp::messages::ChargePointStatus;
 use evsource::oracles::history::{History, RecordingStore};
 use evsource::oracles::protocol::{CallDiscipline, CallTiming};
 use evsource::oracles::{
-    UnlockSummary, Violation, check_acknowledged, check_commands_once, check_no_starvation,
-    check_sessions_match_stations, check_station_decisions, check_store_shape,
+    UnlockSummary, Violation, check_acknowledged, check_commands_once, check_impostors,
+    check_no_starvation, check_sessions_match_stations, check_station_decisions, check_store_shape,
     check_transactions_delivered, check_unlocks_against, connector_truth, fingerprint,
     ground_truth, read_all_events,
 };
@@ -48,10 +48,11 @@ use tokio::sync::oneshot;
 
 use crate::StoreHistory;
 use crate::coverage::{
-    CRASH_AFTER_CHECKPOINT, Coverage, LEASE_TAKEN_OVER_IN_FLIGHT, NEW_NODE_MET_OLD_DATA,
-    OLD_NODE_MET_NEW_DATA, note, note_store_server,
+    CRASH_AFTER_CHECKPOINT, Coverage, IMPOSTOR_REFUSED, LEASE_TAKEN_OVER_IN_FLIGHT,
+    NEW_NODE_MET_OLD_DATA, OLD_NODE_MET_NEW_DATA, note, note_store_server,
 };
 use crate::faults::{Design, FaultCounts, FaultPlan};
+use crate::impostors::ImpostorCounters;
 use crate::points::{CrashRequest, Points};
 
 /// The shape of one run.
@@ -450,6 +451,24 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         stations.push(station);
     }
 
+    // F11: impostors on a machine of their own, for the fault phase.
+    let impostors = Arc::new(ImpostorCounters::default());
+    if scenario.faults.impostors {
+        let credentials: Vec<(String, String)> =
+            (0..scenario.stations).map(station_credentials).collect();
+        let node = handle
+            .create_node()
+            .name("impostor")
+            .ip(IpAddr::V4(Ipv4Addr::new(10, 0, 3, 1)))
+            .build();
+        node.spawn(crate::impostors::run(
+            csms_addrs.clone(),
+            credentials,
+            scenario.faults.fault_phase,
+            impostors.clone(),
+        ));
+    }
+
     let mut clients = Vec::new();
     let status_bursts = Arc::new(Bursts::default());
     for client in 0..scenario.clients {
@@ -567,6 +586,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
     injected.frames_lost = link_counters.lost.load(Ordering::Relaxed);
     injected.frames_duplicated = link_counters.duplicated.load(Ordering::Relaxed);
     injected.frames_delayed = link_counters.delayed.load(Ordering::Relaxed);
+    injected.impostors_refused = impostors.refused.load(Ordering::Relaxed);
     let truth = ground_truth(&stations);
     let verdict = store_back(store_came_back, scenario.liveness_deadline)
         .and_then(|()| check_wire(&link_counters, &watch))
@@ -584,6 +604,9 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         store_back(stored.is_some(), Duration::from_secs(600)).map(|()| summary)
     });
     let stored = stored.unwrap_or_default();
+    let verdict = verdict.and_then(|summary| {
+        check_impostors(impostors.admitted.load(Ordering::Relaxed), &stored).map(|()| summary)
+    });
     let mut coverage = Coverage::new();
     note_store_server(
         &mut coverage,
@@ -602,6 +625,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
         note(&mut coverage, OLD_NODE_MET_NEW_DATA, old_met_new);
         note(&mut coverage, NEW_NODE_MET_OLD_DATA, new_met_old);
     }
+    note(&mut coverage, IMPOSTOR_REFUSED, injected.impostors_refused);
     note(
         &mut coverage,
         LEASE_TAKEN_OVER_IN_FLIGHT,

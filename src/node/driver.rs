@@ -342,6 +342,18 @@ pub async fn handshake(
     id: &str,
     password: &str,
 ) -> Option<StationSocket> {
+    handshake_as(stream, csms, id, id, password).await
+}
+
+/// [`handshake`] for the station `id` with the Basic credentials of `user` — another
+/// station's, when an impostor (F11) tries them.
+pub async fn handshake_as(
+    stream: TcpStream,
+    csms: SocketAddr,
+    id: &str,
+    user: &str,
+    password: &str,
+) -> Option<StationSocket> {
     let url = format!("ws://{csms}{}{id}", super::server::OCPP_PATH_PREFIX);
     let mut request = url.into_client_request().ok()?;
     let headers = request.headers_mut();
@@ -351,7 +363,7 @@ pub async fn handshake(
     );
     headers.insert(
         "Authorization",
-        HeaderValue::from_str(&super::auth::basic_header(id, password)).ok()?,
+        HeaderValue::from_str(&super::auth::basic_header(user, password)).ok()?,
     );
     let config = Some(super::server::websocket_config());
     match tokio_tungstenite::client_async_with_config(request, stream, config).await {
@@ -361,6 +373,19 @@ pub async fn handshake(
             None
         }
     }
+}
+
+/// Sends `frames` one by one over an open station socket, waiting up to `answer_wait`
+/// for something back after each, then closes it. For callers that only speak a script
+/// (an impostor, F11); stations proper go through [`run_station`].
+pub async fn say_and_close(mut ws: StationSocket, frames: &[String], answer_wait: Duration) {
+    for frame in frames {
+        if ws.send(Message::text(frame.as_str())).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(answer_wait, ws.next()).await;
+    }
+    let _ = ws.close(None).await;
 }
 
 #[derive(PartialEq, Eq)]

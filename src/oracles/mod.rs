@@ -185,6 +185,42 @@ pub fn connector_truth(
         .collect()
 }
 
+/// The mark every frame of a simulated impostor station (F11) carries: in its station id,
+/// its idTag, its vendor and its error texts.
+pub const IMPOSTOR_MARK: &str = "impostor";
+
+/// **I13**: nothing an unauthenticated connection sends is recorded or acted on. Fails
+/// when the CSMS accepted any of the impostors' handshakes (`admitted`), or when a stored
+/// event — its stream name or its payload — holds [`IMPOSTOR_MARK`], which only an
+/// impostor's frames carry.
+pub fn check_impostors(admitted: u64, events: &[RecordedEvent]) -> Result<(), Violation> {
+    if admitted > 0 {
+        return Err(Violation {
+            invariant: "I13",
+            detail: format!(
+                "the CSMS accepted {admitted} impostor handshake(s): a wrong password, another station's credentials or an unknown id"
+            ),
+        });
+    }
+    let mark = IMPOSTOR_MARK.as_bytes();
+    let marked = |bytes: &[u8]| bytes.windows(mark.len()).any(|w| w == mark);
+    match events
+        .iter()
+        .find(|e| marked(e.stream.as_str().as_bytes()) || marked(&e.payload))
+    {
+        None => Ok(()),
+        Some(event) => Err(Violation {
+            invariant: "I13",
+            detail: format!(
+                "{} {} at {} holds what an impostor sent",
+                event.stream.as_str(),
+                event.event_type,
+                event.position
+            ),
+        }),
+    }
+}
+
 /// **I4**, the stations' side: after healing, no station still holds a transaction message
 /// the CSMS never answered. Without it, a CSMS that never answers StopTransaction would
 /// leave every such station unjudged by [`check_sessions_match_stations`].
