@@ -209,6 +209,7 @@ fn serve(options: Options) -> Result<(), Failure> {
         stall: OutcomeStall::none(),
         wire_tap: WireTap::none(),
         build: StationBuild::Current,
+        connections_max: evsource::node::CONNECTIONS_MAX,
     };
     runtime()?.block_on(async move {
         let store = AnyStore::open(&url)

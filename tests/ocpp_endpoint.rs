@@ -618,3 +618,40 @@ async fn failed_handshakes_and_tokens_back_off() {
     assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
     node.shutdown().await;
 }
+
+/// The node holds at most `connections_max` connections: past it, a new one waits in the
+/// kernel's backlog, unanswered, until one of the open ones ends — a flood of idle
+/// connections cannot make the node spawn without bound.
+#[tokio::test]
+async fn connections_past_the_bound_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = MemoryStore::default();
+    let node = CsmsNode::start(
+        store,
+        NodeConfig {
+            connections_max: 2,
+            ..config()
+        },
+    )
+    .await
+    .unwrap();
+    let first = TcpStream::connect(node.addr).await.unwrap();
+    let _second = TcpStream::connect(node.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = TcpStream::connect(node.addr).await.unwrap();
+    let request = format!(
+        "GET /api/stations HTTP/1.1\r\nHost: csms\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    );
+    third.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 12];
+    let waited =
+        tokio::time::timeout(Duration::from_millis(500), third.read_exact(&mut answer)).await;
+    assert!(waited.is_err(), "no answer while two connections are open");
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(5), third.read_exact(&mut answer))
+        .await
+        .expect("answered once a connection closed")
+        .unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    node.shutdown().await;
+}

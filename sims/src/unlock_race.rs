@@ -381,6 +381,7 @@ pub async fn run(scenario: &UnlockRace) -> RunReport {
                         stall: stalls.hook(index),
                         wire_tap: watch.tap(index),
                         build,
+                        connections_max: evsource::node::CONNECTIONS_MAX,
                     };
                     // Starting reads the store; while it is out of reach, try again.
                     let node = loop {

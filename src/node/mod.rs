@@ -111,6 +111,8 @@ pub struct NodeConfig {
     /// Which build's station aggregate the node runs. Production runs `Current`; the
     /// simulator's rolling upgrade restarts nodes into `Next`.
     pub build: StationBuild,
+    /// Connections open at once, at most ([`CONNECTIONS_MAX`] unless a test needs fewer).
+    pub connections_max: usize,
 }
 
 /// The build of the station aggregate a node runs (a rolling upgrade mixes them).
@@ -313,6 +315,9 @@ impl CsmsNode {
                     ),
                     failures: Mutex::new(throttle::FailureBackoff::new(FAILURE_KEYS_MAX)),
                     started: tokio::time::Instant::now(),
+                    connections: Arc::new(tokio::sync::Semaphore::new(
+                        config.connections_max.max(1),
+                    )),
                 }),
             )),
         ];
@@ -389,6 +394,9 @@ struct Shared<S> {
     failures: Mutex<throttle::FailureBackoff>,
     /// The clock of the backoff.
     started: tokio::time::Instant,
+    /// Connections open at once (stations, API clients, handshakes in progress): at most
+    /// [`CONNECTIONS_MAX`]; the accept loop waits for a free one before it accepts.
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// Password checks a node runs at once. At the standard cost each holds 19 MiB, so 4 keep
@@ -399,6 +407,12 @@ pub const PASSWORD_CHECKS_MAX: usize = 4;
 pub const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Keys the failure backoff remembers at most.
 pub const FAILURE_KEYS_MAX: usize = 10_000;
+/// Connections a node holds open at once. Each costs a task, a socket and its buffers
+/// (a station's up to 64 KiB frames, its outbox of [`CONNECTION_QUEUE_MAX`] frames), so
+/// the bound keeps a flood of idle connections from exhausting memory or descriptors;
+/// past it, new connections wait in the kernel's backlog. Idle ones are closed after
+/// `server::HEAD_TIMEOUT`, and a node is sized for thousands of stations.
+pub const CONNECTIONS_MAX: usize = 16_384;
 
 impl<S> Shared<S> {
     fn now_millis(&self) -> u64 {

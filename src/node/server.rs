@@ -44,6 +44,15 @@ pub(super) async fn accept<S: crate::store::EventStore>(
 ) {
     let mut next_connection = 1u64;
     loop {
+        // At most CONNECTIONS_MAX at once: past it, the next waits in the backlog.
+        let permit = tokio::select! {
+            biased;
+            _ = shared.shutdown.wait() => return,
+            permit = shared.connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
         tokio::select! {
             biased;
             _ = shared.shutdown.wait() => return,
@@ -52,9 +61,18 @@ pub(super) async fn accept<S: crate::store::EventStore>(
                     let connection = next_connection;
                     next_connection += 1;
                     tracing::debug!(%peer, connection, "connection accepted");
-                    tokio::spawn(serve(stream, peer.ip(), connection, shared.clone()));
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        serve(stream, peer.ip(), connection, shared).await;
+                        drop(permit);
+                    });
                 }
-                Err(error) => tracing::warn!(%error, "accepting a connection failed"),
+                Err(error) => {
+                    // Out of descriptors, say: the next attempt can wait a moment
+                    // rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
             }
         }
     }

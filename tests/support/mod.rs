@@ -252,6 +252,7 @@ pub mod stations {
             stall: OutcomeStall::none(),
             wire_tap: WireTap::none(),
             build: StationBuild::Current,
+            connections_max: evsource::node::CONNECTIONS_MAX,
         }
     }
 
