@@ -13,12 +13,13 @@ pub struct FaultPlan {
     /// stalls for longer than its stations wait (at a random moment, or as it is about to
     /// record an unlock outcome, until another node has taken the station's lease).
     pub csms_crash: bool,
-    /// F1, targeted (drawn only with `csms_crash`): throughout the fault phase, a CSMS node about
+    /// F1, targeted (drawn on its own, in half the plans): throughout the fault phase, a CSMS node about
     /// to record a Rejected or TimedOut outcome freezes there until another node has taken
     /// the station's lease. Those are the decisions a later attempt can overturn (an
     /// Accepted is a physical fact), so this is where a stale lease holder does harm.
     pub outcome_stalls: bool,
-    /// F2: a station reboots, losing its volatile state.
+    /// F2: a station reboots, losing its volatile state, or one of its idle connectors
+    /// faults (under-voltage) for an outage and refuses remote starts meanwhile.
     pub station_reboot: bool,
     /// F3: a station is cut off from the network, or a CSMS node from the store, for a
     /// while, then healed.
@@ -90,7 +91,7 @@ impl FaultPlan {
         let mut plan = FaultPlan {
             points,
             csms_crash,
-            outcome_stalls: csms_crash && rng.gen_bool(0.5),
+            outcome_stalls: rng.gen_bool(0.5),
             station_reboot: rng.gen_bool(0.5),
             partition: rng.gen_bool(0.5),
             messages: rng.gen_bool(0.5).then(|| MessageFaults {
@@ -119,7 +120,7 @@ impl FaultPlan {
     /// Whether fault kind `kind` (one of [`FaultPlan::KINDS`]) is on in this plan.
     pub fn has(&self, kind: &str) -> bool {
         match kind {
-            "F1" => self.csms_crash,
+            "F1" => self.csms_crash || self.outcome_stalls,
             "F2" => self.station_reboot,
             "F3" => self.partition,
             "F4" => self.messages.is_some(),
@@ -256,6 +257,8 @@ pub struct FaultCounts {
     pub damage_at_rest: u64,
     /// F11: impostor handshakes the CSMS refused.
     pub impostors_refused: u64,
+    /// F2: idle connectors faulted (under-voltage) for an outage, refusing remote starts.
+    pub connector_faults: u64,
 }
 
 impl FaultCounts {
@@ -276,6 +279,7 @@ impl FaultCounts {
         self.store_partitions += other.store_partitions;
         self.damage_at_rest += other.damage_at_rest;
         self.impostors_refused += other.impostors_refused;
+        self.connector_faults += other.connector_faults;
     }
 }
 

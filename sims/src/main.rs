@@ -716,12 +716,13 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             ),
         }
         println!(
-            "injected: {} csms crashes, {} csms stalls, {} outcome stalls, {} store crashes, {} station reboots, {} station partitions, {} node–store partitions, {} frames lost, {} duplicated, {} delayed, {} failed-sync windows, {} read flips, {} impostors refused, {} self-stops · simulated {:.1} s in {:.2} s wall · {} timeline events",
+            "injected: {} csms crashes, {} csms stalls, {} outcome stalls, {} store crashes, {} station reboots, {} connector faults, {} station partitions, {} node–store partitions, {} frames lost, {} duplicated, {} delayed, {} failed-sync windows, {} read flips, {} impostors refused, {} self-stops · simulated {:.1} s in {:.2} s wall · {} timeline events",
             result.faults.csms_crashes,
             result.faults.node_pauses,
             result.faults.outcome_stalls,
             result.faults.store_crashes,
             result.faults.station_reboots,
+            result.faults.connector_faults,
             result.faults.partitions,
             result.faults.store_partitions,
             result.faults.frames_lost,
@@ -1043,6 +1044,10 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         );
         println!("| F1 store crashes | {} |", tally.faults.store_crashes);
         println!("| F2 station reboots | {} |", tally.faults.station_reboots);
+        println!(
+            "| F2 connector faults | {} |",
+            tally.faults.connector_faults
+        );
         println!("| F3 station partitions | {} |", tally.faults.partitions);
         println!(
             "| F3 node–store partitions | {} |",

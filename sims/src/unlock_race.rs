@@ -28,7 +28,7 @@ use evsource::node::{
     CsmsNode, Fencing, NodeConfig, OutcomeStall, StationBuild, UnlockPath, WireDirection, WireTap,
     lease,
 };
-use evsource::ocpp::messages::ChargePointStatus;
+use evsource::ocpp::messages::{ChargePointErrorCode, ChargePointStatus};
 use evsource::oracles::history::{History, RecordingStore};
 use evsource::oracles::protocol::{CallDiscipline, CallTiming};
 use evsource::oracles::{
@@ -186,6 +186,10 @@ type StallReached = (usize, String, StationAnswer, oneshot::Sender<()>);
 #[derive(Default)]
 struct OutcomeStalls {
     armed: Mutex<Option<oneshot::Sender<StallReached>>>,
+    /// While a stalled node waits: the next *other* node about to record an outcome for
+    /// the same station reports here and waits too (the new lease holder, whose outcome
+    /// the stale one must race).
+    overtaker: Mutex<Option<(String, usize, oneshot::Sender<StallReached>)>>,
 }
 
 impl OutcomeStalls {
@@ -193,12 +197,21 @@ impl OutcomeStalls {
     fn hook(self: &Arc<Self>, index: usize) -> OutcomeStall {
         let stalls = self.clone();
         OutcomeStall::new(Arc::new(move |station: &str, answer: StationAnswer| {
-            let reached = match answer {
+            let overtaking = {
+                let mut overtaker = lock_slot(&stalls.overtaker);
+                match overtaker.as_ref() {
+                    Some((stalled, stale, _)) if stalled == station && *stale != index => {
+                        overtaker.take().map(|(_, _, reached)| reached)
+                    }
+                    _ => None,
+                }
+            };
+            let reached = overtaking.or_else(|| match answer {
                 StationAnswer::Accepted => None,
                 StationAnswer::Rejected | StationAnswer::TimedOut => {
                     lock_slot(&stalls.armed).take()
                 }
-            };
+            });
             let station = station.to_owned();
             Box::pin(async move {
                 let Some(reached) = reached else { return };
@@ -220,6 +233,14 @@ impl OutcomeStalls {
 
     fn disarm(&self) {
         lock_slot(&self.armed).take();
+        lock_slot(&self.overtaker).take();
+    }
+
+    /// Arms the overtaker point for `station`, for any node but `stale`.
+    fn arm_overtaker(&self, station: &str, stale: usize) -> oneshot::Receiver<StallReached> {
+        let (reached, arrival) = oneshot::channel();
+        *lock_slot(&self.overtaker) = Some((station.to_owned(), stale, reached));
+        arrival
     }
 }
 
@@ -1118,6 +1139,42 @@ async fn inject_faults(
                 handle.restart(csms);
                 counts.csms_crashes += 1;
             }
+            (2, 2 | 3) => {
+                // A power fault on an idle connector, cleared after the outage: the
+                // station refuses remote starts there meanwhile (so outcomes are
+                // Rejected, the decisions a stale lease holder can get wrong).
+                let shared = stations[station].clone();
+                let faulted = {
+                    let mut cp = shared.lock().unwrap_or_else(|p| p.into_inner());
+                    let connectors = cp.connector_ids();
+                    let connector = connectors[(kept_unsynced as usize) % connectors.len()];
+                    let idle = cp
+                        .connector(connector)
+                        .is_some_and(|c| c.status == ChargePointStatus::Available);
+                    if idle {
+                        cp.handle_fault(
+                            connector,
+                            ChargePointErrorCode::UnderVoltage,
+                            now_millis(),
+                        );
+                    }
+                    idle.then_some(connector)
+                };
+                if let Some(connector) = faulted {
+                    tracing::info!(station = %format!("CP{station}"), connector, outage_ms = outage, "fault: connector faulted (under-voltage)");
+                    counts.connector_faults += 1;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(outage)).await;
+                        let mut cp = shared.lock().unwrap_or_else(|p| p.into_inner());
+                        if cp
+                            .connector(connector)
+                            .is_some_and(|c| c.status == ChargePointStatus::Faulted)
+                        {
+                            cp.handle_fault_cleared(connector, now_millis());
+                        }
+                    });
+                }
+            }
             (2, _) => {
                 tracing::info!(station = %format!("CP{station}"), "fault: station rebooted");
                 stations[station]
@@ -1202,15 +1259,28 @@ async fn stall_outcomes(plan: &FaultPlan, handle: &Handle, machines: &Machines) 
         handle.pause(csms);
         tracing::info!(node = %name, %station, ?answer, "fault: CSMS node stalled as it was about to record an outcome");
         let held = tokio::time::Instant::now();
+        let mut overtaker = None;
         while held.elapsed() < 3 * CSMS_SILENCE_MAX {
             let holder = match current(&machines.store_slot) {
                 Some(store) => lease_holder(&store, &station).await,
                 None => None,
             };
             if holder.is_some_and(|holder| holder != name) {
-                let after = madsim::rand::thread_rng().gen_range(0..200);
-                tracing::info!(node = %name, %station, resume_after_ms = after, "fault: another node holds the stalled node's lease");
-                tokio::time::sleep(Duration::from_millis(after)).await;
+                // The lease moved. The stale node goes on at the worst moment: once the
+                // new holder is about to record its own outcome for the station (held
+                // there until the stale record has had its chance), or, if it never
+                // gets there, 0–200 ms later.
+                let arrival = machines.stalls.arm_overtaker(&station, node);
+                let patience = Duration::from_secs(20);
+                if let Ok(Ok(reached)) = tokio::time::timeout(patience, arrival).await {
+                    tracing::info!(node = %name, %station, overtaker = reached.0 + 1, "fault: the new lease holder is about to record; the stale node goes first");
+                    overtaker = Some(reached.3);
+                } else {
+                    lock_slot(&machines.stalls.overtaker).take();
+                    let after = madsim::rand::thread_rng().gen_range(0..200);
+                    tracing::info!(node = %name, %station, resume_after_ms = after, "fault: another node holds the stalled node's lease");
+                    tokio::time::sleep(Duration::from_millis(after)).await;
+                }
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1218,6 +1288,10 @@ async fn stall_outcomes(plan: &FaultPlan, handle: &Handle, machines: &Machines) 
         tracing::info!(node = %name, "fault: CSMS node resumed");
         handle.resume(csms);
         let _ = go_on.send(());
+        if let Some(overtaker) = overtaker {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let _ = overtaker.send(());
+        }
         stalls += 1;
     }
     stalls
