@@ -1,13 +1,29 @@
 //! Checkpointed read models (DESIGN §2.7).
 //!
-//! A [`Projection`] is a pure fold over the store's events. A [`ProjectionRunner`] feeds it
-//! from its checkpoint and saves **state and checkpoint together** as one event in the
-//! stream `projection-<name>`: one append is one atomic record, so after any crash the
-//! saved state is exactly the fold of the events up to the saved checkpoint — never
-//! ahead, never behind (the failure seed 002 warns of, and N6 reproduces on purpose).
-//! Saves use the stream's expected version, so two runners of one projection cannot both
-//! save over each other unnoticed. [`rebuild`] folds from position 0; after quiescence it
-//! equals the live state (I7).
+//! A [`Projection`] is a pure fold over the store's events into keyed records — a map from
+//! [`Projection::Key`] to [`Projection::Value`], where each event changes at most one
+//! record. A [`ProjectionRunner`] feeds it from its checkpoint and saves to the stream
+//! `projection-<name>` only the records that changed since its last save, then one
+//! checkpoint event naming where those records start: a save costs what changed, and no
+//! event grows with the number of records (a board of 100,000 stations saves as easily as
+//! one of ten).
+//!
+//! **State and checkpoint together.** A save may take several appends (records are
+//! chunked to the store's limits); its checkpoint event comes last. Loading applies a
+//! save's records only when the checkpoint that names them follows, so records a crash
+//! left without their checkpoint are ignored, and the loaded state is exactly the fold of
+//! the events up to the loaded checkpoint — never ahead, never behind (the failure seed
+//! 002 warns of, and N6 reproduces on purpose). Saves use the stream's expected version,
+//! so two runners of one stream cannot both save over each other unnoticed.
+//!
+//! **Bounded loads.** Once the records written since the last *base* pass twice the live
+//! records (and [`BASE_RECORDS_MIN`]), the next save writes every live record — a new base
+//! — and every checkpoint says where the latest base starts, so a load reads from there:
+//! its cost follows the size of the read model, not the length of its history.
+//!
+//! [`rebuild`] folds from position 0; after quiescence it equals the live state (I7).
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,23 +31,58 @@ use serde::de::DeserializeOwned;
 use crate::core::limits::Limits;
 use crate::core::types::{
     CurrentVersion, EventData, EventId, ExpectedVersion, GlobalPosition, Metadata, RecordedEvent,
-    StreamId, hash128,
+    StreamId, StreamVersion, hash128,
 };
 use crate::store::{AppendError, EventStore, ReadError};
 
 /// Stream names of this prefix hold projection saves; projections never read them.
 pub const PROJECTION_STREAM_PREFIX: &str = "projection-";
 
-/// A read model: a pure fold over recorded events.
+/// Records written since the last base before a save may write a new one (see the module
+/// documentation): small read models do not rewrite themselves on every save.
+pub const BASE_RECORDS_MIN: u64 = 1_024;
+
+/// Event type of one saved record.
+const RECORD_TYPE: &str = "ProjectionRecord";
+/// Event type of a save's checkpoint.
+const CHECKPOINT_TYPE: &str = "ProjectionCheckpoint";
+/// A save's records per append, and their bytes at most (within the default limits).
+const CHUNK_EVENTS_MAX: usize = 512;
+const CHUNK_BYTES_MAX: usize = 512 * 1024;
+/// Save-stream events read per page when looking back for the last checkpoint.
+const LOOK_BACK_PAGE: u64 = 256;
+/// Attempts of one save append whose outcome stayed unknown (the retry has the same
+/// ids, so one that had landed is recognised, not doubled).
+const UNKNOWN_OUTCOME_ATTEMPTS: u32 = 3;
+
+/// A read model: a pure fold over recorded events into keyed records.
 pub trait Projection {
-    type State: Clone + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug;
-    /// Names the save stream; change it (or [`Projection::SCHEMA`]) when the state changes.
+    type Key: Ord + Clone + Serialize + DeserializeOwned + std::fmt::Debug;
+    type Value: Clone + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug;
+    /// Names the save stream; change it (or [`Projection::SCHEMA`]) when the records change.
     const NAME: &'static str;
     const SCHEMA: u32;
 
-    fn initial() -> Self::State;
-    fn apply(state: &mut Self::State, event: &RecordedEvent);
+    /// The record `event` changes, if any.
+    fn key(event: &RecordedEvent) -> Option<Self::Key>;
+    /// Applies `event` to its record (`None` when there is none yet; leave `None` to
+    /// remove it).
+    fn apply(record: &mut Option<Self::Value>, event: &RecordedEvent);
+
+    /// Folds `event` into `state`; returns the key it changed.
+    fn fold(state: &mut ProjectionState<Self>, event: &RecordedEvent) -> Option<Self::Key> {
+        let key = Self::key(event)?;
+        let mut record = state.remove(&key);
+        Self::apply(&mut record, event);
+        if let Some(value) = record {
+            state.insert(key.clone(), value);
+        }
+        Some(key)
+    }
 }
+
+/// A projection's records.
+pub type ProjectionState<P> = BTreeMap<<P as Projection>::Key, <P as Projection>::Value>;
 
 /// Why a projection could not load, catch up or save.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,21 +102,47 @@ pub enum ProjectionError {
     },
 }
 
+/// One saved record; `value: None` says the record was removed.
 #[derive(Serialize, serde::Deserialize)]
-struct Saved<T> {
+struct SavedRecord<K, V> {
+    key: K,
+    value: Option<V>,
+}
+
+/// A saved record of projection `P`.
+type Saved<P> = SavedRecord<<P as Projection>::Key, <P as Projection>::Value>;
+
+/// The last event of a save.
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize)]
+struct SavedCheckpoint {
     schema: u32,
     checkpoint: Option<u64>,
-    state: T,
+    /// The save stream version of this save's first record (its own version if none).
+    records_from: u64,
+    /// Where the latest base (a save of every live record) starts.
+    base_from: u64,
 }
 
 /// Runs one projection against one store.
 #[derive(Debug)]
 pub struct ProjectionRunner<S, P: Projection> {
     store: S,
-    state: P::State,
+    state: ProjectionState<P>,
+    /// Records changed since the last save.
+    dirty: BTreeSet<P::Key>,
     checkpoint: Option<GlobalPosition>,
+    /// The checkpoint of the last save (or load): a save with nothing new is skipped.
+    saved_checkpoint: Option<GlobalPosition>,
     save_stream: StreamId,
     save_version: CurrentVersion,
+    /// Where the latest base starts; `None` until one is saved (the next save is one).
+    base_from: Option<u64>,
+    /// Records saved since that base.
+    records_since_base: u64,
+    /// An append of the last save ended with its outcome unknown: it may have landed, so
+    /// the next save starts from the stream's version as read then (what landed without
+    /// its checkpoint is ignored on load; a checkpoint that landed names its records).
+    resync: bool,
 }
 
 impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
@@ -101,41 +178,117 @@ impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
         let save_version = store.current_version(&save_stream).await?;
         let mut runner = ProjectionRunner {
             store,
-            state: P::initial(),
+            state: BTreeMap::new(),
+            dirty: BTreeSet::new(),
             checkpoint: None,
+            saved_checkpoint: None,
             save_stream,
             save_version,
+            base_from: None,
+            records_since_base: 0,
+            resync: false,
         };
-        if let CurrentVersion::Current(last) = save_version {
-            let saved = runner
+        let CurrentVersion::Current(last) = save_version else {
+            return Ok(runner);
+        };
+        let Some((at, saved)) = runner.last_checkpoint(last).await? else {
+            return Ok(runner);
+        };
+        // A save of another schema is ignored: rebuild from scratch instead of misreading.
+        if saved.schema != P::SCHEMA {
+            return Ok(runner);
+        }
+        runner.replay_saves(saved.base_from, at).await?;
+        runner.checkpoint = saved.checkpoint.map(GlobalPosition);
+        runner.saved_checkpoint = runner.checkpoint;
+        runner.base_from = Some(saved.base_from);
+        Ok(runner)
+    }
+
+    /// The last checkpoint event at or before version `last`, looking back page by page
+    /// past the records of a save a crash left unfinished.
+    async fn last_checkpoint(
+        &self,
+        last: StreamVersion,
+    ) -> Result<Option<(u64, SavedCheckpoint)>, ProjectionError> {
+        let mut end = last.0 + 1;
+        while end > 0 {
+            let from = end.saturating_sub(LOOK_BACK_PAGE);
+            let page = self
                 .store
-                .read_stream(&runner.save_stream, last, 1)
+                .read_stream(
+                    &self.save_stream,
+                    StreamVersion(from),
+                    (end - from) as usize,
+                )
                 .await?;
-            let event = saved.first().expect("the stream's last version exists");
-            let decoded: Saved<P::State> =
-                serde_json::from_slice(&event.payload).map_err(|e| ProjectionError::Corrupt {
-                    name: P::NAME,
-                    reason: e.to_string(),
-                })?;
-            // A save of another schema is ignored: rebuild from scratch instead of misreading.
-            if decoded.schema == P::SCHEMA {
-                runner.state = decoded.state;
-                runner.checkpoint = decoded.checkpoint.map(GlobalPosition);
+            if let Some(event) = page.iter().rev().find(|e| e.event_type == CHECKPOINT_TYPE) {
+                return Ok(Some((event.version.0, decode(&event.payload)?)));
+            }
+            end = from;
+        }
+        Ok(None)
+    }
+
+    /// Applies the saves from version `from` up to the checkpoint at version `to`: each
+    /// save's records count once its checkpoint is read, and only from where it says they
+    /// start (records before that are a crashed save's).
+    async fn replay_saves(&mut self, from: u64, to: u64) -> Result<(), ProjectionError> {
+        let page_max = Limits::default().read_events_max as u64;
+        // Records read, with their versions, waiting for the checkpoint that names them.
+        let mut pending: Vec<(u64, Saved<P>)> = Vec::new();
+        let mut next = from;
+        while next <= to {
+            let count = (to + 1 - next).min(page_max) as usize;
+            let page = self
+                .store
+                .read_stream(&self.save_stream, StreamVersion(next), count)
+                .await?;
+            let Some(last) = page.last() else { break };
+            next = last.version.0 + 1;
+            for event in page {
+                match event.event_type.as_str() {
+                    RECORD_TYPE => pending.push((event.version.0, decode(&event.payload)?)),
+                    CHECKPOINT_TYPE => {
+                        let saved: SavedCheckpoint = decode(&event.payload)?;
+                        for (version, record) in pending.drain(..) {
+                            if version >= saved.records_from {
+                                self.records_since_base += 1;
+                                match record.value {
+                                    Some(value) => self.state.insert(record.key, value),
+                                    None => self.state.remove(&record.key),
+                                };
+                            }
+                        }
+                    }
+                    _ => {}
+                }
             }
         }
-        Ok(runner)
+        Ok(())
     }
 
     pub fn store(&self) -> &S {
         &self.store
     }
 
-    pub fn state(&self) -> &P::State {
+    pub fn state(&self) -> &ProjectionState<P> {
         &self.state
     }
 
     pub fn checkpoint(&self) -> Option<GlobalPosition> {
         self.checkpoint
+    }
+
+    /// The save stream version where the latest base starts (what a load reads from).
+    pub fn base_version(&self) -> Option<u64> {
+        self.base_from
+    }
+
+    /// Records changed since the last save: what the next save writes (unless it writes
+    /// a base).
+    pub fn unsaved_records(&self) -> usize {
+        self.dirty.len()
     }
 
     /// Applies every event after the checkpoint, up to the end of what is readable now;
@@ -166,57 +319,149 @@ impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
             self.checkpoint.is_none_or(|c| event.position > c),
             "events applied in order, once"
         );
-        if !event.stream.as_str().starts_with(PROJECTION_STREAM_PREFIX) {
-            P::apply(&mut self.state, event);
+        if !event.stream.as_str().starts_with(PROJECTION_STREAM_PREFIX)
+            && let Some(key) = P::fold(&mut self.state, event)
+        {
+            self.dirty.insert(key);
         }
         self.checkpoint = Some(event.position);
     }
 
-    /// Saves state and checkpoint in one append. Fails with `WrongExpectedVersion` if
-    /// another runner saved in between.
+    /// Saves the records changed since the last save (or, when due, every record: a new
+    /// base), then the checkpoint that makes them count. Fails with `WrongExpectedVersion`
+    /// if another runner saved to the stream in between.
     pub async fn save(&mut self, recorded_at_millis: u64) -> Result<(), ProjectionError> {
-        let saved = Saved {
+        if self.resync {
+            self.save_version = self.store.current_version(&self.save_stream).await?;
+            self.resync = false;
+        }
+        let base = self.base_from.is_none()
+            || self.records_since_base > BASE_RECORDS_MIN.max(2 * self.state.len() as u64);
+        if !base && self.dirty.is_empty() && self.saved_checkpoint == self.checkpoint {
+            return Ok(());
+        }
+        let keys: Vec<P::Key> = if base {
+            self.state.keys().cloned().collect()
+        } else {
+            self.dirty.iter().cloned().collect()
+        };
+        let records_from = self.save_version.next_version().0;
+        let mut chunk = Vec::new();
+        let mut chunk_bytes = 0;
+        for key in &keys {
+            let record = SavedRecord {
+                key,
+                value: self.state.get(key),
+            };
+            let payload = serde_json::to_vec(&record).expect("projection records serialise");
+            if !chunk.is_empty()
+                && (chunk.len() == CHUNK_EVENTS_MAX
+                    || chunk_bytes + payload.len() > CHUNK_BYTES_MAX)
+            {
+                self.append_save(std::mem::take(&mut chunk)).await?;
+                chunk_bytes = 0;
+            }
+            chunk_bytes += payload.len();
+            chunk.push(self.saved_event(RECORD_TYPE, payload, recorded_at_millis, chunk.len()));
+        }
+        if !chunk.is_empty() {
+            self.append_save(chunk).await?;
+        }
+        let saved = SavedCheckpoint {
             schema: P::SCHEMA,
             checkpoint: self.checkpoint.map(|c| c.0),
-            state: self.state.clone(),
+            records_from,
+            base_from: if base {
+                records_from
+            } else {
+                self.base_from.expect("a base was saved")
+            },
         };
-        let payload = serde_json::to_vec(&saved).expect("projection state serialises");
-        let expected = match self.save_version {
-            CurrentVersion::NoStream => ExpectedVersion::NoStream,
-            CurrentVersion::Current(version) => ExpectedVersion::Exact(version),
-        };
-        let next_version = self.save_version.next_version();
-        // The id covers the content: re-saving the same state at the same place is an
-        // idempotent retry; another runner's different state is a conflict, never a
-        // silent no-op.
+        let payload = serde_json::to_vec(&saved).expect("checkpoints serialise");
+        let event = self.saved_event(CHECKPOINT_TYPE, payload, recorded_at_millis, 0);
+        self.append_save(vec![event]).await?;
+        self.dirty.clear();
+        self.saved_checkpoint = self.checkpoint;
+        if base {
+            self.base_from = Some(records_from);
+            self.records_since_base = keys.len() as u64;
+        } else {
+            self.records_since_base += keys.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// An event of the save stream, the `index`-th of the next append. Its id covers
+    /// the stream, the version it lands at and its content: appending it again at the
+    /// same place is an idempotent retry; another runner's different content there is a
+    /// conflict, never a silent no-op.
+    fn saved_event(
+        &self,
+        event_type: &str,
+        payload: Vec<u8>,
+        recorded_at_millis: u64,
+        index: usize,
+    ) -> EventData {
+        let version = self.save_version.next_version().0 + index as u64;
         let key = format!(
-            "{}\u{1f}{}\u{1f}{:032x}",
+            "{}\u{1f}{version}\u{1f}{:032x}",
             self.save_stream,
-            next_version.0,
             hash128(&payload)
         );
-        let data = EventData {
+        EventData {
             id: EventId(hash128(key.as_bytes())),
-            event_type: "ProjectionSaved".into(),
+            event_type: event_type.into(),
             tags: Vec::new(),
             metadata: Metadata {
                 recorded_at_millis,
                 ..Metadata::default()
             },
             payload,
+        }
+    }
+
+    /// Appends `events` at the save stream's next version; an unknown outcome is settled
+    /// by appending the same events again.
+    async fn append_save(&mut self, events: Vec<EventData>) -> Result<(), ProjectionError> {
+        let expected = match self.save_version {
+            CurrentVersion::NoStream => ExpectedVersion::NoStream,
+            CurrentVersion::Current(version) => ExpectedVersion::Exact(version),
         };
-        let result = self
-            .store
-            .append(&self.save_stream, expected, vec![data])
-            .await?;
-        self.save_version = CurrentVersion::Current(result.last_version);
-        Ok(())
+        let mut attempt = 1;
+        loop {
+            match self
+                .store
+                .append(&self.save_stream, expected, events.clone())
+                .await
+            {
+                Ok(result) => {
+                    self.save_version = CurrentVersion::Current(result.last_version);
+                    return Ok(());
+                }
+                Err(AppendError::OutcomeUnknown(_)) if attempt < UNKNOWN_OUTCOME_ATTEMPTS => {
+                    attempt += 1;
+                }
+                Err(error) => {
+                    self.resync = matches!(error, AppendError::OutcomeUnknown(_));
+                    return Err(error.into());
+                }
+            }
+        }
     }
 }
 
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ProjectionError> {
+    serde_json::from_slice(payload).map_err(|e| ProjectionError::Corrupt {
+        name: "projection save",
+        reason: e.to_string(),
+    })
+}
+
 /// The projection's state folded from position 0 (what a live runner must equal).
-pub async fn rebuild<S: EventStore, P: Projection>(store: &S) -> Result<P::State, ProjectionError> {
-    let mut state = P::initial();
+pub async fn rebuild<S: EventStore, P: Projection>(
+    store: &S,
+) -> Result<ProjectionState<P>, ProjectionError> {
+    let mut state = BTreeMap::new();
     let mut from = GlobalPosition::FIRST;
     loop {
         let page = store
@@ -230,7 +475,7 @@ pub async fn rebuild<S: EventStore, P: Projection>(store: &S) -> Result<P::State
             .iter()
             .filter(|e| !e.stream.as_str().starts_with(PROJECTION_STREAM_PREFIX))
         {
-            P::apply(&mut state, event);
+            P::fold(&mut state, event);
         }
     }
 }

@@ -1,7 +1,9 @@
-//! Projections keep their checkpoint in the same record as their state: across random
-//! interleavings of appends, catch-ups, saves and crashes (a runner dropped without
-//! saving), a reloaded projection's state is exactly the fold up to its checkpoint, and
-//! after catching up it equals a rebuild from position 0 (I7). Two runners saving the same
+//! Projections save their changed records and then the checkpoint that makes them count:
+//! across random interleavings of appends, catch-ups, saves and crashes (a runner dropped
+//! without saving), a reloaded projection's state is exactly the fold up to its
+//! checkpoint, and after catching up it equals a rebuild from position 0 (I7). Records of
+//! a save cut short are ignored; a board of 100,000 stations saves and later saves write
+//! only what changed; loads start at the latest base. Two runners saving the same
 //! projection cannot silently overwrite each other.
 
 use evsource::core::{CommandId, StreamId};
@@ -90,7 +92,7 @@ async fn state_and_checkpoint_survive_crashes_together_and_equal_a_rebuild() {
         let rebuilt = rebuild::<_, UnlockBoard>(&store).await.unwrap();
         assert_eq!(runner.state(), &rebuilt, "seed {seed}");
         assert!(
-            rebuilt.stations.values().map(|s| s.requested).sum::<u64>() > 0,
+            rebuilt.values().map(|s| s.requested).sum::<u64>() > 0,
             "seed {seed}: vacuous run"
         );
     }
@@ -248,4 +250,159 @@ async fn caught_up_readers_read_once_per_wake() {
         "a catch-up whose first page is short stops there"
     );
     assert_eq!(runner.checkpoint(), Some(GlobalPosition(1)));
+}
+
+/// Appends one `UnlockRequested` for each of `stations` (station streams `station-CP<n>`).
+async fn request_on(store: &MemoryStore, stations: impl Iterator<Item = u64>, session: &str) {
+    use evsource::core::{EventData, EventId, ExpectedVersion, Metadata};
+    use evsource::decider::Aggregate;
+    use evsource::domain::station::{SessionId, StationEvent};
+    use evsource::store::EventStore;
+    for n in stations {
+        let encoded = Station::encode_event(&StationEvent::UnlockRequested {
+            connector: 1,
+            session: SessionId::new(session).unwrap(),
+        });
+        let data = EventData {
+            id: EventId(evsource::core::hash128(format!("{n}/{session}").as_bytes())),
+            event_type: encoded.event_type,
+            tags: encoded.tags,
+            metadata: Metadata::default(),
+            payload: encoded.payload,
+        };
+        let stream = StreamId::new(&format!("station-CP{n}")).unwrap();
+        store
+            .append(&stream, ExpectedVersion::Any, vec![data])
+            .await
+            .unwrap();
+    }
+}
+
+async fn save_stream_len(store: &MemoryStore) -> u64 {
+    use evsource::core::CurrentVersion;
+    use evsource::store::EventStore;
+    let stream = StreamId::new("projection-unlock-board").unwrap();
+    match store.current_version(&stream).await.unwrap() {
+        CurrentVersion::NoStream => 0,
+        CurrentVersion::Current(last) => last.0 + 1,
+    }
+}
+
+/// A read model of any size: a board of 100,000 stations saves (as records chunked to the
+/// store's limits, no event near the payload limit), reloads equal to a rebuild (I7), and
+/// a later save writes only the stations that changed since.
+#[tokio::test]
+async fn a_board_of_100000_stations_saves_only_what_changed() {
+    const STATIONS: u64 = 100_000;
+    let store = MemoryStore::default();
+    request_on(&store, 0..STATIONS, "s-1").await;
+    let mut runner: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(store.clone()).await.unwrap();
+    runner.catch_up().await.unwrap();
+    assert_eq!(runner.state().len() as u64, STATIONS);
+    runner
+        .save(1)
+        .await
+        .expect("a board of 100,000 stations saves");
+    assert_eq!(
+        save_stream_len(&store).await,
+        STATIONS + 1,
+        "one record per station, then the checkpoint"
+    );
+    let reloaded: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(store.clone()).await.unwrap();
+    let rebuilt = rebuild::<_, UnlockBoard>(&store).await.unwrap();
+    assert_eq!(reloaded.state(), &rebuilt, "the reload equals a rebuild");
+    assert_eq!(reloaded.checkpoint(), runner.checkpoint());
+
+    // Ten stations change: the next save writes ten records and a checkpoint.
+    let mut runner = reloaded;
+    request_on(&store, (0..10).map(|n| n * 7), "s-22").await;
+    runner.catch_up().await.unwrap();
+    assert_eq!(runner.unsaved_records(), 10);
+    runner.save(2).await.unwrap();
+    assert_eq!(save_stream_len(&store).await, STATIONS + 1 + 11);
+    let reloaded: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(store.clone()).await.unwrap();
+    assert_eq!(
+        reloaded.state(),
+        &rebuild::<_, UnlockBoard>(&store).await.unwrap()
+    );
+    // Nothing new: nothing written.
+    let mut runner = reloaded;
+    runner.save(3).await.unwrap();
+    assert_eq!(save_stream_len(&store).await, STATIONS + 12);
+}
+
+/// A save a crash cut short — records appended, its checkpoint not — is ignored when
+/// loading: the state is the last complete save's, and the next save (written after the
+/// orphaned records) is read without them.
+#[tokio::test]
+async fn records_of_a_save_cut_short_are_ignored() {
+    use evsource::core::{EventData, EventId, ExpectedVersion, Metadata};
+    use evsource::store::EventStore;
+    let store = MemoryStore::default();
+    request_on(&store, 0..3, "s-1").await;
+    let mut runner: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(store.clone()).await.unwrap();
+    runner.catch_up().await.unwrap();
+    runner.save(1).await.unwrap();
+    let saved = runner.state().clone();
+    // The orphan: a record removing CP1, with no checkpoint after it.
+    let orphan = EventData {
+        id: EventId(0xdead),
+        event_type: "ProjectionRecord".into(),
+        tags: Vec::new(),
+        metadata: Metadata::default(),
+        payload: br#"{"key":"CP1","value":null}"#.to_vec(),
+    };
+    let stream = StreamId::new("projection-unlock-board").unwrap();
+    store
+        .append(&stream, ExpectedVersion::Any, vec![orphan])
+        .await
+        .unwrap();
+    let mut reloaded: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(store.clone()).await.unwrap();
+    assert_eq!(
+        reloaded.state(),
+        &saved,
+        "the orphaned record is not applied"
+    );
+    request_on(&store, 2..4, "s-2").await;
+    reloaded.catch_up().await.unwrap();
+    reloaded.save(2).await.unwrap();
+    let again: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(store.clone()).await.unwrap();
+    let rebuilt = rebuild::<_, UnlockBoard>(&store).await.unwrap();
+    assert_eq!(again.state(), &rebuilt);
+    assert!(again.state().contains_key("CP1"));
+}
+
+/// Loading reads from the latest base: once the records saved since it pass twice the
+/// live records, a save writes every record again, and later loads start there.
+#[tokio::test]
+async fn many_small_saves_write_a_new_base_and_loads_start_there() {
+    let store = MemoryStore::default();
+    let mut runner: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(store.clone()).await.unwrap();
+    // Two stations, changed and saved 1,500 times: past BASE_RECORDS_MIN records.
+    for round in 0..1_500u64 {
+        request_on(&store, [round % 2].into_iter(), &format!("s-{round}")).await;
+        runner.catch_up().await.unwrap();
+        runner.save(round).await.unwrap();
+    }
+    let total = save_stream_len(&store).await;
+    let reloaded: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(store.clone()).await.unwrap();
+    assert_eq!(
+        reloaded.state(),
+        &rebuild::<_, UnlockBoard>(&store).await.unwrap()
+    );
+    let base = reloaded.base_version().expect("a base was saved");
+    assert!(base > 0, "a new base after the first save's");
+    assert!(
+        total - base < 2 * 1_024 + 100,
+        "a load reads from the latest base: {} of {total} save events",
+        total - base
+    );
 }

@@ -115,8 +115,8 @@ pub async fn run(design: Design, faults: &FaultPlan) -> Result<CatchupSummary, V
 }
 
 fn difference(live: &BoardState, rebuilt: &BoardState) -> String {
-    for (station, board) in &rebuilt.stations {
-        match live.stations.get(station) {
+    for (station, board) in rebuilt {
+        match live.get(station) {
             Some(other) if other == board => {}
             Some(other) => {
                 return format!(
@@ -212,7 +212,7 @@ async fn naive_projector(store: LogStore) {
         let from = checkpoint.map_or(GlobalPosition(0), GlobalPosition::next);
         let page = store.read_all(from, 256).await.unwrap_or_default();
         for event in &page {
-            UnlockBoard::apply(&mut state, event);
+            UnlockBoard::fold(&mut state, event);
             checkpoint = Some(event.position);
             unsaved += 1;
         }
@@ -289,7 +289,7 @@ async fn load_naive(store: &LogStore) -> BoardState {
         .iter()
         .filter(|e| e.position >= from)
     {
-        UnlockBoard::apply(&mut state, event);
+        UnlockBoard::fold(&mut state, event);
     }
     state
 }

@@ -1,5 +1,6 @@
 //! The unlock board: a read model of every station's connectors and request outcomes, as
-//! an operator's dashboard would show them. Built from the station streams only.
+//! an operator's dashboard would show them. Built from the station streams only; one
+//! record per station, so a save writes only the stations that changed.
 
 use std::collections::BTreeMap;
 
@@ -11,11 +12,9 @@ use crate::domain::station::{SessionId, Station, StationEvent};
 use crate::projection::Projection;
 
 /// Per station: who holds each connector, and how requests ended.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BoardState {
-    pub stations: BTreeMap<String, StationBoard>,
-}
+pub type BoardState = BTreeMap<String, StationBoard>;
 
+/// One station's record on the board.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StationBoard {
     /// Connector → session currently holding it (requested or active).
@@ -32,22 +31,23 @@ pub struct StationBoard {
 pub struct UnlockBoard;
 
 impl Projection for UnlockBoard {
-    type State = BoardState;
+    type Key = String;
+    type Value = StationBoard;
     const NAME: &'static str = "unlock-board";
-    const SCHEMA: u32 = 1;
+    /// 2: one record per station (1 saved the whole board as one record).
+    const SCHEMA: u32 = 2;
 
-    fn initial() -> BoardState {
-        BoardState::default()
+    fn key(event: &RecordedEvent) -> Option<String> {
+        let station = event.stream.as_str().strip_prefix("station-")?;
+        Station::decode_event(&event.event_type, &event.payload).ok()?;
+        Some(station.to_owned())
     }
 
-    fn apply(state: &mut BoardState, event: &RecordedEvent) {
-        let Some(station) = event.stream.as_str().strip_prefix("station-") else {
-            return;
-        };
+    fn apply(record: &mut Option<StationBoard>, event: &RecordedEvent) {
         let Ok(decoded) = Station::decode_event(&event.event_type, &event.payload) else {
             return;
         };
-        let board = state.stations.entry(station.to_owned()).or_default();
+        let board = record.get_or_insert_default();
         match decoded {
             StationEvent::UnlockRequested { connector, session } => {
                 board.requested += 1;
