@@ -600,3 +600,64 @@ fn a_transient_read_fault_on_the_last_record_does_not_cut_it() {
         "the acknowledged last record was kept"
     );
 }
+
+/// Every length the log encodes has a field of fixed width (u16 for strings and the tag
+/// count, u32 for payloads, snapshot states and events per append): a limit wider than
+/// its field is refused at open, naming it, before anything is written — never a record
+/// whose checksum passes and whose framing is wrong.
+#[test]
+fn each_limit_wider_than_its_field_is_refused_at_open() {
+    let u16_wide = usize::from(u16::MAX) + 1;
+    let u32_wide = u32::MAX as usize + 1;
+    type SetLimit = fn(&mut Limits, usize);
+    let cases: [(&str, SetLimit, usize); 7] = [
+        (
+            "stream_id_bytes_max",
+            |l, v| l.stream_id_bytes_max = v,
+            u16_wide,
+        ),
+        (
+            "event_type_bytes_max",
+            |l, v| l.event_type_bytes_max = v,
+            u16_wide,
+        ),
+        ("tag_bytes_max", |l, v| l.tag_bytes_max = v, u16_wide),
+        (
+            "tags_per_event_max",
+            |l, v| l.tags_per_event_max = v,
+            u16_wide,
+        ),
+        (
+            "payload_bytes_max",
+            |l, v| l.payload_bytes_max = v,
+            u32_wide,
+        ),
+        (
+            "events_per_append_max",
+            |l, v| l.events_per_append_max = v,
+            u32_wide,
+        ),
+        (
+            "snapshot_bytes_max",
+            |l, v| l.snapshot_bytes_max = v,
+            u32_wide,
+        ),
+    ];
+    for (name, set, value) in cases {
+        let disk = SimDisk::new();
+        let mut config = config();
+        set(&mut config.limits, value);
+        match LogStore::open(Arc::new(disk.clone()), config) {
+            Err(OpenError::Config(reason)) => assert!(reason.contains(name), "{name}: {reason}"),
+            Err(other) => panic!("{name}: {other}"),
+            Ok(_) => panic!("{name} = {value} was accepted"),
+        }
+        assert!(disk.file_names().is_empty(), "{name}: nothing written");
+        // One less fits its field (the other checks may still refuse it, never this one).
+        let mut config = self::config();
+        set(&mut config.limits, value - 1);
+        if let Err(OpenError::Config(reason)) = LogStore::open(Arc::new(SimDisk::new()), config) {
+            assert!(!reason.contains("field"), "{name}: {reason}");
+        }
+    }
+}

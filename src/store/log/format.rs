@@ -177,7 +177,7 @@ fn encode_unsealed_record(out: &mut Vec<u8>, kind: u8, write_body: impl FnOnce(&
     out.extend_from_slice(&[0u8; RECORD_HEADER_BYTES - 4]);
     write_body(out);
     let body_len = out.len() - start - RECORD_HEADER_BYTES;
-    out[start + 4..start + 8].copy_from_slice(&(body_len as u32).to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&len32(body_len));
     out[start + 8] = kind;
     let header_crc = crc32fast::hash(&out[start..start + 12]);
     out[start + 12..start + 16].copy_from_slice(&header_crc.to_le_bytes());
@@ -192,8 +192,30 @@ fn seal_body(record: &mut [u8]) {
     record[16..20].copy_from_slice(&body_crc.to_le_bytes());
 }
 
+/// The longest string a record holds (a stream id, an event type, a tag): a u16 length.
+pub const STR_BYTES_MAX: usize = u16::MAX as usize;
+/// The most tags one event holds: a u16 count.
+pub const TAGS_MAX: usize = u16::MAX as usize;
+/// The longest payload or snapshot state, and the most events in one append: u32.
+pub const LEN32_MAX: usize = u32::MAX as usize;
+
+/// `length` in a u16 field; the configuration was checked against it at open
+/// (`LogConfig::validate`), so a wider one is a bug, never a silently wrapped length.
+fn len16(length: usize) -> [u8; 2] {
+    u16::try_from(length)
+        .expect("lengths are validated against the log's field widths")
+        .to_le_bytes()
+}
+
+/// `length` in a u32 field (see [`len16`]).
+fn len32(length: usize) -> [u8; 4] {
+    u32::try_from(length)
+        .expect("lengths are validated against the log's field widths")
+        .to_le_bytes()
+}
+
 fn put_str16(out: &mut Vec<u8>, value: &str) {
-    out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    out.extend_from_slice(&len16(value.len()));
     out.extend_from_slice(value.as_bytes());
 }
 
@@ -218,7 +240,7 @@ fn write_append_body(
     out.extend_from_slice(&first_position.0.to_le_bytes());
     out.extend_from_slice(&first_version.0.to_le_bytes());
     put_str16(out, stream.as_str());
-    out.extend_from_slice(&(events.len() as u32).to_le_bytes());
+    out.extend_from_slice(&len32(events.len()));
     for event in events {
         encode_event(out, event);
     }
@@ -241,11 +263,11 @@ fn encode_event(out: &mut Vec<u8>, event: &EventData) {
     out.extend_from_slice(&event.id.0.to_le_bytes());
     event.metadata.encode_compact(out);
     put_str16(out, &event.event_type);
-    out.extend_from_slice(&(event.tags.len() as u16).to_le_bytes());
+    out.extend_from_slice(&len16(event.tags.len()));
     for tag in &event.tags {
         put_str16(out, tag);
     }
-    out.extend_from_slice(&(event.payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&len32(event.payload.len()));
     out.extend_from_slice(&event.payload);
 }
 
@@ -255,7 +277,7 @@ pub fn encode_snapshot(out: &mut Vec<u8>, stream: &StreamId, snapshot: &Snapshot
         out.extend_from_slice(&snapshot.version.0.to_le_bytes());
         out.extend_from_slice(&snapshot.schema_version.to_le_bytes());
         put_str16(out, stream.as_str());
-        out.extend_from_slice(&(snapshot.state.len() as u32).to_le_bytes());
+        out.extend_from_slice(&len32(snapshot.state.len()));
         out.extend_from_slice(&snapshot.state);
     });
 }

@@ -83,6 +83,48 @@ impl LogConfig {
     }
 
     fn validate(&self) -> Result<(), OpenError> {
+        // Every length the log encodes must fit its field, or a record would be written
+        // whose checksum passes and whose framing is wrong.
+        let limits = &self.limits;
+        for (name, limit, width) in [
+            (
+                "stream_id_bytes_max",
+                limits.stream_id_bytes_max,
+                format::STR_BYTES_MAX,
+            ),
+            (
+                "event_type_bytes_max",
+                limits.event_type_bytes_max,
+                format::STR_BYTES_MAX,
+            ),
+            ("tag_bytes_max", limits.tag_bytes_max, format::STR_BYTES_MAX),
+            (
+                "tags_per_event_max",
+                limits.tags_per_event_max,
+                format::TAGS_MAX,
+            ),
+            (
+                "payload_bytes_max",
+                limits.payload_bytes_max,
+                format::LEN32_MAX,
+            ),
+            (
+                "events_per_append_max",
+                limits.events_per_append_max,
+                format::LEN32_MAX,
+            ),
+            (
+                "snapshot_bytes_max",
+                limits.snapshot_bytes_max,
+                format::LEN32_MAX,
+            ),
+        ] {
+            if limit > width {
+                return Err(OpenError::Config(format!(
+                    "{name} {limit} does not fit the log's {width}-at-most field for it"
+                )));
+            }
+        }
         let record_max = self.record_bytes_max() as u64;
         if self.segment_bytes < SEGMENT_HEADER_BYTES + record_max {
             return Err(OpenError::Config(format!(
