@@ -351,3 +351,59 @@ async fn ocpp_abuse_from_an_authenticated_station_is_refused_by_rule() {
         .map_err(|refused| format!("{refused:?}"))
         .expect("reconnects");
 }
+
+/// A burst of valid handshakes — every station of a site reconnecting at once after a
+/// power cut — is never dropped: each gets in (101) or is told to come back (503 with
+/// `Retry-After`) while the password checks are busy, and after that wait every station
+/// is in.
+#[tokio::test]
+async fn a_burst_of_valid_handshakes_is_admitted_or_told_to_come_back() {
+    const BURST: usize = 256;
+    let server = Server::start().await;
+    let mut api = ApiClient::connect(server.addr, TOKEN).await.unwrap();
+    for n in 0..BURST {
+        let (status, _) = api
+            .request(
+                "PUT",
+                &format!("/api/stations/CP-burst-{n}"),
+                Some(&json!({"password": format!("burst-password-{n:04}")})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 201);
+    }
+    let started = tokio::time::Instant::now();
+    let burst: Vec<_> = (0..BURST)
+        .map(|n| {
+            let addr = server.addr;
+            tokio::spawn(async move {
+                let (id, password) = (format!("CP-burst-{n}"), format!("burst-password-{n:04}"));
+                let from = Ipv4Addr::new(127, 0, 0, 1);
+                let mut told_to_wait = false;
+                for _ in 0..20 {
+                    match handshake(addr, from, &id, &password).await {
+                        Ok(ws) => return (told_to_wait, ws),
+                        Err((503, Some(wait))) => {
+                            told_to_wait = true;
+                            tokio::time::sleep(Duration::from_secs(wait)).await;
+                        }
+                        Err(other) => panic!("{id} refused with {other:?}"),
+                    }
+                }
+                panic!("{id} never got in");
+            })
+        })
+        .collect();
+    let mut waited = 0;
+    let mut sockets = Vec::new();
+    for station in burst {
+        let (told_to_wait, ws) = station.await.expect("every station gets in");
+        waited += usize::from(told_to_wait);
+        sockets.push(ws);
+    }
+    let took = started.elapsed();
+    assert_eq!(sockets.len(), BURST);
+    eprintln!(
+        "burst of {BURST} valid handshakes: all in after {took:?}; {waited} were told to come back first"
+    );
+}
