@@ -371,6 +371,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         checked: HistoryStats,
         /// The dangerous situations the seed reached.
         coverage: Coverage,
+        /// The machines of the run, in words.
+        topology: String,
     }
 
     /// One run inside the current simulation runtime.
@@ -425,6 +427,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                     ..UnlockRace::default()
                 };
                 shape.apply_to_race(&mut race);
+                let topology = race.topology();
                 let report = unlock_race::run(&race).await;
                 let verdict = report.verdict.map(|s| {
                     format!(
@@ -442,6 +445,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                     store_history: Some(report.history),
                     checked: HistoryStats::default(),
                     coverage: report.coverage,
+                    topology,
                 }
             }
             Scenario::StoreFuzz => {
@@ -461,6 +465,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                     store_history: Some(report.history),
                     checked: HistoryStats::default(),
                     coverage: report.coverage,
+                    topology: report.topology,
                 }
             }
             Scenario::PanicCanary => {
@@ -531,6 +536,10 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             store_history: None,
             checked: HistoryStats::default(),
             coverage: Coverage::new(),
+            topology: format!(
+                "one simulated machine: the store and the scenario's concurrent clients ({})",
+                scenario.name()
+            ),
         }
     }
 
@@ -569,6 +578,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                 store_history: None,
                 checked: HistoryStats::default(),
                 coverage: Coverage::new(),
+                topology: "unknown: the seed panicked before its machines were reported".into(),
             }
         });
         // I11, on real time: the scenario's own oracles first, then its store history.
@@ -699,6 +709,7 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             result.scenario.name(),
             design.name()
         );
+        println!("topology: {}", result.topology);
         match result.scenario {
             Scenario::UnlockRace | Scenario::RollingUpgrade | Scenario::StoreFuzz => {
                 println!("faults: {}", result.plan)
@@ -952,6 +963,8 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         coverage: BTreeMap<&'static str, (u64, u64)>,
         /// Per invariant: the seeds that broke it, their scenario and what was seen.
         failures: BTreeMap<&'static str, Vec<(u64, Scenario, String)>>,
+        /// When a progress line was last written (logs that are not a terminal).
+        last_progress: Option<Instant>,
     }
 
     fn swarm(
@@ -973,6 +986,17 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
             design.name(),
             shape.flags()
         );
+        match selection {
+            Selection::One(scenario @ (Scenario::UnlockRace | Scenario::RollingUpgrade)) => {
+                let mut race = UnlockRace {
+                    upgrade: scenario == Scenario::RollingUpgrade,
+                    ..UnlockRace::default()
+                };
+                shape.apply_to_race(&mut race);
+                println!("topology of each seed: {}", race.topology());
+            }
+            _ => println!("topology: each seed's own (`sim run --seed S` prints it)"),
+        }
         let next = Arc::new(AtomicU64::new(first));
         let tally = Arc::new(Mutex::new(Tally::default()));
         let wall = Instant::now();
@@ -1004,7 +1028,11 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
                                 .or_default()
                                 .push((seed, result.scenario, violation.detail.clone()));
                         }
-                        progress(tally.done, seeds);
+                        let failed = tally.failures.values().map(Vec::len).sum::<usize>();
+                        let due = progress(tally.done, seeds, failed, wall, tally.last_progress);
+                        if due {
+                            tally.last_progress = Some(Instant::now());
+                        }
                     }
                 })
             })
@@ -1166,19 +1194,38 @@ designs:   correct (default); naive-side-effect (N1, unlock-race),
         format!("{} …", &text[..end])
     }
 
-    fn progress(done: u64, total: u64) {
-        if !std::io::stderr().is_terminal() {
-            return;
-        }
-        let width = 40;
-        let filled = (done * width / total.max(1)) as usize;
+    /// Shows how far a swarm got: a bar on a terminal; in a log, a line at every tenth of
+    /// the seeds and at least every 30 s. Returns whether it wrote a log line.
+    fn progress(
+        done: u64,
+        total: u64,
+        failed: usize,
+        started: Instant,
+        last_line: Option<Instant>,
+    ) -> bool {
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let left = (total.saturating_sub(done)) as f64 / rate.max(1e-9);
         let mut stderr = std::io::stderr();
-        let _ = write!(
-            stderr,
-            "\r[{}{}] {done}/{total}",
-            "#".repeat(filled),
-            " ".repeat(width as usize - filled)
+        if stderr.is_terminal() {
+            let width = 40;
+            let filled = (done * width / total.max(1)) as usize;
+            let _ = write!(
+                stderr,
+                "\r[{}{}] {done}/{total} · {failed} failed · {rate:.1} seeds/s · ~{left:.0} s left ",
+                "#".repeat(filled),
+                " ".repeat(width as usize - filled)
+            );
+            let _ = stderr.flush();
+            return false;
+        }
+        let step = (total / 10).max(1);
+        let quiet_for = last_line.unwrap_or(started).elapsed();
+        if total < 20 || (!done.is_multiple_of(step) && quiet_for < Duration::from_secs(30)) {
+            return false;
+        }
+        eprintln!(
+            "progress: {done}/{total} seeds · {failed} failed · {rate:.1} seeds/s · ~{left:.0} s left"
         );
-        let _ = stderr.flush();
+        true
     }
 }

@@ -75,6 +75,8 @@ pub struct FuzzReport {
     pub fingerprint: u128,
     /// The dangerous situations the run reached.
     pub coverage: Coverage,
+    /// The machines of the run, in words.
+    pub topology: String,
 }
 
 type Slot<T> = Arc<Mutex<Option<T>>>;
@@ -107,6 +109,14 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
             rng.gen_range(1..5usize),
         )
     };
+    let topology = format!(
+        "1 store server ({} backend), {clients} client machines calling it directly, {calls_per_client} calls each on {streams} stream{}",
+        match backend {
+            Backend::Log => "durable log",
+            Backend::Memory => "in-memory",
+        },
+        if streams == 1 { "" } else { "s" }
+    );
     let disk = simulated_disk(plan);
     let log_slot: Slot<LogStore> = Arc::new(Mutex::new(None));
     let memory = MemoryStore::new(Limits::default());
@@ -236,6 +246,7 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
             history: StoreHistory::default(),
             fingerprint: 0,
             coverage: Coverage::new(),
+            topology,
         };
     };
     let store_history = StoreHistory::new(&history, stored.clone(), true);
@@ -281,6 +292,7 @@ pub async fn run(plan: &FaultPlan) -> FuzzReport {
         history: store_history,
         fingerprint: fingerprint(&stored),
         coverage,
+        topology,
     }
 }
 

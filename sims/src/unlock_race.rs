@@ -90,6 +90,34 @@ impl Default for UnlockRace {
     }
 }
 
+impl UnlockRace {
+    /// The machines of a run, as a user reads them: what talks to what.
+    pub fn topology(&self) -> String {
+        format!(
+            "1 store server (the durable log on a simulated disk), {} CSMS node{}, {} station{} × {} connector{}, {} API client{} × {} request{}{}",
+            self.nodes,
+            plural(self.nodes as u64),
+            self.stations,
+            plural(self.stations as u64),
+            self.connectors,
+            plural(u64::from(self.connectors)),
+            self.clients,
+            plural(self.clients),
+            self.requests_per_client,
+            plural(self.requests_per_client),
+            if self.faults.impostors {
+                ", 1 impostor machine"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+fn plural(count: u64) -> &'static str {
+    if count == 1 { "" } else { "s" }
+}
+
 /// What one run did and how it was judged.
 #[derive(Clone, Debug)]
 pub struct RunReport {

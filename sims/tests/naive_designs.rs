@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
+use evsource::faultpoint::FaultPoint;
 use evsource_sims::faults::{Design, FaultPlan};
+use evsource_sims::points::PointPlan;
 use evsource_sims::unlock_race::{UnlockRace, run};
 
 /// Runs `seeds` for `design`, each on a fresh thread; returns the violated invariant per
@@ -95,9 +97,14 @@ fn naive_side_effect_unlocks_what_nobody_recorded_and_the_outbox_does_not() {
 
 /// A telemetry storm on a slow disk: every station heartbeats every 3 s, status bursts
 /// (a flap every ~10 ms) strike as commands go out, and each sync takes 45 ms — a station
-/// reports faster than one stream can be made durable.
+/// reports faster than one stream can be made durable — and, at the F12 point
+/// `command-decided`, a quarter of the commands are victims held until another writer of
+/// their stream lands.
 fn storm_on_a_slow_disk() -> FaultPlan {
     FaultPlan {
+        points: PointPlan {
+            fire_per_mille: [(FaultPoint::CommandDecided, 250)].into_iter().collect(),
+        },
         telemetry_storm: Some(10),
         sync_latency_millis: Some(45),
         fault_phase: Duration::from_secs(200),
@@ -111,7 +118,12 @@ fn storm_on_a_slow_disk() -> FaultPlan {
 /// own stream the same seeds and storms pass.
 #[test]
 fn telemetry_in_the_business_aggregate_starves_commands_and_its_own_stream_does_not() {
-    caught(Design::NaiveTelemetry, storm_on_a_slow_disk, 1..=8, &["I4"]);
+    caught(
+        Design::NaiveTelemetry,
+        storm_on_a_slow_disk,
+        1..=16,
+        &["I4"],
+    );
 }
 
 /// Status bursts (so that stations sometimes refuse an unlock: a Rejected outcome) and the
