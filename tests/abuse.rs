@@ -17,9 +17,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use evsource::node::auth;
@@ -54,23 +54,11 @@ struct Server {
 
 impl Server {
     async fn start() -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_evsource"))
-            .args(["serve", "--store", "memory:", "--listen", "127.0.0.1:0"])
-            .env("EVSOURCE_OPERATOR_TOKEN", TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the evsource binary starts");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut first)
-            .expect("reads stdout");
-        let addr = first
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("the server did not start: {first:?}"))
-            .parse()
-            .expect("an address");
+        let (child, addr) = support::spawn_serve(
+            &["serve", "--store", "memory:", "--listen", "127.0.0.1:0"],
+            &[("EVSOURCE_OPERATOR_TOKEN", TOKEN)],
+            Stdio::null(),
+        );
         let server = Server { child, addr };
         let mut api = ApiClient::connect(addr, TOKEN).await.expect("the API");
         let (status, body) = api
@@ -178,6 +166,17 @@ async fn next_frame(ws: &mut Socket) -> Result<Value, Option<CloseCode>> {
     }
 }
 
+/// A BootNotification, answered Accepted.
+async fn boot(ws: &mut Socket) {
+    let boot = call(
+        ws,
+        r#"[2,"b1","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]"#,
+    )
+    .await
+    .expect("answered");
+    assert_eq!(boot[2]["status"], "Accepted", "{boot}");
+}
+
 async fn call(ws: &mut Socket, frame: &str) -> Result<Value, Option<CloseCode>> {
     ws.send(Message::text(frame)).await.expect("sends");
     next_frame(ws).await
@@ -242,13 +241,7 @@ async fn a_wrong_password_storm_is_answered_bounded_and_the_real_station_still_g
         }
         Err(other) => panic!("the real station was refused with {other:?}"),
     };
-    let boot = call(
-        &mut ws,
-        r#"[2,"b1","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]"#,
-    )
-    .await
-    .expect("answered");
-    assert_eq!(boot[2]["status"], "Accepted", "{boot}");
+    boot(&mut ws).await;
     eprintln!(
         "storm of {STORM}: {statuses:?} in {storm_took:?} ({:.0} refusals/s); API answered in {answered_in:?}; RSS {rss} KiB",
         STORM as f64 / storm_took.as_secs_f64()
@@ -313,13 +306,7 @@ async fn ocpp_abuse_from_an_authenticated_station_is_refused_by_rule() {
         .await
         .map_err(|refused| format!("{refused:?}"))
         .expect("connects");
-    let boot = call(
-        &mut ws,
-        r#"[2,"b1","BootNotification",{"chargePointVendor":"V","chargePointModel":"M"}]"#,
-    )
-    .await
-    .expect("answered");
-    assert_eq!(boot[2]["status"], "Accepted", "{boot}");
+    boot(&mut ws).await;
     let far = call(
         &mut ws,
         r#"[2,"s1","StatusNotification",{"connectorId":4294967295,"errorCode":"NoError","status":"Available"}]"#,

@@ -13,9 +13,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -51,8 +50,8 @@ struct Node {
 impl Node {
     fn start(store_url: &str, id: &str, logs: &TempDir) -> Node {
         let log = std::fs::File::create(logs.path().join(format!("{id}.log"))).expect("log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_evsource"))
-            .args([
+        let (child, addr) = support::spawn_serve(
+            &[
                 "serve",
                 "--store",
                 store_url,
@@ -62,23 +61,10 @@ impl Node {
                 id,
                 "--heartbeat-interval",
                 "2",
-            ])
-            .env("EVSOURCE_OPERATOR_TOKEN", TOKEN)
-            .env("EVSOURCE_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("the evsource binary starts");
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut first)
-            .expect("reads stdout");
-        let addr = first
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("{id} did not start: {first:?}"))
-            .parse()
-            .expect("an address");
+            ],
+            &[("EVSOURCE_OPERATOR_TOKEN", TOKEN), ("EVSOURCE_LOG", "info")],
+            log.into(),
+        );
         Node { child, addr }
     }
 

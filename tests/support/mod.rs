@@ -264,3 +264,31 @@ pub mod stations {
             .as_millis() as u64
     }
 }
+
+/// Starts the `evsource` binary with `args` (a `serve` listening on port 0) and `env`;
+/// returns the process and the address it says it listens on (its first line of output).
+pub fn spawn_serve(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stderr: std::process::Stdio,
+) -> (std::process::Child, std::net::SocketAddr) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_evsource"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("the evsource binary starts");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut first)
+        .expect("reads stdout");
+    let addr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("evsource {args:?} did not start: {first:?}"))
+        .parse()
+        .expect("an address");
+    (child, addr)
+}
