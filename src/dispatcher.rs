@@ -36,8 +36,6 @@ pub struct DispatcherConfig {
     pub retry_max_millis: u64,
     /// A request that could not be sent at all for this long is recorded as TimedOut.
     pub undeliverable_after_millis: u64,
-    /// Requests tracked at once; beyond it the dispatcher stops reading (backpressure).
-    pub tracked_requests_max: usize,
     /// When the checkpoint may pass a request. Only the simulator's naive design N4
     /// changes it.
     pub checkpoint: CheckpointPolicy,
@@ -65,7 +63,6 @@ impl Default for DispatcherConfig {
             retry_base_millis: 500,
             retry_max_millis: 30_000,
             undeliverable_after_millis: 300_000,
-            tracked_requests_max: 10_000,
             checkpoint: CheckpointPolicy::AfterOutcome,
             requires_ownership: false,
         }
@@ -129,6 +126,10 @@ struct Link {
 pub struct Dispatcher {
     config: DispatcherConfig,
     /// Requests without a recorded outcome, by the position of their `UnlockRequested`.
+    /// Bounded by the business rules, not by a setting: a station aggregate holds at most
+    /// one pending request per connector, so this holds at most one per connector of the
+    /// fleet. (A cap that stopped the dispatcher reading would deadlock it: a request
+    /// leaves this table only when its outcome is read.)
     tracked: BTreeMap<GlobalPosition, Tracked>,
     links: BTreeMap<String, Link>,
     last_read: Option<GlobalPosition>,
@@ -152,11 +153,6 @@ impl Dispatcher {
             effects: VecDeque::new(),
             possibly_sent_before: None,
         }
-    }
-
-    /// False when too many requests are tracked: stop feeding events until some resolve.
-    pub fn wants_events(&self) -> bool {
-        self.tracked.len() < self.config.tracked_requests_max
     }
 
     pub fn tracked_requests(&self) -> usize {

@@ -16,7 +16,6 @@ fn config() -> DispatcherConfig {
         retry_base_millis: 100,
         retry_max_millis: 1_000,
         undeliverable_after_millis: 10_000,
-        tracked_requests_max: 100,
         ..DispatcherConfig::default()
     }
 }

@@ -113,7 +113,6 @@ impl World {
                     retry_base_millis: 200,
                     retry_max_millis: 5_000,
                     undeliverable_after_millis: 120_000,
-                    tracked_requests_max: 1_000,
                     ..DispatcherConfig::default()
                 },
                 None,
