@@ -732,7 +732,7 @@ fn builds_interleaved(events: &[RecordedEvent]) -> (u64, u64) {
     let (mut old_met_new, mut new_met_old) = (0, 0);
     for event in events {
         let stream = event.stream.as_str();
-        if !stream.starts_with("station-") {
+        if !stream.starts_with(evsource::domain::station::STREAM_PREFIX) {
             continue;
         }
         let next = event.payload.ends_with(br#","version":2}"#);
@@ -812,7 +812,7 @@ fn leases_taken_over_in_flight(events: &[RecordedEvent]) -> u64 {
             }
             continue;
         }
-        let Some(station) = event.stream.as_str().strip_prefix("station-") else {
+        let Some(station) = evsource::domain::station::station_of(&event.stream) else {
             continue;
         };
         let delta = match event.event_type.as_str() {
@@ -942,7 +942,7 @@ fn judge(
         let business: Vec<RecordedEvent> = events
             .iter()
             .filter(|e| {
-                !(e.stream.as_str().starts_with("station-")
+                !(evsource::domain::station::station_of(&e.stream).is_some()
                     && is_noted_telemetry(&e.event_type, &e.payload))
             })
             .cloned()
@@ -956,7 +956,8 @@ fn count(events: &[RecordedEvent], types: &[&str]) -> u64 {
     events
         .iter()
         .filter(|e| {
-            e.stream.as_str().starts_with("station-") && types.contains(&e.event_type.as_str())
+            evsource::domain::station::station_of(&e.stream).is_some()
+                && types.contains(&e.event_type.as_str())
         })
         .count() as u64
 }

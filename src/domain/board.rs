@@ -38,7 +38,7 @@ impl Projection for UnlockBoard {
     const SCHEMA: u32 = 2;
 
     fn key(event: &RecordedEvent) -> Option<String> {
-        let station = event.stream.as_str().strip_prefix("station-")?;
+        let station = crate::domain::station::station_of(&event.stream)?;
         Station::decode_event(&event.event_type, &event.payload).ok()?;
         Some(station.to_owned())
     }

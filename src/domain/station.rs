@@ -15,6 +15,22 @@ use serde::{Deserialize, Serialize};
 use crate::core::hash::FoldHash;
 use crate::decider::{Aggregate, CodecError, Decider, EncodedEvent, json};
 
+/// The prefix of a station's business stream: `station-<charge point id>`.
+pub const STREAM_PREFIX: &str = "station-";
+
+/// The business stream of the charge point `station`; an error when the id cannot be part
+/// of a stream id (too long, or bytes a stream id refuses).
+pub fn stream_of(
+    station: &str,
+) -> Result<crate::core::types::StreamId, crate::core::types::StreamIdError> {
+    crate::core::types::StreamId::new(&format!("{STREAM_PREFIX}{station}"))
+}
+
+/// The charge point id whose business stream `stream` is, if it is one.
+pub fn station_of(stream: &crate::core::types::StreamId) -> Option<&str> {
+    stream.as_str().strip_prefix(STREAM_PREFIX)
+}
+
 /// OCPP 1.6 idTag is a CiString20.
 pub const SESSION_ID_BYTES_MAX: usize = 20;
 /// Connector ids are 1..=CONNECTORS_MAX (0 addresses the whole station in OCPP).

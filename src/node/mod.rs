@@ -711,10 +711,7 @@ impl<S: EventStore> Hub<S> {
             .strip_prefix("telemetry-")
             .or_else(|| {
                 // N5 records heartbeats and status reports on the business stream instead.
-                event
-                    .stream
-                    .as_str()
-                    .strip_prefix("station-")
+                crate::domain::station::station_of(&event.stream)
                     .filter(|_| self.stations.notes_telemetry())
                     .filter(|_| naive::is_noted_telemetry(&event.event_type, &event.payload))
             });
@@ -737,7 +734,7 @@ impl<S: EventStore> Hub<S> {
                     connection.session.resume();
                 }
             }
-        } else if let Some(station) = event.stream.as_str().strip_prefix("station-")
+        } else if let Some(station) = crate::domain::station::station_of(&event.stream)
             && self
                 .checkpoint
                 .is_none_or(|checkpoint| event.position > checkpoint)
@@ -1000,7 +997,7 @@ impl<S: EventStore> Hub<S> {
                 session,
                 answer,
             } => {
-                let Ok(stream) = StreamId::new(&format!("station-{station}")) else {
+                let Ok(stream) = crate::domain::station::stream_of(&station) else {
                     return;
                 };
                 let command_id = outcome_command_id(&station, &session);
@@ -1211,7 +1208,7 @@ impl<S: EventStore> Hub<S> {
     /// effect; a session the aggregate does not hold as active is left alone.
     async fn stop_session(&mut self, station: &str, session: String) -> bool {
         tracing::info!(%station, %session, "ending the session");
-        let Ok(stream) = StreamId::new(&format!("station-{station}")) else {
+        let Ok(stream) = crate::domain::station::stream_of(station) else {
             return true;
         };
         let command_id = CommandId(hash128(
@@ -1264,7 +1261,7 @@ impl<S: EventStore> Hub<S> {
             self.append_telemetry(station, &event, id).await;
             return;
         }
-        let Ok(stream) = StreamId::new(&format!("station-{station}")) else {
+        let Ok(stream) = crate::domain::station::stream_of(station) else {
             return;
         };
         // Each report is handled on its own, as a request handler per message would:
@@ -1503,10 +1500,7 @@ async fn side_effect_first<S: EventStore>(
             "only unlocks are served",
         );
     };
-    let station = request
-        .stream
-        .as_str()
-        .strip_prefix("station-")
+    let station = crate::domain::station::station_of(&request.stream)
         .unwrap_or_default()
         .to_owned();
     let (answer, heard) = tokio::sync::oneshot::channel();

@@ -271,7 +271,7 @@ async fn command_response<S: EventStore>(
         return response;
     }
     let stream =
-        StreamId::new(&format!("station-{station}")).expect("a registered id makes a stream id");
+        crate::domain::station::stream_of(station).expect("a registered id makes a stream id");
     let answer = super::run_command(shared, &mut env, stream, command_id, command).await;
     api_response(answer)
 }

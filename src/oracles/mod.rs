@@ -84,7 +84,7 @@ pub fn check_station_decisions(events: &[RecordedEvent]) -> Result<(), Violation
     use crate::domain::station::{StationAnswer, StationCommand};
     let mut states: BTreeMap<&str, <Station as crate::decider::Decider>::State> = BTreeMap::new();
     for event in events {
-        if !event.stream.as_str().starts_with("station-") {
+        if crate::domain::station::station_of(&event.stream).is_none() {
             continue;
         }
         // Noted telemetry (N5) and anything else that is not a business event is skipped.
@@ -261,7 +261,7 @@ pub fn check_sessions_match_stations(
             started.insert((station, id_tag));
             continue;
         }
-        let Some(station) = event.stream.as_str().strip_prefix("station-") else {
+        let Some(station) = crate::domain::station::station_of(&event.stream) else {
             continue;
         };
         // Noted telemetry (N5) is not business.
@@ -344,7 +344,7 @@ pub fn check_unlocks(
     let mut requests: BTreeMap<(String, String), u32> = BTreeMap::new();
     let mut outcomes: BTreeMap<(String, String), Vec<StationAnswer>> = BTreeMap::new();
     for event in events {
-        let Some(station) = event.stream.as_str().strip_prefix("station-") else {
+        let Some(station) = crate::domain::station::station_of(&event.stream) else {
             continue;
         };
         let decoded =
