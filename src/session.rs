@@ -348,10 +348,21 @@ impl StationSession {
     }
 
     /// Answers a StopTransaction whose stop is recorded.
-    pub fn complete_stop_transaction(&mut self, call_id: String) {
+    ///
+    /// `id_tag_accepted` is the verdict on the idTag the stop carried: `None` when it
+    /// carried none (the answer then has no idTagInfo: OCPP 1.6 makes it optional for
+    /// exactly that case), else whether it is the idTag the transaction ran for.
+    pub fn complete_stop_transaction(&mut self, call_id: String, id_tag_accepted: Option<bool>) {
+        let payload = match id_tag_accepted {
+            None => json!({}),
+            Some(accepted) => {
+                let status = if accepted { "Accepted" } else { "Invalid" };
+                json!({ "idTagInfo": { "status": status } })
+            }
+        };
         let reply = Frame::CallResult {
             id: call_id.clone(),
-            payload: json!({ "idTagInfo": { "status": "Accepted" } }),
+            payload,
         };
         self.answer(call_id, reply);
     }

@@ -52,7 +52,7 @@ fn conversation() -> Vec<(String, String)> {
                     session.complete_start_transaction(call_id, 7, true);
                 }
                 SessionOutput::StopTransaction { call_id, .. } => {
-                    session.complete_stop_transaction(call_id);
+                    session.complete_stop_transaction(call_id, None);
                 }
                 SessionOutput::Authorize { call_id, id_tag } => {
                     session.complete_authorize(call_id, id_tag == "s-1");

@@ -312,7 +312,7 @@ impl World {
                 let (id, event) = transaction_stopped(&station, &request);
                 self.record_telemetry(&station, event, id).await;
                 let session = self.links[index].session.as_mut().unwrap();
-                session.complete_stop_transaction(call_id);
+                session.complete_stop_transaction(call_id, None);
             }
             SessionOutput::RemoteStartAnswered { call_id, status } => {
                 self.catch_up().await;

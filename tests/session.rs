@@ -156,11 +156,34 @@ fn a_stop_is_answered_only_once_recorded() {
         panic!("the stop to record: {stop:?}");
     };
     assert_eq!(request.transaction_id, 7);
-    session.complete_stop_transaction(call_id.clone());
+    session.complete_stop_transaction(call_id.clone(), None);
     assert!(matches!(
         &replies(&mut session)[..],
-        [Frame::CallResult { id, payload }] if id == "9" && payload["idTagInfo"]["status"] == "Accepted"
+        [Frame::CallResult { id, payload }] if id == "9" && payload.get("idTagInfo").is_none()
     ));
+}
+
+/// A StopTransaction that carries an idTag is told whether it is the idTag the
+/// transaction ran for (Accepted) or not (Invalid); one without gets no idTagInfo.
+#[test]
+fn a_stop_with_an_idtag_gets_the_verdict_on_it() {
+    for (id_tag_accepted, status) in [(Some(true), "Accepted"), (Some(false), "Invalid")] {
+        let mut session = StationSession::resume_accepted("CP1", SessionConfig::default());
+        session.handle_text(
+            r#"[2,"9","StopTransaction",{"idTag":"s-1","transactionId":7,"meterStop":10,"timestamp":"2026-11-23T10:00:02Z"}]"#,
+            0,
+        );
+        let stop = outputs(&mut session);
+        let Some(SessionOutput::StopTransaction { call_id, request }) = stop.last() else {
+            panic!("the stop to record: {stop:?}");
+        };
+        assert_eq!(request.id_tag.as_deref(), Some("s-1"));
+        session.complete_stop_transaction(call_id.clone(), id_tag_accepted);
+        assert!(matches!(
+            &replies(&mut session)[..],
+            [Frame::CallResult { payload, .. }] if payload["idTagInfo"]["status"] == status
+        ));
+    }
 }
 
 /// No station grows the node's state by inventing connectors: a connectorId past the

@@ -850,20 +850,34 @@ impl<S: EventStore> Hub<S> {
                 if self.append_telemetry(station, &event, id).await.is_none() {
                     return;
                 }
-                let ended = match self.session_of_transaction(station, transaction_id).await {
-                    Ok(Some(session)) => self.stop_session(station, session).await,
+                let (ended, ran_for) = match self
+                    .session_of_transaction(station, transaction_id)
+                    .await
+                {
+                    Ok(Some(session)) => (
+                        self.stop_session(station, session.clone()).await,
+                        Some(session),
+                    ),
                     Ok(None) => {
                         tracing::info!(%station, transaction_id, "the stopped transaction was not started by this station's record: no session to end");
-                        true
+                        (true, None)
                     }
                     Err(error) => {
                         tracing::warn!(%station, transaction_id, %error, "the stopped transaction's start could not be read; the station sends the stop again");
-                        false
+                        (false, None)
                     }
                 };
+                // The stop's idTag (if any) is Accepted only as the one the transaction
+                // ran for (a session's id is the idTag it released the connector to).
+                let id_tag_accepted = request
+                    .id_tag
+                    .as_deref()
+                    .map(|id_tag| ran_for.as_deref() == Some(id_tag));
                 if ended && let Some(connection) = self.connections.get_mut(station) {
                     tracing::info!(%station, transaction_id, "StopTransaction answered");
-                    connection.session.complete_stop_transaction(call_id);
+                    connection
+                        .session
+                        .complete_stop_transaction(call_id, id_tag_accepted);
                 }
             }
             SessionOutput::BootNotification {

@@ -221,7 +221,9 @@ async def main(addr, token):
         expect(status == 200 and view["online"], f"station after reconnecting: {status} {view}")
         expect(view["connectors"]["1"]["status"] == "Charging", f"connector 1: {view['connectors']}")
         stopped = await station.call(
-            call.StopTransaction(meter_stop=1200, timestamp=now(), transaction_id=started.transaction_id)
+            call.StopTransaction(
+                meter_stop=1200, timestamp=now(), transaction_id=started.transaction_id, id_tag="interop-yes"
+            )
         )
         expect(stopped.id_tag_info["status"] == "Accepted", f"stop {stopped}")
         listener.cancel()
