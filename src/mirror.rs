@@ -3,8 +3,10 @@
 //! Telemetry (boots, heartbeats, status notifications, remote-start answers, transactions)
 //! is recorded as [`TelemetryEvent`]s in a per-station stream `telemetry-<station>` with
 //! `ExpectedVersion::Any` — never in the business aggregate, whose version it would bump
-//! (seed 000's heartbeat race). The mirror is a pure fold over those events, so a rebuild
-//! from position 0 equals live processing (I7). Times are the CSMS's own recorded times;
+//! (seed 000's heartbeat race). The mirror is a pure fold over those events and, for the
+//! releases of connectors, the business record's unlock outcomes and session ends (so a
+//! release whose telemetry was lost is still known), so a rebuild from position 0 equals
+//! live processing (I7). Times are the CSMS's own recorded times;
 //! the station's timestamps are kept as data only.
 
 use std::collections::BTreeMap;
@@ -262,6 +264,40 @@ impl StationMirror {
     }
 
     /// Folds one telemetry event of `station`, recorded at `position` at `recorded_at`.
+    /// Folds what the business record says about a connector's release: an unlock
+    /// recorded Accepted releases it for its session (also when the station's answer,
+    /// telemetry, was lost to a store outage), and a session recorded stopped ends the
+    /// release unless a transaction runs. Only on a connector with no transaction.
+    pub fn apply_business(
+        &mut self,
+        station: &str,
+        event: &crate::domain::station::StationEvent,
+        recorded_at_millis: u64,
+    ) {
+        use crate::domain::station::StationEvent;
+        match event {
+            StationEvent::UnlockAccepted { connector, session } => {
+                let view = self.stations.entry(station.to_owned()).or_default();
+                let entry = connector_entry(view, *connector, recorded_at_millis);
+                if entry.transaction_id.is_none() && entry.id_tag.is_none() {
+                    entry.id_tag = Some(session.as_str().to_owned());
+                }
+            }
+            StationEvent::SessionStopped { connector, session } => {
+                if let Some(entry) = self
+                    .stations
+                    .get_mut(station)
+                    .and_then(|view| view.connectors.get_mut(connector))
+                    && entry.transaction_id.is_none()
+                    && entry.id_tag.as_deref() == Some(session.as_str())
+                {
+                    entry.id_tag = None;
+                }
+            }
+            _ => {}
+        }
+    }
+
     pub fn apply(
         &mut self,
         station: &str,

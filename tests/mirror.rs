@@ -180,3 +180,52 @@ async fn the_mirror_tracks_connectors_and_evidence_for_unlocks() {
 }
 
 const HEARTBEAT: TelemetryEvent = TelemetryEvent::HeartbeatReceived;
+
+/// The business record backs the mirror up: an unlock recorded Accepted releases its
+/// connector even when the station's answer (telemetry) was lost to a store outage, so a
+/// later report of the connector back to Available can still end the session; a session
+/// recorded stopped ends the release; a connector with a transaction is left alone.
+#[test]
+fn an_accepted_unlock_in_the_record_releases_the_connector_without_its_telemetry() {
+    use evsource::domain::station::{SessionId, StationEvent};
+    let mut mirror = StationMirror::default();
+    let accepted = |connector, session: &str| StationEvent::UnlockAccepted {
+        connector,
+        session: SessionId::new(session).unwrap(),
+    };
+    mirror.apply_business("CP1", &accepted(1, "s-1"), 10);
+    assert!(
+        mirror.released_for("CP1", 1, "s-1"),
+        "released by the record alone"
+    );
+    assert_eq!(
+        mirror.unlock_evidence("CP1", 1, "s-1"),
+        UnlockEvidence::ForThisRequest
+    );
+    mirror.apply_business(
+        "CP1",
+        &StationEvent::SessionStopped {
+            connector: 1,
+            session: SessionId::new("s-1").unwrap(),
+        },
+        11,
+    );
+    assert!(
+        !mirror.released_for("CP1", 1, "s-1"),
+        "the stop ends the release"
+    );
+    // A connector already released for another idTag keeps it.
+    mirror.apply(
+        "CP1",
+        &TelemetryEvent::RemoteStartAnswered {
+            connector: 2,
+            id_tag: "s-2".into(),
+            status: RemoteStartStopStatus::Accepted,
+        },
+        GlobalPosition(5),
+        12,
+    );
+    mirror.apply_business("CP1", &accepted(2, "s-3"), 13);
+    assert!(mirror.released_for("CP1", 2, "s-2"));
+    assert!(!mirror.released_for("CP1", 2, "s-3"));
+}

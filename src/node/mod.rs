@@ -405,6 +405,8 @@ struct Shared<S> {
 pub const PASSWORD_CHECKS_MAX: usize = 4;
 /// How long a handshake waits for a password check before it is refused with 503.
 pub const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long before an abandoned session's end, not recorded, is tried again.
+const STOP_RETRY_MILLIS: u64 = 2_000;
 /// Keys the failure backoff remembers at most.
 pub const FAILURE_KEYS_MAX: usize = 10_000;
 /// Connections a node holds open at once. Each costs a task, a socket and its buffers
@@ -507,6 +509,9 @@ struct Hub<S> {
         tokio::sync::oneshot::Sender<crate::ocpp::messages::RemoteStartStopStatus>,
     >,
     direct_calls: u64,
+    /// Abandoned sessions (a connector back to Available with no transaction) whose end
+    /// could not be recorded yet, by (station, session): when to try again.
+    pending_stops: BTreeMap<(String, String), u64>,
 }
 
 impl<S: EventStore> Hub<S> {
@@ -550,6 +555,7 @@ impl<S: EventStore> Hub<S> {
             unlock_path: config.unlock_path,
             direct: BTreeMap::new(),
             direct_calls: 0,
+            pending_stops: BTreeMap::new(),
         }
     }
 
@@ -563,6 +569,9 @@ impl<S: EventStore> Hub<S> {
             let wait = self
                 .dispatcher
                 .poll_timeout()
+                .into_iter()
+                .chain(self.pending_stops.values().copied())
+                .min()
                 .map_or(60_000, |at| at.saturating_sub(now));
             tokio::select! {
             biased;
@@ -588,6 +597,7 @@ impl<S: EventStore> Hub<S> {
                 () = reads.backed_off(), if !reads.ready() => reads.resume(),
                 _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {
                     self.dispatcher.handle_timeout(self.env.now_millis());
+                    self.retry_stops().await;
                 }
             }
             self.settle(&mut subscription).await;
@@ -735,14 +745,18 @@ impl<S: EventStore> Hub<S> {
                 }
             }
         } else if let Some(station) = crate::domain::station::station_of(&event.stream)
-            && self
-                .checkpoint
-                .is_none_or(|checkpoint| event.position > checkpoint)
-            && self.unlock_path == UnlockPath::Outbox
             && let Ok(decoded) = Station::decode_event(&event.event_type, &event.payload)
         {
-            self.dispatcher
-                .handle_event(event.position, station, &decoded, now);
+            self.mirror
+                .apply_business(station, &decoded, event.metadata.recorded_at_millis);
+            if self
+                .checkpoint
+                .is_none_or(|checkpoint| event.position > checkpoint)
+                && self.unlock_path == UnlockPath::Outbox
+            {
+                self.dispatcher
+                    .handle_event(event.position, station, &decoded, now);
+            }
         }
     }
 
@@ -838,8 +852,14 @@ impl<S: EventStore> Hub<S> {
                     _ => None,
                 };
                 self.record_telemetry(station, event).await;
-                if let Some(session) = abandoned {
-                    self.stop_session(station, session).await;
+                if let Some(session) = abandoned
+                    && !self.stop_session(station, session.clone()).await
+                {
+                    // Not ended now (the store is out of reach, or the unlock's answer is
+                    // still being recorded): no report will ask again, so keep trying.
+                    let retry_at = self.env.now_millis() + STOP_RETRY_MILLIS;
+                    self.pending_stops
+                        .insert((station.to_owned(), session), retry_at);
                 }
             }
             SessionOutput::StopTransaction { call_id, request } => {
@@ -1220,6 +1240,26 @@ impl<S: EventStore> Hub<S> {
     /// The driver unplugged: end the business session. A process-manager reaction with a
     /// command id derived from (station, session), so a resent StopTransaction has one
     /// effect; a session the aggregate does not hold as active is left alone.
+    /// Ends the abandoned sessions whose end is due for another try (see
+    /// `pending_stops`).
+    async fn retry_stops(&mut self) {
+        let now = self.env.now_millis();
+        let due: Vec<(String, String)> = self
+            .pending_stops
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (station, session) in due {
+            if self.stop_session(&station, session.clone()).await {
+                self.pending_stops.remove(&(station, session));
+            } else {
+                let retry_at = self.env.now_millis() + STOP_RETRY_MILLIS;
+                self.pending_stops.insert((station, session), retry_at);
+            }
+        }
+    }
+
     async fn stop_session(&mut self, station: &str, session: String) -> bool {
         tracing::info!(%station, %session, "ending the session");
         let Ok(stream) = crate::domain::station::stream_of(station) else {
