@@ -34,11 +34,23 @@ pub struct SessionConfig {
     pub remembered_answers_max: usize,
     /// Connector ids a station may use (1..=this; 0 names the station itself where OCPP
     /// allows it). A higher one gets a PropertyConstraintViolation CALLERROR and changes
-    /// nothing, so no station can grow the node's state by inventing connectors.
+    /// nothing. From [`Limits::station_connectors_max`](crate::core::Limits).
     pub connectors_max: u32,
     /// Transactions a station may have open at once; a StartTransaction past it gets an
-    /// OccurenceConstraintViolation CALLERROR and is not recorded.
+    /// OccurenceConstraintViolation CALLERROR and is not recorded. From
+    /// [`Limits::station_open_transactions_max`](crate::core::Limits).
     pub open_transactions_max: usize,
+}
+
+impl SessionConfig {
+    /// The defaults, with the per-station bounds of `limits`.
+    pub fn with_limits(limits: &crate::core::Limits) -> SessionConfig {
+        SessionConfig {
+            connectors_max: limits.station_connectors_max,
+            open_transactions_max: limits.station_open_transactions_max,
+            ..SessionConfig::default()
+        }
+    }
 }
 
 impl Default for SessionConfig {
@@ -47,10 +59,8 @@ impl Default for SessionConfig {
             heartbeat_interval_secs: 60,
             boot_retry_secs: 10,
             remembered_answers_max: 64,
-            connectors_max: crate::domain::station::CONNECTORS_MAX,
-            // Room for transactions whose stop a station never delivered, above one per
-            // connector.
-            open_transactions_max: 4 * crate::domain::station::CONNECTORS_MAX as usize,
+            connectors_max: crate::core::Limits::default().station_connectors_max,
+            open_transactions_max: crate::core::Limits::default().station_open_transactions_max,
         }
     }
 }

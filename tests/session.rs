@@ -236,3 +236,37 @@ fn connector_ids_past_the_bound_are_refused_and_recorded_nowhere() {
         [Frame::CallResult { .. }]
     ));
 }
+
+/// The per-station bounds are store-wide `Limits`, and a session takes them from there.
+#[test]
+fn per_station_bounds_come_from_limits() {
+    use evsource::core::Limits;
+    let defaults = SessionConfig::default();
+    assert_eq!(
+        defaults.connectors_max,
+        Limits::default().station_connectors_max
+    );
+    assert_eq!(
+        defaults.open_transactions_max,
+        Limits::default().station_open_transactions_max
+    );
+    let tight = Limits {
+        station_connectors_max: 2,
+        station_open_transactions_max: 3,
+        ..Limits::default()
+    };
+    let config = SessionConfig::with_limits(&tight);
+    assert_eq!(
+        (config.connectors_max, config.open_transactions_max),
+        (2, 3)
+    );
+    let mut session = StationSession::resume_accepted("CP1", config);
+    session.handle_text(
+        r#"[2,"s","StatusNotification",{"connectorId":3,"errorCode":"NoError","status":"Available"}]"#,
+        0,
+    );
+    assert!(matches!(
+        &replies(&mut session)[..],
+        [Frame::CallError { code, .. }] if code.to_string() == "PropertyConstraintViolation"
+    ));
+}

@@ -29,7 +29,18 @@ pub struct Limits {
     pub subscription_buffer_events_max: usize,
     /// Events returned by one read call.
     pub read_events_max: usize,
+    /// Connector ids one charge point may use (1..=this). A higher one is refused with a
+    /// CALLERROR before anything is recorded, so no station can grow the node's state by
+    /// inventing connectors.
+    pub station_connectors_max: u32,
+    /// Transactions one charge point may have open at once; a StartTransaction past it is
+    /// refused with a CALLERROR and not recorded.
+    pub station_open_transactions_max: usize,
 }
+
+/// The default of [`Limits::station_connectors_max`], also the size of a station
+/// aggregate's connector table.
+pub const STATION_CONNECTORS_MAX: u32 = 16;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -44,6 +55,10 @@ impl Default for Limits {
             snapshot_bytes_max: 1024 * 1024,
             subscription_buffer_events_max: 1024,
             read_events_max: 4096,
+            station_connectors_max: STATION_CONNECTORS_MAX,
+            // Room for transactions whose stop a station never delivered, above one per
+            // connector.
+            station_open_transactions_max: 4 * STATION_CONNECTORS_MAX as usize,
         }
     }
 }

@@ -34,7 +34,7 @@ pub fn station_of(stream: &crate::core::types::StreamId) -> Option<&str> {
 /// OCPP 1.6 idTag is a CiString20.
 pub const SESSION_ID_BYTES_MAX: usize = 20;
 /// Connector ids are 1..=CONNECTORS_MAX (0 addresses the whole station in OCPP).
-pub const CONNECTORS_MAX: u32 = 16;
+pub const CONNECTORS_MAX: u32 = crate::core::limits::STATION_CONNECTORS_MAX;
 
 /// A session id: 1 to [`SESSION_ID_BYTES_MAX`] printable ASCII bytes without spaces (it is
 /// sent to the station as an OCPP idTag). Held inline and `Copy`: replaying a station's
