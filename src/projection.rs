@@ -222,8 +222,17 @@ impl<S: EventStore, P: Projection> ProjectionRunner<S, P> {
                     (end - from) as usize,
                 )
                 .await?;
-            if let Some(event) = page.iter().rev().find(|e| e.event_type == CHECKPOINT_TYPE) {
-                return Ok(Some((event.version.0, decode(&event.payload)?)));
+            // Saves of this format come after any other event on the stream (a save of an
+            // earlier format, say): meeting one first means there is no checkpoint to load,
+            // and the scan stops there instead of reading an old history.
+            for event in page.iter().rev() {
+                match event.event_type.as_str() {
+                    CHECKPOINT_TYPE => {
+                        return Ok(Some((event.version.0, decode(&event.payload)?)));
+                    }
+                    RECORD_TYPE => {}
+                    _ => return Ok(None),
+                }
             }
             end = from;
         }

@@ -406,3 +406,44 @@ async fn many_small_saves_write_a_new_base_and_loads_start_there() {
         total - base
     );
 }
+
+/// A save stream written by the earlier format (one `ProjectionSaved` event per save) is
+/// not read back as records: the runner starts from scratch, appends its saves after the
+/// old ones, and reloads them.
+#[tokio::test]
+async fn saves_of_the_earlier_format_are_left_behind() {
+    use evsource::core::{EventData, EventId, ExpectedVersion, Metadata};
+    use evsource::store::EventStore;
+    let store = MemoryStore::default();
+    let stream = StreamId::new("projection-unlock-board").unwrap();
+    let old = (0..3u128)
+        .map(|n| EventData {
+            id: EventId(0xa11 + n),
+            event_type: "ProjectionSaved".into(),
+            tags: Vec::new(),
+            metadata: Metadata::default(),
+            payload: br#"{"schema":1,"checkpoint":0,"state":{"stations":{}}}"#.to_vec(),
+        })
+        .collect();
+    store
+        .append(&stream, ExpectedVersion::Any, old)
+        .await
+        .unwrap();
+    request_on(&store, 0..2, "s-1").await;
+    let mut runner: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(store.clone()).await.unwrap();
+    assert!(
+        runner.state().is_empty(),
+        "nothing loaded from the old format"
+    );
+    assert_eq!(runner.checkpoint(), None);
+    runner.catch_up().await.unwrap();
+    runner.save(1).await.unwrap();
+    let reloaded: ProjectionRunner<_, UnlockBoard> =
+        ProjectionRunner::load(store.clone()).await.unwrap();
+    assert_eq!(
+        reloaded.state(),
+        &rebuild::<_, UnlockBoard>(&store).await.unwrap()
+    );
+    assert_eq!(reloaded.state().len(), 2);
+}

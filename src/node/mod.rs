@@ -1237,9 +1237,6 @@ impl<S: EventStore> Hub<S> {
             }))
     }
 
-    /// The driver unplugged: end the business session. A process-manager reaction with a
-    /// command id derived from (station, session), so a resent StopTransaction has one
-    /// effect; a session the aggregate does not hold as active is left alone.
     /// Ends the abandoned sessions whose end is due for another try (see
     /// `pending_stops`).
     async fn retry_stops(&mut self) {
@@ -1260,6 +1257,10 @@ impl<S: EventStore> Hub<S> {
         }
     }
 
+    /// The driver unplugged (or never plugged in): end the business session. A
+    /// process-manager reaction with a command id derived from (station, session), so a
+    /// resent StopTransaction has one effect; a session the aggregate does not hold as
+    /// active is left alone. False when the end could not be recorded yet.
     async fn stop_session(&mut self, station: &str, session: String) -> bool {
         tracing::info!(%station, %session, "ending the session");
         let Ok(stream) = crate::domain::station::stream_of(station) else {
