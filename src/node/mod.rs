@@ -595,10 +595,16 @@ impl<S: EventStore> Hub<S> {
                     }
                 },
                 () = reads.backed_off(), if !reads.ready() => reads.resume(),
-                _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {
-                    self.dispatcher.handle_timeout(self.env.now_millis());
-                    self.retry_stops().await;
-                }
+                // Only a wake-up: what is due runs below, after whichever branch won, so
+                // a steady stream of inputs (always first) cannot starve the timers.
+                _ = tokio::time::sleep(std::time::Duration::from_millis(wait)) => {}
+            }
+            let now = self.env.now_millis();
+            if self.dispatcher.poll_timeout().is_some_and(|at| at <= now) {
+                self.dispatcher.handle_timeout(now);
+            }
+            if self.pending_stops.values().any(|at| *at <= now) {
+                self.retry_stops().await;
             }
             self.settle(&mut subscription).await;
         }
