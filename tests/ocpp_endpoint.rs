@@ -566,6 +566,17 @@ async fn start_transaction_is_accepted_only_for_an_idtag_the_csms_released() {
         .collect();
     assert_eq!(verdicts.first(), Some(&("stranger".to_owned(), false)));
     assert_eq!(verdicts.last(), Some(&("s-9".to_owned(), true)));
+
+    // A stop's idTag is Accepted only as the one its transaction ran for.
+    let stop = |id: &str, transaction: &Value, id_tag: &str| json!([2, id, "StopTransaction", {"transactionId": transaction, "idTag": id_tag, "meterStop": 10, "timestamp": "2026-11-23T11:00:00Z"}]);
+    let wrong = call(
+        &mut ws,
+        stop("p1", &stranger[2]["transactionId"], "stranger"),
+    )
+    .await;
+    assert_eq!(wrong[2]["idTagInfo"]["status"], "Invalid", "{wrong}");
+    let right = call(&mut ws, stop("p2", &accepted[2]["transactionId"], "s-9")).await;
+    assert_eq!(right[2]["idTagInfo"]["status"], "Accepted", "{right}");
     node.shutdown().await;
 }
 

@@ -880,9 +880,9 @@ impl<S: EventStore> Hub<S> {
                     .session_of_transaction(station, transaction_id)
                     .await
                 {
-                    Ok(Some(session)) => (
+                    Ok(Some((session, accepted))) => (
                         self.stop_session(station, session.clone()).await,
-                        Some(session),
+                        accepted.then_some(session),
                     ),
                     Ok(None) => {
                         tracing::info!(%station, transaction_id, "the stopped transaction was not started by this station's record: no session to end");
@@ -894,7 +894,8 @@ impl<S: EventStore> Hub<S> {
                     }
                 };
                 // The stop's idTag (if any) is Accepted only as the one the transaction
-                // ran for (a session's id is the idTag it released the connector to).
+                // ran for, and only if that one was (a session's id is the idTag it
+                // released the connector to).
                 let id_tag_accepted = request
                     .id_tag
                     .as_deref()
@@ -1223,7 +1224,7 @@ impl<S: EventStore> Hub<S> {
         &self,
         station: &str,
         transaction_id: i64,
-    ) -> Result<Option<String>, ReadError> {
+    ) -> Result<Option<(String, bool)>, ReadError> {
         let Some(position) = u64::try_from(transaction_id)
             .ok()
             .and_then(|id| id.checked_sub(1))
@@ -1238,7 +1239,11 @@ impl<S: EventStore> Hub<S> {
             .filter(|event| event.stream == stream)
             .and_then(|event| TelemetryEvent::decode(&event.event_type, &event.payload).ok())
             .and_then(|event| match event {
-                TelemetryEvent::TransactionStarted { id_tag, .. } => Some(id_tag),
+                TelemetryEvent::TransactionStarted {
+                    id_tag,
+                    id_tag_accepted,
+                    ..
+                } => Some((id_tag, id_tag_accepted)),
                 _ => None,
             }))
     }
